@@ -1,0 +1,58 @@
+# axr developer entry point. `make help` lists the targets.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PYTEST_ARGS ?=
+
+.DEFAULT_GOAL := help
+
+.PHONY: help
+help:  ## List the targets
+	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-14s %s\n", $$1, $$2}'
+
+$(PY):
+	python3 -m venv --system-site-packages $(VENV)
+
+.PHONY: install
+install: $(PY)  ## Create .venv, install axr (editable, Rust extension built) and dev dependencies
+	$(PY) -m pip install -q --upgrade pip maturin
+	$(PY) -m pip install -q -e ".[dev]"
+
+.PHONY: build-dev
+build-dev: $(PY)  ## Rebuild the Rust extension into the editable install
+	VIRTUAL_ENV=$(abspath $(VENV)) PATH=$(abspath $(VENV))/bin:$$PATH maturin develop --release --skip-install
+
+.PHONY: format
+format: $(PY)  ## Format Rust and Python sources
+	cargo fmt --all
+	$(PY) -m ruff format .
+	$(PY) -m ruff check --fix .
+
+.PHONY: lint-rust
+lint-rust:  ## rustfmt check + clippy with warnings as errors
+	cargo fmt --all -- --check
+	cargo clippy --workspace --all-targets -- -D warnings
+
+.PHONY: lint-python
+lint-python: $(PY)  ## ruff lint + format check, mypy on python/axr
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+	$(PY) -m mypy
+
+.PHONY: test-rust
+test-rust:  ## Rust unit, property and integration tests of the core
+	cargo test --workspace --exclude axr-py
+
+.PHONY: test-python
+test-python: $(PY)  ## pytest (CPU, offline, tiny models)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+.PHONY: test
+test: install build-dev lint-rust lint-python test-rust test-python  ## Everything CI runs
+
+.PHONY: bench
+bench:  ## Rust criterion benchmarks (packing)
+	cargo bench --bench packing
+
+.PHONY: demo
+demo: install  ## The end-to-end demo on the embedded default
+	bash examples/demo.sh

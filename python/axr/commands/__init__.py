@@ -1,0 +1,1 @@
+"""One module per ``axr`` verb; each exposes ``register(subparsers)``."""

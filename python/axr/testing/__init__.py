@@ -1,0 +1,9 @@
+"""Offline fixtures for tests and the demo: real tokenizers and tiny random models.
+
+No hub access is needed: tokenizers are built from models that PyPI packages
+ship (``mistral-common``), and models are random-initialised from a config.
+"""
+
+from axr.testing.tokenizers import build_mistral_tokenizer, mistral_common_data_dir
+
+__all__ = ["build_mistral_tokenizer", "mistral_common_data_dir"]

@@ -1,0 +1,16 @@
+//! axr-core: the native data path of axr.
+//!
+//! Plain Rust with no Python in it, so every stage can be tested and
+//! benchmarked with cargo alone. Data flows one way:
+//!
+//! ```text
+//! JSONL ─> source ─> format ─> template ─> tokenize ─> mask ─> store ─> pack
+//! ```
+#![deny(missing_docs)]
+
+pub mod error;
+
+pub use error::{Error, Result};
+
+/// Version of the crate, reported by `axr version`.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -1,0 +1,17 @@
+//! Thin PyO3 bindings of axr-core, imported from Python as `axr._native`.
+//!
+//! No logic lives here: convert arguments, release the GIL around core work,
+//! map core errors to Python exceptions.
+
+mod errors;
+
+use pyo3::prelude::*;
+
+/// The native extension module.
+#[pymodule]
+#[pyo3(name = "_native")]
+fn native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add("__version__", axr_core::VERSION)?;
+    errors::register(m)?;
+    Ok(())
+}

@@ -1,0 +1,15 @@
+"""Shared fixtures: all offline. Tokenizers are built from packages installed with the dev extra."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from axr.testing import build_mistral_tokenizer
+
+
+@pytest.fixture(scope="session")
+def mistral_tokenizer_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real tokenizer.json folder: Mistral-7B's SentencePiece BPE (32k vocab) from mistral-common."""
+    return build_mistral_tokenizer(tmp_path_factory.mktemp("mistral-tokenizer"))
