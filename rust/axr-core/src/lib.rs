@@ -9,8 +9,10 @@
 #![deny(missing_docs)]
 
 pub mod error;
+pub mod sample;
 
 pub use error::{Error, Result};
+pub use sample::{Encoded, FieldError, RenderedText, RowFormatter, Sample, SpecialTokens};
 
 /// Version of the crate, reported by `axr version`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
