@@ -12,7 +12,7 @@ pub mod error;
 pub mod sample;
 
 pub use error::{Error, Result};
-pub use sample::{Encoded, FieldError, RenderedText, RowFormatter, Sample, SpecialTokens};
+pub use sample::{Encoded, FieldError, RenderedText, RowFormatter, Sample, TokenizerInfo};
 
 /// Version of the crate, reported by `axr version`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

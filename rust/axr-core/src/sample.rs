@@ -61,13 +61,16 @@ impl FieldError {
     }
 }
 
-/// Special-token strings a formatter needs (e.g. to append EOS to a response).
+/// What a formatter needs to know of the tokenizer: its special-token
+/// strings (e.g. to append EOS to a response) and its own chat template.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct SpecialTokens {
+pub struct TokenizerInfo {
     /// Beginning-of-sequence token text (`<s>`), if the tokenizer has one.
     pub bos: Option<String>,
     /// End-of-sequence token text (`</s>`), if the tokenizer has one.
     pub eos: Option<String>,
+    /// The Jinja `chat_template` of tokenizer_config.json, if any.
+    pub chat_template: Option<String>,
 }
 
 /// Turns one JSON row into a [`Sample`]. Implemented once per family of
