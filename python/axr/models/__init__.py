@@ -1,0 +1,1 @@
+"""Model side of training: loading (dtype, tokenizer, embeddings), LoRA adapters, attention backend."""

@@ -1,0 +1,1 @@
+"""The training loop and its parts: optimizers, schedulers, token-normalised loss, checkpoints, progress."""
