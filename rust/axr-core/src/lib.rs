@@ -9,6 +9,7 @@
 #![deny(missing_docs)]
 
 pub mod error;
+pub mod pack;
 pub mod sample;
 
 pub use error::{Error, Result};
