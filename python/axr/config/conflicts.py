@@ -1,0 +1,93 @@
+"""Rules between keys: pairs that cannot be set together, keys that need another.
+
+The rules read plain mappings so they run both on a validated model's dump and
+on the raw file contents: when some key has a type error the model cannot be
+built, yet the user still gets every conflict in the same report.
+Each message names every key involved.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+
+def _is_set(values: Mapping[str, Any], key: str) -> bool:
+    value = values.get(key)
+    return value is not None and value != "" and value != []
+
+
+def _is_true(values: Mapping[str, Any], key: str) -> bool:
+    return values.get(key) is True
+
+
+def _number(values: Mapping[str, Any], key: str) -> float | None:
+    value = values.get(key)
+    if isinstance(value, bool) or value is None:
+        return None
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _exclusive(values: Mapping[str, Any], first: str, second: str, why: str) -> list[str]:
+    if _is_set(values, first) and _is_set(values, second):
+        return [f"{first} and {second} are both set: {why}"]
+    return []
+
+
+def _shard_pair(values: Mapping[str, Any], count_key: str, index_key: str) -> list[str]:
+    count, index = _number(values, count_key), _number(values, index_key)
+    if index is not None and count is None:
+        return [f"{index_key} is set without {count_key}: give the number of shards too"]
+    if index is not None and count is not None and index >= count:
+        return [f"{index_key} ({index:g}) must be less than {count_key} ({count:g})"]
+    return []
+
+
+def top_level_conflicts(values: Mapping[str, Any]) -> list[str]:
+    """Every conflict between top-level keys, one message each."""
+    problems: list[str] = []
+    problems += _exclusive(values, "warmup_steps", "warmup_ratio", "set one of them")
+    problems += _exclusive(values, "eval_steps", "evals_per_epoch", "set one of them")
+    problems += _exclusive(values, "save_steps", "saves_per_epoch", "set one of them")
+    problems += _exclusive(values, "fsdp", "deepspeed", "use one distributed engine")
+    val_set_size = _number(values, "val_set_size")
+    if _is_set(values, "test_datasets") and val_set_size is not None and val_set_size > 0:
+        problems.append(
+            "test_datasets and val_set_size > 0 are both set: evaluate on test_datasets or on a "
+            "val_set_size split of datasets, not both"
+        )
+    if val_set_size is not None and val_set_size > 1 and not val_set_size.is_integer():
+        problems.append(f"val_set_size ({val_set_size:g}) above 1 counts rows and must be a whole number")
+    if _is_true(values, "load_in_4bit") and _is_true(values, "load_in_8bit"):
+        problems.append("load_in_4bit and load_in_8bit are both true: choose one quantization")
+    adapter = values.get("adapter")
+    if adapter == "qlora" and not _is_true(values, "load_in_4bit"):
+        problems.append('adapter = "qlora" needs load_in_4bit = true (QLoRA trains on a 4-bit base model)')
+    if _is_set(values, "relora_steps"):
+        if adapter not in ("lora", "qlora"):
+            problems.append('relora_steps is set without adapter: ReLoRA needs adapter = "lora" or "qlora"')
+        for engine in ("fsdp", "deepspeed"):
+            if _is_set(values, engine):
+                problems.append(f"relora_steps and {engine} are both set: ReLoRA does not support {engine}")
+    bf16 = values.get("bf16")
+    if (bf16 is True or bf16 == "full") and _is_true(values, "fp16"):
+        problems.append('bf16 and fp16 are both true: choose one mixed precision (or bf16 = "auto")')
+    if _is_true(values, "bfloat16") and _is_true(values, "float16"):
+        problems.append("bfloat16 and float16 are both true: choose one model dtype")
+    if values.get("chat_template") == "jinja" and not _is_set(values, "chat_template_jinja"):
+        problems.append('chat_template = "jinja" needs chat_template_jinja (the template text or its path)')
+    problems += _shard_pair(values, "dataset_shard_num", "dataset_shard_idx")
+    return problems
+
+
+def dataset_conflicts(values: Mapping[str, Any]) -> list[str]:
+    """Every conflict between the keys of one dataset entry, one message each."""
+    problems: list[str] = []
+    problems += _shard_pair(values, "shards", "shards_idx")
+    problems += _shard_pair(values, "dataset_shard_num", "dataset_shard_idx")
+    if values.get("chat_template") == "jinja" and not _is_set(values, "chat_template_jinja"):
+        problems.append('chat_template = "jinja" needs chat_template_jinja (the template text or its path)')
+    return problems

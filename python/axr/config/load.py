@@ -1,0 +1,190 @@
+"""Read a config file (TOML or YAML), apply ``--key=value`` overrides, validate it all at once.
+
+Every problem is collected (unknown keys, wrong types, out-of-range values,
+conflicting pairs) and raised as one ``ConfigError`` whose message has one line
+per problem, so a user fixes the whole file in one pass.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Annotated, Any
+
+import tomllib
+import yaml
+from pydantic import TypeAdapter, ValidationError
+
+from axr.config.conflicts import dataset_conflicts, top_level_conflicts
+from axr.config.messages import error_lines, suggest
+from axr.config.schema import AxrConfig
+from axr.errors import ConfigError
+
+TOML_SUFFIXES = (".toml",)
+YAML_SUFFIXES = (".yaml", ".yml")
+
+
+def read_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The raw key/value table of a TOML or YAML file (chosen by extension), unvalidated."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in TOML_SUFFIXES + YAML_SUFFIXES:
+        raise ConfigError(f"{path}: unknown config file type {suffix!r}; use .toml, .yaml or .yml")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except OSError as error:
+        raise ConfigError(f"{path}: cannot read the config file: {error.strerror}") from None
+    try:
+        data = tomllib.loads(text) if suffix in TOML_SUFFIXES else yaml.safe_load(text)
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"{path}: not valid TOML: {error}") from None
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path}: not valid YAML: {_yaml_problem(error)}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the config must be a table of keys, not a {type(data).__name__}")
+    return data
+
+
+def _yaml_problem(error: yaml.YAMLError) -> str:
+    if isinstance(error, yaml.MarkedYAMLError) and error.problem_mark is not None:
+        mark = error.problem_mark
+        return f"line {mark.line + 1}, column {mark.column + 1}: {error.problem}"
+    return str(error)
+
+
+def _override_candidates(text: str) -> list[Any]:
+    """Readings of an override value, most specific first: TOML value, YAML value, the string itself."""
+    if text.strip() == "":
+        return [None]
+    candidates: list[Any] = []
+    with contextlib.suppress(tomllib.TOMLDecodeError):
+        candidates.append(tomllib.loads(f"value = {text}")["value"])
+    with contextlib.suppress(yaml.YAMLError):
+        candidates.append(yaml.safe_load(text))
+    candidates.append(text)
+    return candidates
+
+
+def _field_adapter(key: str) -> TypeAdapter[Any]:
+    field = AxrConfig.model_fields[key]
+    # Metadata such as ge=1 lives beside the annotation; rebuild the full type
+    # so the check matches what the model itself will do.
+    annotation: Any = field.annotation
+    if field.metadata:
+        annotation = Annotated[(annotation, *field.metadata)]
+    return TypeAdapter(annotation)
+
+
+def parse_overrides(arguments: Sequence[str]) -> tuple[dict[str, Any], list[str]]:
+    """``["--lora_r=16", "--adapter", "qlora", "--sample_packing"]`` → values typed through the schema.
+
+    A value is read as a TOML value, then as YAML, then as the plain string,
+    and the first reading the key's type accepts wins (so ``--save_strategy=no``
+    stays the string "no" and ``--lora_r=16`` becomes the integer 16). A flag
+    without a value means true. Returns the values and the problems found.
+    """
+    values: dict[str, Any] = {}
+    problems: list[str] = []
+    index = 0
+    items = list(arguments)
+    while index < len(items):
+        item = items[index]
+        index += 1
+        if not item.startswith("--") or item == "--":
+            problems.append(f"override {item!r}: expected --key=value")
+            continue
+        key, has_value, text = item[2:].partition("=")
+        key = key.replace("-", "_")
+        if not has_value:
+            if index < len(items) and not items[index].startswith("--"):
+                text = items[index]
+                index += 1
+            else:
+                text = "true"
+        if key not in AxrConfig.model_fields:
+            line = f"--{key}: unknown key"
+            close = suggest(key, list(AxrConfig.model_fields))
+            if close is not None:
+                line += f" (did you mean '--{close}'?)"
+            problems.append(line)
+            continue
+        candidates = _override_candidates(text)
+        adapter = _field_adapter(key)
+        chosen = candidates[0]
+        for candidate in candidates:
+            try:
+                adapter.validate_python(candidate)
+            except ValidationError:
+                continue
+            chosen = candidate
+            break
+        values[key] = chosen
+    return values, problems
+
+
+def _raw_conflicts(data: Mapping[str, Any]) -> list[str]:
+    """Conflicts read from the raw values, for when type errors keep the model from being built."""
+    lines = top_level_conflicts(data)
+    for list_key in ("datasets", "test_datasets"):
+        entries = data.get(list_key)
+        if not isinstance(entries, list):
+            continue
+        for position, entry in enumerate(entries):
+            if isinstance(entry, Mapping):
+                lines += [f"{list_key}[{position}]: {line}" for line in dataset_conflicts(entry)]
+    return lines
+
+
+def validate_config(data: Mapping[str, Any], *, source: str | None = None) -> AxrConfig:
+    """Validate a raw key/value table; every problem in one ``ConfigError``."""
+    try:
+        config = AxrConfig.model_validate(dict(data))
+    except ValidationError as error:
+        lines = error_lines(AxrConfig, error)
+        lines += [line for line in _raw_conflicts(data) if line not in lines]
+        raise ConfigError(_report(lines, source)) from None
+    config._source_path = source
+    return config
+
+
+def _report(lines: Sequence[str], source: str | None) -> str:
+    where = f"config {source}" if source else "config"
+    count = f"{len(lines)} problem" + ("s" if len(lines) != 1 else "")
+    return f"invalid {where} ({count}):\n" + "\n".join(f"  {line}" for line in lines)
+
+
+def load_config(path: str | os.PathLike[str], overrides: Sequence[str] = ()) -> AxrConfig:
+    """Load, override and validate a config file.
+
+    ``overrides`` are command-line items such as ``--lora_r=16``; each replaces
+    a top-level key, typed through the schema. Raises ``ConfigError`` listing
+    every problem (file, key and what is wrong), before any work starts.
+    """
+    source = str(path)
+    data = read_config_file(path)
+    override_values, override_problems = parse_overrides(overrides)
+    data.update(override_values)
+    try:
+        config = validate_config(data, source=source)
+    except ConfigError as error:
+        lines = [line[2:] for line in str(error).splitlines()[1:]]
+        raise ConfigError(
+            _report(override_problems + _mark_overrides(lines, override_values), source)
+        ) from None
+    if override_problems:
+        raise ConfigError(_report(override_problems, source))
+    return config
+
+
+def _mark_overrides(lines: list[str], override_values: Mapping[str, Any]) -> list[str]:
+    marked = []
+    for line in lines:
+        key = line.split(":", 1)[0].split("[", 1)[0].split(".", 1)[0]
+        marked.append(f"{line} (set by --{key})" if key in override_values else line)
+    return marked
