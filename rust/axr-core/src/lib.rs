@@ -8,9 +8,13 @@
 //! ```
 #![deny(missing_docs)]
 
+pub mod chat;
 pub mod error;
+pub mod options;
 pub mod pack;
 pub mod sample;
+pub mod source;
+pub mod store;
 
 pub use error::{Error, Result};
 pub use sample::{Encoded, FieldError, RenderedText, RowFormatter, Sample, TokenizerInfo};

@@ -1,0 +1,308 @@
+//! [`PreprocessOptions`]: the one schema between Python and the native data
+//! path. Python builds it from the config and sends it as JSON; the same JSON
+//! is written to every store's `meta.json`. Unknown keys are errors on both
+//! sides, so a key added on one side only fails loudly.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// Everything `axr preprocess` needs, as resolved from the config.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PreprocessOptions {
+    /// Training datasets, merged in this order (config `datasets`).
+    pub datasets: Vec<DatasetOptions>,
+    /// Evaluation datasets with their own store (config `test_datasets`).
+    #[serde(default)]
+    pub test_datasets: Vec<DatasetOptions>,
+    /// Folder holding `tokenizer.json` (and `tokenizer_config.json`).
+    pub tokenizer_dir: PathBuf,
+    /// Special tokens to set or add (config `special_tokens`), e.g. `{"pad_token": "<pad>"}`.
+    #[serde(default)]
+    pub special_tokens: BTreeMap<String, String>,
+    /// Extra tokens to add to the vocabulary (config `tokens`).
+    #[serde(default)]
+    pub tokens: Vec<String>,
+    /// Longest sample in tokens (config `sequence_len`).
+    pub sequence_len: usize,
+    /// What happens to a sample longer than `sequence_len`.
+    #[serde(default)]
+    pub excess_length_strategy: ExcessLengthStrategy,
+    /// What happens to a malformed row.
+    #[serde(default)]
+    pub on_bad_row: BadRowPolicy,
+    /// Shuffle the merged samples (seeded). Axolotl's default is true.
+    #[serde(default = "default_true")]
+    pub shuffle_merged_datasets: bool,
+    /// Held-out evaluation share: a fraction when below 1, else a count of samples.
+    #[serde(default)]
+    pub val_set_size: f64,
+    /// Seed of the shuffle and of the evaluation split.
+    #[serde(default = "default_seed")]
+    pub seed: u64,
+    /// Keep only one of this many contiguous shards of the merged samples.
+    #[serde(default)]
+    pub dataset_shard_num: Option<u64>,
+    /// Which shard to keep (0-based), with `dataset_shard_num`.
+    #[serde(default)]
+    pub dataset_shard_idx: Option<u64>,
+    /// Where prepared stores live (config `dataset_prepared_path`); one folder per fingerprint.
+    pub prepared_dir: PathBuf,
+    /// Worker threads (config `dataset_processes`); all cores when absent. Not part of the fingerprint.
+    #[serde(default)]
+    pub num_threads: Option<usize>,
+    /// Rows per parallel chunk: memory is bounded by a few chunks. Not part of the fingerprint.
+    #[serde(default = "default_chunk_rows")]
+    pub chunk_rows: usize,
+    /// Bytes of raw input per parallel chunk (whichever limit comes first). Not part of the fingerprint.
+    #[serde(default = "default_chunk_bytes")]
+    pub chunk_bytes: usize,
+    /// Tokens per store shard file. Not part of the fingerprint.
+    #[serde(default = "default_shard_tokens")]
+    pub shard_tokens: u64,
+}
+
+/// Where one dataset's rows come from, and how they are formatted.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatasetOptions {
+    /// Where the rows are read from.
+    pub source: SourceOptions,
+    /// The format keys of the `datasets` entry (`type`, `field`, `field_*`, ...), given as is to the
+    /// formatter, which checks them.
+    pub format: serde_json::Value,
+}
+
+/// The source keys of one `datasets` entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceOptions {
+    /// A file, a glob, a directory, or a loader name (`json`, `text`) used with `data_files`.
+    pub path: String,
+    /// File type: `json` (JSON lines or a JSON array; the default) or `text` (one row per line).
+    #[serde(default)]
+    pub ds_type: Option<String>,
+    /// Files (or globs) to read; relative ones are under `path` when it is a directory.
+    #[serde(default)]
+    pub data_files: Vec<String>,
+    /// Split to read (`split` / `train_on_split`); local files have `train` only unless a
+    /// directory names its files by split.
+    #[serde(default)]
+    pub split: Option<String>,
+    /// Keep one of this many interleaved shards of this dataset's rows.
+    #[serde(default)]
+    pub shards: Option<u64>,
+    /// Which shard to keep with `shards` (0-based; default 0).
+    #[serde(default)]
+    pub shards_idx: Option<u64>,
+    /// Name used in messages, e.g. `datasets[0]`.
+    #[serde(default)]
+    pub key: String,
+}
+
+/// What happens to a sample longer than `sequence_len` tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ExcessLengthStrategy {
+    /// Drop it and count it (Axolotl's behaviour).
+    #[default]
+    Drop,
+    /// Keep its first `sequence_len` tokens and count it.
+    Truncate,
+}
+
+/// What happens to a row that cannot be read or formatted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BadRowPolicy {
+    /// Stop with an error naming file, line and field.
+    #[default]
+    Error,
+    /// Skip it, count it and keep the first messages in the summary.
+    Skip,
+}
+
+fn default_true() -> bool {
+    true
+}
+fn default_seed() -> u64 {
+    42
+}
+fn default_chunk_rows() -> usize {
+    4096
+}
+fn default_chunk_bytes() -> usize {
+    8 << 20
+}
+fn default_shard_tokens() -> u64 {
+    1 << 30
+}
+
+/// Keys that change how the work runs but not what it produces.
+const NOT_FINGERPRINTED: [&str; 6] = [
+    "prepared_dir",
+    "num_threads",
+    "chunk_rows",
+    "chunk_bytes",
+    "shard_tokens",
+    "tokenizer_dir",
+];
+
+impl PreprocessOptions {
+    /// Parse and check the options JSON sent by Python.
+    pub fn from_json(json: &str) -> Result<Self> {
+        let options: Self = serde_json::from_str(json).map_err(|error| Error::Config {
+            key: "preprocess options".into(),
+            message: error.to_string(),
+        })?;
+        options.validate()?;
+        Ok(options)
+    }
+
+    /// Reject combinations that cannot work, naming the config key.
+    pub fn validate(&self) -> Result<()> {
+        let config = |key: &str, message: String| {
+            Err(Error::Config {
+                key: key.into(),
+                message,
+            })
+        };
+        if self.datasets.is_empty() {
+            return config("datasets", "at least one dataset is needed".into());
+        }
+        if self.sequence_len == 0 {
+            return config("sequence_len", "must be at least 1".into());
+        }
+        if !(self.val_set_size >= 0.0 && self.val_set_size.is_finite()) {
+            return config("val_set_size", format!("must be 0 or more, got {}", self.val_set_size));
+        }
+        if self.val_set_size >= 1.0 && self.val_set_size.fract() != 0.0 {
+            return config(
+                "val_set_size",
+                format!("{} is neither a fraction below 1 nor a whole count", self.val_set_size),
+            );
+        }
+        if self.val_set_size > 0.0 && !self.test_datasets.is_empty() {
+            return config(
+                "val_set_size",
+                "use either val_set_size or test_datasets, not both".into(),
+            );
+        }
+        match (self.dataset_shard_num, self.dataset_shard_idx) {
+            (None, None) => {}
+            (Some(num), Some(idx)) if num > 0 && idx < num => {}
+            (Some(num), Some(idx)) => {
+                return config(
+                    "dataset_shard_idx",
+                    format!("must be below dataset_shard_num ({num}), got {idx}"),
+                );
+            }
+            _ => {
+                return config(
+                    "dataset_shard_num",
+                    "set both dataset_shard_num and dataset_shard_idx".into(),
+                );
+            }
+        }
+        if self.chunk_rows == 0 || self.chunk_bytes == 0 || self.shard_tokens == 0 {
+            return config(
+                "chunk_rows",
+                "chunk_rows, chunk_bytes and shard_tokens must be at least 1".into(),
+            );
+        }
+        for (index, dataset) in self.datasets.iter().chain(&self.test_datasets).enumerate() {
+            if let Some(shards) = dataset.source.shards {
+                let idx = dataset.source.shards_idx.unwrap_or(0);
+                if shards == 0 || idx >= shards {
+                    let key = if dataset.source.key.is_empty() {
+                        format!("datasets[{index}]")
+                    } else {
+                        dataset.source.key.clone()
+                    };
+                    return config(
+                        &format!("{key}.shards"),
+                        format!("shards_idx {idx} must be below shards {shards}"),
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The options as JSON with the keys that do not affect the output removed, and with
+    /// dataset paths removed: the fingerprint hashes the bytes of the files, not their names.
+    pub fn fingerprint_json(&self) -> String {
+        let mut value = serde_json::to_value(self).expect("options serialise to JSON");
+        if let Some(map) = value.as_object_mut() {
+            for key in NOT_FINGERPRINTED {
+                map.remove(key);
+            }
+            for list in ["datasets", "test_datasets"] {
+                if let Some(serde_json::Value::Array(entries)) = map.get_mut(list) {
+                    for entry in entries {
+                        if let Some(source) = entry.get_mut("source").and_then(serde_json::Value::as_object_mut) {
+                            for key in ["path", "data_files", "key"] {
+                                source.remove(key);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        // serde_json's map is ordered by key, so this text is canonical.
+        value.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn minimal() -> String {
+        r#"{"datasets": [{"source": {"path": "a.jsonl"}, "format": {"type": "completion"}}],
+            "tokenizer_dir": "tok", "sequence_len": 16, "prepared_dir": "out"}"#
+            .to_string()
+    }
+
+    #[test]
+    fn defaults_follow_axolotl() {
+        let options = PreprocessOptions::from_json(&minimal()).unwrap();
+        assert!(options.shuffle_merged_datasets);
+        assert_eq!(options.excess_length_strategy, ExcessLengthStrategy::Drop);
+        assert_eq!(options.on_bad_row, BadRowPolicy::Error);
+        assert_eq!(options.seed, 42);
+    }
+
+    #[test]
+    fn unknown_keys_are_errors() {
+        let json = minimal().replace("\"sequence_len\"", "\"sequence_length\": 3, \"sequence_len\"");
+        let error = PreprocessOptions::from_json(&json).unwrap_err().to_string();
+        assert!(error.contains("sequence_length"), "{error}");
+    }
+
+    #[test]
+    fn fingerprint_ignores_paths_and_threads_but_not_sequence_len() {
+        let base = PreprocessOptions::from_json(&minimal()).unwrap();
+        let mut moved = base.clone();
+        moved.datasets[0].source.path = "elsewhere/b.jsonl".into();
+        moved.num_threads = Some(7);
+        moved.prepared_dir = "other".into();
+        assert_eq!(base.fingerprint_json(), moved.fingerprint_json());
+        let mut longer = base.clone();
+        longer.sequence_len = 17;
+        assert_ne!(base.fingerprint_json(), longer.fingerprint_json());
+    }
+
+    #[test]
+    fn both_val_set_size_and_test_datasets_is_an_error() {
+        let mut options = PreprocessOptions::from_json(&minimal()).unwrap();
+        options.val_set_size = 0.1;
+        options.test_datasets = options.datasets.clone();
+        let error = options.validate().unwrap_err().to_string();
+        assert!(error.contains("val_set_size"), "{error}");
+    }
+}

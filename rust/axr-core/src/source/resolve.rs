@@ -1,0 +1,460 @@
+//! `path` / `data_files` / `ds_type` / `split` of one dataset → an ordered list of local files.
+
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+use crate::options::SourceOptions;
+
+/// How a file's rows are read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileKind {
+    /// JSON lines, or one JSON array of objects (told apart by the first byte).
+    Json,
+    /// Plain text: every line is a row `{"text": line}`.
+    Text,
+}
+
+/// One input file of a dataset.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceFile {
+    /// The file.
+    pub path: PathBuf,
+    /// How to read it.
+    pub kind: FileKind,
+    /// Its size in bytes when resolved (for progress).
+    pub size: u64,
+}
+
+const REMOTE_PREFIXES: [&str; 8] = [
+    "http://", "https://", "s3://", "gs://", "gcs://", "hf://", "az://", "abfs://",
+];
+const LOADER_NAMES: [&str; 6] = ["json", "jsonl", "text", "parquet", "arrow", "csv"];
+
+/// HF `datasets` infers a file's split from these words at the start of a path component.
+const SPLIT_WORDS: [(&str, &[&str]); 3] = [
+    ("train", &["train", "training"]),
+    ("validation", &["validation", "valid", "val", "dev"]),
+    ("test", &["test", "testing", "eval", "evaluation"]),
+];
+
+fn config_error(key: &str, field: &str, message: String) -> Error {
+    Error::Config {
+        key: format!("{key}.{field}"),
+        message,
+    }
+}
+
+fn canonical_split(name: &str) -> String {
+    let lower = name.to_ascii_lowercase();
+    for (canonical, words) in SPLIT_WORDS {
+        if words.contains(&lower.as_str()) {
+            return canonical.to_string();
+        }
+    }
+    lower
+}
+
+/// The split a path component names, e.g. `train-00000-of-00002.jsonl` → `train`.
+fn split_of_component(component: &str) -> Option<&'static str> {
+    let lower = component.to_ascii_lowercase();
+    for (canonical, words) in SPLIT_WORDS {
+        for word in words {
+            if let Some(rest) = lower.strip_prefix(word)
+                && rest.chars().next().is_none_or(|c| "-._ 0123456789".contains(c))
+            {
+                return Some(canonical);
+            }
+        }
+    }
+    None
+}
+
+fn split_of(relative: &Path) -> Option<&'static str> {
+    relative
+        .components()
+        .filter_map(|component| component.as_os_str().to_str())
+        .find_map(split_of_component)
+}
+
+fn extension_of(path: &Path) -> String {
+    path.file_name()
+        .and_then(|name| name.to_str())
+        .map_or_else(String::new, |name| {
+            let lower = name.to_ascii_lowercase();
+            lower
+                .rsplit_once('.')
+                .map(|(_, ext)| ext.to_string())
+                .unwrap_or_default()
+        })
+}
+
+fn unsupported_file(key: &str, path: &Path, what: &str) -> Error {
+    config_error(
+        key,
+        "path",
+        format!(
+            "{}: {what} input is not supported yet; convert it to JSON lines (for example with pandas: \
+             pd.read_parquet(file).to_json(out, orient=\"records\", lines=True), or datasets: \
+             load_from_disk(dir)[\"train\"].to_json(out)) and point `path` at the .jsonl file",
+            path.display()
+        ),
+    )
+}
+
+/// Checks a file's extension against the dataset's kind; `None` when a directory walk should ignore it.
+fn file_kind(key: &str, path: &Path, kind: FileKind, explicit: bool) -> Result<Option<FileKind>> {
+    match extension_of(path).as_str() {
+        "parquet" => Err(unsupported_file(key, path, "parquet")),
+        "arrow" => Err(unsupported_file(key, path, "Arrow (datasets save_to_disk)")),
+        "csv" | "tsv" => Err(unsupported_file(key, path, "CSV")),
+        "gz" | "zst" | "bz2" | "xz" | "zip" => Err(unsupported_file(key, path, "compressed")),
+        "json" | "jsonl" | "ndjson" if kind == FileKind::Json => Ok(Some(kind)),
+        "txt" | "text" if kind == FileKind::Text => Ok(Some(kind)),
+        _ if explicit => Ok(Some(kind)),
+        _ => Ok(None),
+    }
+}
+
+fn kind_of(key: &str, ds_type: Option<&str>) -> Result<FileKind> {
+    match ds_type.map(str::to_ascii_lowercase).as_deref() {
+        None | Some("json" | "jsonl") => Ok(FileKind::Json),
+        Some("text") => Ok(FileKind::Text),
+        Some(other @ ("parquet" | "arrow" | "csv")) => Err(config_error(
+            key,
+            "ds_type",
+            format!("ds_type `{other}` is not supported yet; convert the data to JSON lines (ds_type json)"),
+        )),
+        Some(other) => Err(config_error(
+            key,
+            "ds_type",
+            format!("unknown ds_type `{other}`; use json or text"),
+        )),
+    }
+}
+
+fn has_glob(pattern: &str) -> bool {
+    pattern.contains(['*', '?', '['])
+}
+
+fn expand_glob(key: &str, field: &str, pattern: &str) -> Result<Vec<PathBuf>> {
+    let paths =
+        glob::glob(pattern).map_err(|error| config_error(key, field, format!("bad glob `{pattern}`: {error}")))?;
+    let mut found = Vec::new();
+    for entry in paths {
+        found.push(entry.map_err(|error| Error::Io(error.into()))?);
+    }
+    found.sort();
+    if found.is_empty() {
+        return Err(config_error(key, field, format!("no file matches `{pattern}`")));
+    }
+    Ok(found)
+}
+
+fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
+    let mut entries = fs_err::read_dir(dir)?
+        .map(|entry| entry.map(|entry| entry.path()))
+        .collect::<Result<Vec<_>, _>>()?;
+    entries.sort();
+    for path in entries {
+        if path
+            .file_name()
+            .and_then(|name| name.to_str())
+            .is_some_and(|name| name.starts_with('.'))
+        {
+            continue;
+        }
+        if path.is_dir() {
+            walk(&path, out)?;
+        } else {
+            out.push(path);
+        }
+    }
+    Ok(())
+}
+
+fn looks_like_hub_id(path: &str) -> bool {
+    let parts: Vec<&str> = path.split('/').collect();
+    parts.len() == 2 && parts.iter().all(|part| !part.is_empty() && !part.starts_with('.')) && !path.contains('\\')
+}
+
+fn remote_error(key: &str, path: &str) -> Error {
+    config_error(
+        key,
+        "path",
+        format!(
+            "`{path}` is not a local file or folder and axr never downloads data; fetch it first (for a hub \
+             dataset: huggingface-cli download --repo-type dataset {path} --local-dir DIR) and set `path` to the \
+             local copy (a .jsonl/.json file, a glob or a folder)"
+        ),
+    )
+}
+
+/// Files of a directory for the requested split, by HF's naming rules.
+fn select_split(key: &str, dir: &Path, files: Vec<PathBuf>, split: &str) -> Result<Vec<PathBuf>> {
+    let named: Vec<(PathBuf, Option<&str>)> = files
+        .into_iter()
+        .map(|path| {
+            let split_name = split_of(path.strip_prefix(dir).unwrap_or(&path));
+            (path, split_name)
+        })
+        .collect();
+    if named.iter().all(|(_, split_name)| split_name.is_none()) {
+        if split == "train" {
+            return Ok(named.into_iter().map(|(path, _)| path).collect());
+        }
+        return Err(config_error(
+            key,
+            "split",
+            format!(
+                "{} has no files named for split `{split}`; its files are all split `train`",
+                dir.display()
+            ),
+        ));
+    }
+    let chosen: Vec<PathBuf> = named
+        .iter()
+        .filter(|(_, split_name)| *split_name == Some(split))
+        .map(|(path, _)| path.clone())
+        .collect();
+    if chosen.is_empty() {
+        let mut found: Vec<&str> = named.iter().filter_map(|(_, split_name)| *split_name).collect();
+        found.sort_unstable();
+        found.dedup();
+        return Err(config_error(
+            key,
+            "split",
+            format!(
+                "{} has no files for split `{split}`; it has: {}",
+                dir.display(),
+                found.join(", ")
+            ),
+        ));
+    }
+    Ok(chosen)
+}
+
+/// The files a dataset names, before their kinds are checked.
+fn gather(
+    options: &SourceOptions,
+    key: &str,
+    path: &str,
+    is_loader_name: bool,
+    kind: FileKind,
+    split: &str,
+) -> Result<Vec<PathBuf>> {
+    let mut files: Vec<PathBuf> = Vec::new();
+    if !options.data_files.is_empty() {
+        let base = if is_loader_name {
+            None
+        } else {
+            Some(Path::new(path)).filter(|base| base.is_dir())
+        };
+        for pattern in &options.data_files {
+            let joined = match base {
+                Some(base) if Path::new(pattern).is_relative() => base.join(pattern),
+                _ => PathBuf::from(pattern),
+            };
+            let text = joined.to_string_lossy().into_owned();
+            if has_glob(&text) {
+                files.extend(expand_glob(key, "data_files", &text)?);
+            } else if joined.is_file() {
+                files.push(joined);
+            } else {
+                return Err(config_error(
+                    key,
+                    "data_files",
+                    format!("no such file: {}", joined.display()),
+                ));
+            }
+        }
+        if split != "train" {
+            return Err(config_error(
+                key,
+                "split",
+                format!("data_files are split `train`; `{split}` is not available"),
+            ));
+        }
+    } else if is_loader_name {
+        return Err(config_error(
+            key,
+            "data_files",
+            format!("path `{path}` names a loader; list the files in data_files"),
+        ));
+    } else {
+        let as_path = Path::new(path);
+        if as_path.is_file() {
+            if split != "train" {
+                return Err(config_error(
+                    key,
+                    "split",
+                    format!("{path} is one file, split `train`; `{split}` is not available"),
+                ));
+            }
+            files.push(as_path.to_path_buf());
+        } else if as_path.is_dir() {
+            if as_path.join("dataset_info.json").is_file() || as_path.join("state.json").is_file() {
+                return Err(unsupported_file(key, as_path, "a datasets save_to_disk folder (Arrow)"));
+            }
+            let mut found = Vec::new();
+            walk(as_path, &mut found)?;
+            let mut data = Vec::new();
+            for file in found {
+                if file_kind(key, &file, kind, false)?.is_some() {
+                    data.push(file);
+                }
+            }
+            if data.is_empty() {
+                return Err(config_error(
+                    key,
+                    "path",
+                    format!("{path} holds no .jsonl/.json (or .txt for ds_type text) files"),
+                ));
+            }
+            files = select_split(key, as_path, data, split)?;
+        } else if has_glob(path) {
+            files = expand_glob(key, "path", path)?;
+            if split != "train" {
+                return Err(config_error(
+                    key,
+                    "split",
+                    format!("files of a glob are split `train`; `{split}` is not available"),
+                ));
+            }
+        } else if looks_like_hub_id(path) {
+            return Err(remote_error(key, path));
+        } else {
+            return Err(config_error(key, "path", format!("no such file or folder: {path}")));
+        }
+    }
+    Ok(files)
+}
+
+/// Resolve one dataset's source keys to its files, in reading order. `key` names the entry in
+/// messages (e.g. `datasets[1]`).
+pub fn resolve(options: &SourceOptions, key: &str) -> Result<Vec<SourceFile>> {
+    let path = options.path.trim();
+    if REMOTE_PREFIXES
+        .iter()
+        .any(|prefix| path.to_ascii_lowercase().starts_with(prefix))
+    {
+        return Err(remote_error(key, path));
+    }
+    let is_loader_name = LOADER_NAMES.contains(&path) && !Path::new(path).exists();
+    let ds_type = options
+        .ds_type
+        .as_deref()
+        .or(if is_loader_name { Some(path) } else { None });
+    let kind = kind_of(key, ds_type)?;
+    let split = canonical_split(options.split.as_deref().unwrap_or("train"));
+
+    let files = gather(options, key, path, is_loader_name, kind, &split)?;
+
+    let mut resolved = Vec::with_capacity(files.len());
+    for file in files {
+        if file.is_dir() {
+            continue;
+        }
+        file_kind(key, &file, kind, true)?;
+        let size = fs_err::metadata(&file)?.len();
+        if !resolved.iter().any(|seen: &SourceFile| seen.path == file) {
+            resolved.push(SourceFile { path: file, kind, size });
+        }
+    }
+    Ok(resolved)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn source(path: &str) -> SourceOptions {
+        SourceOptions {
+            path: path.into(),
+            ds_type: None,
+            data_files: vec![],
+            split: None,
+            shards: None,
+            shards_idx: None,
+            key: String::new(),
+        }
+    }
+
+    fn touch(path: &Path) {
+        fs_err::create_dir_all(path.parent().unwrap()).unwrap();
+        fs_err::write(path, "{}\n").unwrap();
+    }
+
+    #[test]
+    fn directory_glob_and_data_files() {
+        let dir = tempfile::tempdir().unwrap();
+        for name in ["b.jsonl", "a.json", "sub/c.jsonl", "README.md"] {
+            touch(&dir.path().join(name));
+        }
+        let root = dir.path().to_str().unwrap();
+        let names = |files: Vec<SourceFile>| {
+            files
+                .iter()
+                .map(|file| {
+                    file.path
+                        .strip_prefix(dir.path())
+                        .unwrap()
+                        .to_str()
+                        .unwrap()
+                        .to_string()
+                })
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            names(resolve(&source(root), "d").unwrap()),
+            ["a.json", "b.jsonl", "sub/c.jsonl"]
+        );
+        assert_eq!(
+            names(resolve(&source(&format!("{root}/*.jsonl")), "d").unwrap()),
+            ["b.jsonl"]
+        );
+        let mut with_files = source(root);
+        with_files.data_files = vec!["sub/c.jsonl".into(), "a.json".into()];
+        assert_eq!(names(resolve(&with_files, "d").unwrap()), ["sub/c.jsonl", "a.json"]);
+    }
+
+    #[test]
+    fn splits_follow_file_names() {
+        let dir = tempfile::tempdir().unwrap();
+        for name in ["train-00000.jsonl", "train-00001.jsonl", "validation.jsonl"] {
+            touch(&dir.path().join(name));
+        }
+        let mut options = source(dir.path().to_str().unwrap());
+        assert_eq!(resolve(&options, "d").unwrap().len(), 2);
+        options.split = Some("val".into());
+        assert!(resolve(&options, "d").unwrap()[0].path.ends_with("validation.jsonl"));
+        options.split = Some("test".into());
+        let error = resolve(&options, "d").unwrap_err().to_string();
+        assert!(
+            error.contains("split `test`") && error.contains("train, validation"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn remote_and_unsupported_inputs_are_clear_errors() {
+        for path in ["https://example.com/data.jsonl", "tatsu-lab/alpaca", "s3://bucket/x"] {
+            let error = resolve(&source(path), "datasets[0]").unwrap_err().to_string();
+            assert!(
+                error.contains("datasets[0].path") && error.contains("never downloads"),
+                "{error}"
+            );
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let parquet = dir.path().join("x.parquet");
+        touch(&parquet);
+        let error = resolve(&source(parquet.to_str().unwrap()), "d")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("x.parquet") && error.contains("not supported yet"),
+            "{error}"
+        );
+        let error = resolve(&source("missing/file.jsonl/x"), "d").unwrap_err().to_string();
+        assert!(error.contains("no such file"), "{error}");
+    }
+}
