@@ -50,8 +50,8 @@ def collate_packed(
 
     Returns torch tensors ``input_ids``, ``labels``, ``position_ids`` (``[rows, length]``,
     int64), ``cu_seqlens`` (int32, boundaries of every sample and of each row's padding
-    over the flattened batch), ``max_seqlen`` (int) and ``num_trainable`` (int: labels
-    that take part in the loss).
+    over the flattened batch), ``max_seqlen`` (int), ``num_tokens`` (int: real tokens) and
+    ``num_trainable`` (int: labels that take part in the loss).
     """
     import torch
 
@@ -86,6 +86,7 @@ def collate_packed(
         "position_ids": torch.from_numpy(position_ids),
         "cu_seqlens": torch.tensor(boundaries, dtype=torch.int32),
         "max_seqlen": max_seqlen,
+        "num_tokens": sum(row_lengths),
         "num_trainable": int((labels != IGNORE_INDEX).sum()),
     }
 
@@ -99,8 +100,8 @@ def collate_padded(
 ) -> dict[str, Any]:
     """One sample per row, right-padded, with an ``attention_mask`` (``sample_packing: false``).
 
-    Returns ``input_ids``, ``labels``, ``attention_mask`` (``[rows, length]``, int64) and
-    ``num_trainable``. The first label of each row is -100, as in packed rows, so both
+    Returns ``input_ids``, ``labels``, ``attention_mask`` (``[rows, length]``, int64),
+    ``num_tokens`` and ``num_trainable``. The first label of each row is -100, as in packed rows, so both
     paths train exactly the same tokens.
     """
     import torch
@@ -122,5 +123,6 @@ def collate_padded(
         "input_ids": torch.from_numpy(input_ids),
         "labels": torch.from_numpy(labels),
         "attention_mask": torch.from_numpy(attention_mask),
+        "num_tokens": int(attention_mask.sum()),
         "num_trainable": int((labels != IGNORE_INDEX).sum()),
     }

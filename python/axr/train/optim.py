@@ -1,0 +1,161 @@
+"""Optimizers and learning-rate schedules by their Axolotl names.
+
+Weight decay applies to weight matrices only: biases and normalisation weights
+(1-D parameters) are not decayed, as in transformers' Trainer.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+from collections.abc import Callable
+from typing import Any
+
+from axr.errors import ConfigError
+
+TORCH_ADAMW = {"adamw_torch", "adamw_hf", "adamw_torch_fused"}
+"""adamw_hf was transformers' own AdamW, removed from transformers; torch's AdamW computes the same update."""
+BITSANDBYTES_OPTIMIZERS = {
+    "adamw_bnb_8bit": "AdamW8bit",
+    "adamw_8bit": "AdamW8bit",
+    "paged_adamw_8bit": "PagedAdamW8bit",
+    "paged_adamw_32bit": "PagedAdamW32bit",
+    "lion_8bit": "Lion8bit",
+    "lion_32bit": "Lion32bit",
+    "paged_lion_8bit": "PagedLion8bit",
+    "paged_lion_32bit": "PagedLion32bit",
+}
+OTHER_OPTIMIZERS = {"sgd", "adagrad", "adafactor"}
+SCHEDULERS = ("cosine", "linear", "constant", "constant_with_warmup", "one_cycle")
+
+
+def supported_optimizers() -> list[str]:
+    """Every optimizer name ``build_optimizer`` accepts (some need an optional package)."""
+    return sorted(TORCH_ADAMW | OTHER_OPTIMIZERS | set(BITSANDBYTES_OPTIMIZERS))
+
+
+def parameter_groups(model: Any, weight_decay: float) -> list[dict[str, Any]]:
+    """Trainable parameters split into decayed (matrices) and not decayed (biases, norms)."""
+    decayed: list[Any] = []
+    not_decayed: list[Any] = []
+    for parameter in model.parameters():
+        if not parameter.requires_grad:
+            continue
+        (decayed if parameter.ndim >= 2 else not_decayed).append(parameter)
+    groups = [{"params": decayed, "weight_decay": weight_decay}]
+    if not_decayed:
+        groups.append({"params": not_decayed, "weight_decay": 0.0})
+    return groups
+
+
+def build_optimizer(cfg: Any, model: Any) -> Any:
+    """The optimizer named by ``cfg.optimizer`` over the model's trainable parameters."""
+    import torch
+
+    name = cfg.optimizer
+    groups = parameter_groups(model, cfg.weight_decay)
+    learning_rate = cfg.learning_rate
+    betas = (cfg.adam_beta1 or 0.9, cfg.adam_beta2 or 0.999)
+    epsilon = cfg.adam_epsilon or 1e-8
+    extra = dict(getattr(cfg, "optim_args", None) or {})
+    if name in TORCH_ADAMW:
+        fused = name == "adamw_torch_fused"
+        return torch.optim.AdamW(groups, lr=learning_rate, betas=betas, eps=epsilon, fused=fused, **extra)
+    if name == "sgd":
+        return torch.optim.SGD(groups, lr=learning_rate, **extra)
+    if name == "adagrad":
+        return torch.optim.Adagrad(groups, lr=learning_rate, **extra)
+    if name == "adafactor":
+        from transformers.optimization import Adafactor
+
+        # An explicit learning rate, as the config gives one, rather than Adafactor's relative steps.
+        options = {"scale_parameter": False, "relative_step": False, "warmup_init": False} | extra
+        return Adafactor(groups, lr=learning_rate, **options)
+    if name in BITSANDBYTES_OPTIMIZERS:
+        if importlib.util.find_spec("bitsandbytes") is None:
+            raise ConfigError(
+                f"optimizer: {name!r} needs the bitsandbytes package, which is not installed: "
+                "pip install 'axr[bnb]' (or pick adamw_torch)"
+            )
+        import bitsandbytes
+
+        optimizer_class = getattr(bitsandbytes.optim, BITSANDBYTES_OPTIMIZERS[name])
+        if "lion" in name:
+            return optimizer_class(groups, lr=learning_rate, betas=betas, **extra)
+        return optimizer_class(groups, lr=learning_rate, betas=betas, eps=epsilon, **extra)
+    raise ConfigError(
+        f"optimizer: unknown optimizer {name!r}; supported: {', '.join(supported_optimizers())}"
+    )
+
+
+def warmup_steps_of(cfg: Any, total_steps: int) -> int:
+    """``warmup_steps``, or ``warmup_ratio`` of the total steps, or 0."""
+    if cfg.warmup_steps is not None:
+        return int(cfg.warmup_steps)
+    if cfg.warmup_ratio:
+        return math.ceil(cfg.warmup_ratio * total_steps)
+    return 0
+
+
+def cosine_factor(
+    step: int, *, warmup: int, total: int, min_lr_ratio: float = 0.0, constant_lr_ratio: float | None = None
+) -> float:
+    """Linear warmup, then a half cosine from 1 down to ``min_lr_ratio``.
+
+    With ``constant_lr_ratio`` the cosine reaches ``min_lr_ratio`` at that fraction of the
+    total steps and stays there (the "constant learning rate after decay" of arXiv 2308.04014).
+    """
+    if step < warmup:
+        return (step + 1) / (warmup + 1)
+    end = total if constant_lr_ratio is None else max(warmup + 1, int(total * constant_lr_ratio))
+    progress = min(1.0, (step - warmup) / max(1, end - warmup))
+    return min_lr_ratio + (1.0 - min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def build_scheduler(cfg: Any, optimizer: Any, total_steps: int) -> Any:
+    """The learning-rate schedule named by ``cfg.lr_scheduler`` over ``total_steps`` optimizer steps."""
+    import torch
+
+    name = cfg.lr_scheduler or "cosine"
+    warmup = warmup_steps_of(cfg, total_steps)
+    factor: Callable[[int], float]
+    if name == "cosine":
+        min_ratio = cfg.cosine_min_lr_ratio or 0.0
+        constant_ratio = cfg.cosine_constant_lr_ratio
+
+        def factor(step: int) -> float:
+            return cosine_factor(
+                step,
+                warmup=warmup,
+                total=total_steps,
+                min_lr_ratio=min_ratio,
+                constant_lr_ratio=constant_ratio,
+            )
+
+    elif name == "linear":
+
+        def factor(step: int) -> float:
+            if step < warmup:
+                return (step + 1) / (warmup + 1)
+            return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
+
+    elif name in ("constant", "constant_with_warmup"):
+
+        def factor(step: int) -> float:
+            return (step + 1) / (warmup + 1) if step < warmup else 1.0
+
+    elif name == "one_cycle":
+        div_factor = cfg.lr_div_factor or 25.0
+        return torch.optim.lr_scheduler.OneCycleLR(
+            optimizer,
+            max_lr=[group["lr"] for group in optimizer.param_groups],
+            total_steps=max(total_steps, 2),
+            pct_start=min(0.99, max(warmup, 1) / max(total_steps, 2)),
+            div_factor=div_factor,
+            final_div_factor=1e4,
+            anneal_strategy="cos",
+            cycle_momentum=False,
+        )
+    else:
+        raise ConfigError(f"lr_scheduler: unknown schedule {name!r}; supported: {', '.join(SCHEDULERS)}")
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)

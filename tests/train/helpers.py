@@ -1,0 +1,81 @@
+"""In-memory training data for loop tests: (input_ids, labels) rows with a ``.lengths`` array."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from transformers import AutoTokenizer
+
+QUESTIONS = [
+    ("What colour is the sky?", "Blue as the sea."),
+    ("Name a fruit.", "Apple pie is sweet."),
+    ("Capital of France?", "Paris, in France."),
+    ("What do cats say?", "Meow meow meow."),
+    ("Opposite of hot?", "Cold like ice."),
+    ("Two plus two?", "Four is the answer."),
+    ("Best season?", "Summer with sun."),
+    ("A musical instrument?", "The violin sings."),
+]
+
+
+class InMemoryDataset:
+    """The PreparedDataset interface over Python lists (tests only)."""
+
+    def __init__(self, rows: list[tuple[np.ndarray, np.ndarray]]) -> None:
+        self.rows = rows
+        self.lengths = np.array([len(ids) for ids, _ in rows], dtype=np.int64)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        return self.rows[index]
+
+
+def prompt_of(question: str) -> str:
+    return f"Q: {question}\nA:"
+
+
+def instruction_rows(tokenizer_dir: Path, repeat: int = 1) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Prompt masked, answer + EOS trained; the whole text tokenized once (as axr preprocess does)."""
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    rows = []
+    for _ in range(repeat):
+        for question, answer in QUESTIONS:
+            prompt_ids = tokenizer(prompt_of(question))["input_ids"]
+            full = tokenizer(prompt_of(question) + " " + answer)["input_ids"] + [tokenizer.eos_token_id]
+            ids = np.array(full, dtype=np.int64)
+            labels = ids.copy()
+            labels[: len(prompt_ids)] = -100
+            rows.append((ids, labels))
+    return rows
+
+
+def random_rows(
+    count: int, seed: int = 0, low: int = 4, high: int = 40
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    generator = np.random.default_rng(seed)
+    rows = []
+    for _ in range(count):
+        length = int(generator.integers(low, high))
+        ids = generator.integers(3, 32000, size=length)
+        labels = ids.copy()
+        labels[: length // 4] = -100
+        rows.append((ids, labels))
+    return rows
+
+
+def write_config(path: Path, base_model: Path, output_dir: Path, **keys: object) -> Path:
+    lines = [f'base_model = "{base_model}"', f'output_dir = "{output_dir}"']
+    for key, value in keys.items():
+        if isinstance(value, str):
+            lines.append(f'{key} = "{value}"')
+        elif isinstance(value, bool):
+            lines.append(f"{key} = {'true' if value else 'false'}")
+        elif isinstance(value, list):
+            lines.append(f"{key} = {value!r}".replace("'", '"'))
+        else:
+            lines.append(f"{key} = {value}")
+    path.write_text("\n".join(lines) + "\n")
+    return path
