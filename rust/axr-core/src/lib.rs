@@ -9,14 +9,18 @@
 #![deny(missing_docs)]
 
 pub mod chat;
+pub mod encode;
 pub mod error;
+pub mod format;
 pub mod options;
 pub mod pack;
 pub mod sample;
 pub mod source;
 pub mod store;
 
+pub use encode::{AddedTokens, Encoder};
 pub use error::{Error, Result};
+pub use format::FormatSpec;
 pub use sample::{Encoded, FieldError, RenderedText, RowFormatter, Sample, TokenizerInfo};
 
 /// Version of the crate, reported by `axr version`.
