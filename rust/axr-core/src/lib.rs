@@ -14,6 +14,7 @@ pub mod error;
 pub mod format;
 pub mod options;
 pub mod pack;
+pub mod pipeline;
 pub mod sample;
 pub mod source;
 pub mod store;

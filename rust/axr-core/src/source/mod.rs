@@ -9,4 +9,5 @@ mod reader;
 mod resolve;
 
 pub use reader::{DatasetFiles, RawChunk, RawRow, RowData, RowReader};
+pub(crate) use reader::{json_message, json_type};
 pub use resolve::{FileKind, SourceFile, resolve};

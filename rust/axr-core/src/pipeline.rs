@@ -1,0 +1,763 @@
+//! `preprocess`: datasets → prepared stores, in parallel, in input order, in bounded memory.
+//!
+//! ```text
+//! reader thread ──chunks (≤2 queued)──> rayon pool: parse → format → encode → length policy
+//!                                        └──> in order: store writer (staging)
+//! staging ──(seeded shuffle, dataset shard, eval tail)──> train/ and eval/ stores
+//! ```
+//!
+//! Memory holds a few chunks of rows plus 8 bytes per kept sample (the shuffle
+//! order), whatever the corpus size. Everything is written under
+//! `<prepared_dir>/<fingerprint>.tmp-*` and renamed to `<prepared_dir>/<fingerprint>`
+//! when complete, so a crash or Ctrl-C never leaves a store that looks whole.
+
+use std::collections::BTreeMap;
+use std::ops::ControlFlow;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::time::Instant;
+
+use rayon::prelude::*;
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use crate::error::{Error, Result};
+use crate::options::{BadRowPolicy, DatasetOptions, ExcessLengthStrategy, PreprocessOptions};
+use crate::source::{self, DatasetFiles, RawChunk, RawRow, RowData, RowReader};
+use crate::store::{
+    DATA_VERSION, FORMAT_VERSION, Fingerprinter, RunCounts, StoreContents, StoreMeta, StoreReader, StoreWriter,
+    TOKENIZER_DIR, TokenDtype,
+};
+use crate::{Encoded, FieldError, RowFormatter, Sample};
+
+/// Reason recorded for samples longer than `sequence_len`.
+pub const TOO_LONG: &str = "longer_than_sequence_len";
+/// Reason recorded for samples without a trained token.
+pub const NO_TRAINABLE: &str = "no_trainable_tokens";
+/// How many skipped-row messages a run keeps.
+const SKIPPED_EXAMPLES: usize = 10;
+
+/// Where a long run stands, for a progress display.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProgressUpdate<'a> {
+    /// What is running: `hash`, `tokenize train`, `tokenize eval`, `shuffle`.
+    pub stage: &'a str,
+    /// Work done in the stage's unit (bytes for hash and tokenize, samples for shuffle).
+    pub done: u64,
+    /// Work in the stage, same unit.
+    pub total: u64,
+    /// Rows read so far in the stage.
+    pub rows: u64,
+    /// Tokens produced so far in the stage.
+    pub tokens: u64,
+}
+
+/// Receives progress between chunks; `Break` stops the run (Ctrl-C) with [`Error::Interrupted`].
+pub trait Progress {
+    /// Called every chunk of work (about every second or less).
+    fn tick(&mut self, update: &ProgressUpdate<'_>) -> ControlFlow<()>;
+}
+
+/// A [`Progress`] that shows nothing and never stops.
+pub struct NoProgress;
+
+impl Progress for NoProgress {
+    fn tick(&mut self, _update: &ProgressUpdate<'_>) -> ControlFlow<()> {
+        ControlFlow::Continue(())
+    }
+}
+
+fn tick(progress: &mut dyn Progress, update: &ProgressUpdate<'_>) -> Result<()> {
+    match progress.tick(update) {
+        ControlFlow::Continue(()) => Ok(()),
+        ControlFlow::Break(()) => Err(Error::Interrupted),
+    }
+}
+
+/// What the pipeline needs of a tokenizer.
+pub trait PipelineTokenizer: Sync {
+    /// Tokenize one formatted sample.
+    fn encode(&self, sample: &Sample) -> Result<Encoded, FieldError>;
+    /// Number of ids (with added tokens).
+    fn vocab_size(&self) -> u64;
+    /// Bytes that identify the tokenizer exactly (its serialised form with added tokens).
+    fn fingerprint_bytes(&self) -> Vec<u8>;
+    /// Save it, as `tokenizer.json` and friends, into `dir` (created by the caller).
+    fn save(&self, dir: &Path) -> Result<()>;
+}
+
+/// Builds the formatter of one dataset from its `format` keys; the `&str` names the entry
+/// (`datasets[0]`) for messages.
+pub type FormatterFactory<'a> = dyn Fn(&Value, &str) -> Result<Box<dyn RowFormatter>> + 'a;
+
+/// The result of [`preprocess_with`].
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Prepared {
+    /// `<prepared_dir>/<fingerprint>`.
+    pub root: PathBuf,
+    /// The fingerprint (hex).
+    pub fingerprint: String,
+    /// True when an identical earlier run's stores were reused.
+    pub reused: bool,
+    /// Store directories by split (`train`, and `eval` when there is one).
+    pub stores: BTreeMap<String, PathBuf>,
+    /// Wall time of this call.
+    pub seconds: f64,
+}
+
+struct Settings {
+    sequence_len: usize,
+    excess: ExcessLengthStrategy,
+    on_bad_row: BadRowPolicy,
+    vocab_size: u64,
+}
+
+enum Outcome {
+    Kept { encoded: Encoded, truncated: bool },
+    Dropped(&'static str),
+    Bad(FieldError),
+}
+
+fn parse_row<'a>(row: &'a RawRow, bytes: &[u8]) -> Result<std::borrow::Cow<'a, Map<String, Value>>, FieldError> {
+    use std::borrow::Cow;
+    let text = |range: &std::ops::Range<usize>| {
+        std::str::from_utf8(&bytes[range.clone()])
+            .map(str::to_owned)
+            .map_err(|error| {
+                FieldError::new(
+                    "-",
+                    format!("invalid UTF-8 at byte {} of the line", error.valid_up_to()),
+                )
+            })
+    };
+    match &row.data {
+        RowData::Parsed(map) => Ok(Cow::Borrowed(map)),
+        RowData::TextLine(range) => {
+            let mut map = Map::new();
+            map.insert("text".into(), Value::String(text(range)?));
+            Ok(Cow::Owned(map))
+        }
+        RowData::JsonLine(range) => {
+            let line = &bytes[range.clone()];
+            if let Err(error) = std::str::from_utf8(line) {
+                return Err(FieldError::new(
+                    "-",
+                    format!("invalid UTF-8 at byte {} of the line", error.valid_up_to()),
+                ));
+            }
+            match serde_json::from_slice::<Value>(line) {
+                Ok(Value::Object(map)) => Ok(Cow::Owned(map)),
+                Ok(other) => Err(FieldError::new(
+                    "-",
+                    format!("row is a JSON {}, expected an object", source::json_type(&other)),
+                )),
+                Err(error) => Err(FieldError::new(
+                    "-",
+                    format!("malformed JSON: {}", source::json_message(&error)),
+                )),
+            }
+        }
+    }
+}
+
+fn process_row(
+    row: &RawRow,
+    bytes: &[u8],
+    formatter: &dyn RowFormatter,
+    tokenizer: &dyn PipelineTokenizer,
+    settings: &Settings,
+) -> Outcome {
+    let result = parse_row(row, bytes)
+        .and_then(|map| formatter.format(&map))
+        .and_then(|sample| tokenizer.encode(&sample));
+    let mut encoded = match result {
+        Ok(encoded) => encoded,
+        Err(error) => return Outcome::Bad(error),
+    };
+    if let Some(id) = encoded
+        .input_ids
+        .iter()
+        .find(|&&id| u64::from(id) >= settings.vocab_size)
+    {
+        return Outcome::Bad(FieldError::new(
+            "input_ids",
+            format!("token id {id} is outside the vocabulary ({} ids)", settings.vocab_size),
+        ));
+    }
+    let mut truncated = false;
+    if encoded.input_ids.len() > settings.sequence_len {
+        match settings.excess {
+            ExcessLengthStrategy::Drop => return Outcome::Dropped(TOO_LONG),
+            ExcessLengthStrategy::Truncate => {
+                encoded.input_ids.truncate(settings.sequence_len);
+                encoded.trainable.truncate(settings.sequence_len);
+                truncated = true;
+            }
+        }
+    }
+    if !encoded.trainable.iter().any(|&flag| flag) {
+        return Outcome::Dropped(NO_TRAINABLE);
+    }
+    Outcome::Kept { encoded, truncated }
+}
+
+/// Formats, tokenizes and writes the rows of `datasets` (in order) into `writer`.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "one private call site; a struct would only rename them"
+)]
+fn tokenize_into(
+    reader: RowReader,
+    formatters: &[Box<dyn RowFormatter>],
+    tokenizer: &dyn PipelineTokenizer,
+    settings: &Settings,
+    pool: &rayon::ThreadPool,
+    writer: &mut StoreWriter,
+    stage: &str,
+    progress: &mut dyn Progress,
+) -> Result<RunCounts> {
+    let mut counts = RunCounts::default();
+    let total = reader.bytes_total();
+    let files = reader.files.clone();
+    std::thread::scope(|scope| {
+        // Two chunks queued ahead: the reader stays ahead of the pool without memory growing.
+        let (sender, receiver) = mpsc::sync_channel::<Result<RawChunk>>(2);
+        let mut reader = reader;
+        scope.spawn(move || {
+            loop {
+                let next = reader.next_chunk().transpose();
+                let Some(next) = next else { break };
+                let stop = next.is_err();
+                if sender.send(next).is_err() || stop {
+                    break;
+                }
+            }
+        });
+        for chunk in receiver {
+            let chunk = chunk?;
+            let outcomes: Vec<Outcome> = pool.install(|| {
+                chunk
+                    .rows
+                    .par_iter()
+                    .map(|row| process_row(row, &chunk.bytes, formatters[row.dataset].as_ref(), tokenizer, settings))
+                    .collect()
+            });
+            counts.rows_outside_shard += chunk.rows_outside_shard;
+            for (row, outcome) in chunk.rows.iter().zip(outcomes) {
+                counts.rows_read += 1;
+                match outcome {
+                    Outcome::Kept { encoded, truncated } => {
+                        writer.push(&encoded.input_ids, &encoded.trainable)?;
+                        if truncated {
+                            *counts.truncated.entry(TOO_LONG.into()).or_default() += 1;
+                        }
+                        counts.samples_kept += 1;
+                        counts.tokens += encoded.input_ids.len() as u64;
+                        counts.trainable_tokens += encoded.trainable.iter().filter(|&&flag| flag).count() as u64;
+                    }
+                    Outcome::Dropped(reason) => *counts.dropped.entry(reason.into()).or_default() += 1,
+                    Outcome::Bad(error) => {
+                        let error = Error::Data {
+                            path: files[row.file].path.clone(),
+                            line: row.line,
+                            field: error.field,
+                            message: error.message,
+                        };
+                        if settings.on_bad_row == BadRowPolicy::Error {
+                            return Err(error);
+                        }
+                        counts.skipped_bad_rows += 1;
+                        if counts.skipped_examples.len() < SKIPPED_EXAMPLES {
+                            counts.skipped_examples.push(error.to_string());
+                        }
+                    }
+                }
+            }
+            let update = ProgressUpdate {
+                stage,
+                done: chunk.bytes_read,
+                total,
+                rows: counts.rows_read,
+                tokens: counts.tokens,
+            };
+            tick(progress, &update)?;
+        }
+        Ok(())
+    })?;
+    Ok(counts)
+}
+
+/// A deterministic permutation of `0..n` (Fisher–Yates over splitmix64), stable across
+/// platforms and library versions, unlike a general-purpose RNG.
+pub fn shuffled(n: u64, seed: u64) -> Vec<u64> {
+    let mut state = seed;
+    let mut next = || {
+        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    };
+    let mut order: Vec<u64> = (0..n).collect();
+    for index in (1..order.len()).rev() {
+        let other = (next() % (index as u64 + 1)) as usize;
+        order.swap(index, other);
+    }
+    order
+}
+
+/// Which staged samples go to train and eval, in order: Axolotl's merge → shuffle →
+/// `dataset_shard_num` (contiguous shard) → `val_set_size` (the tail is eval).
+struct SplitPlan {
+    train: Vec<u64>,
+    eval: Vec<u64>,
+    outside_shard: u64,
+}
+
+fn split_plan(samples: u64, options: &PreprocessOptions, with_val: bool) -> Result<SplitPlan> {
+    let mut order = if options.shuffle_merged_datasets {
+        shuffled(samples, options.seed)
+    } else {
+        (0..samples).collect()
+    };
+    let mut outside_shard = 0;
+    if let (Some(num), Some(index)) = (options.dataset_shard_num, options.dataset_shard_idx) {
+        // datasets' Dataset.shard(contiguous=True): the first n % num shards get one more.
+        let (base, extra) = (samples / num, samples % num);
+        let start = base * index + index.min(extra);
+        let end = start + base + u64::from(index < extra);
+        outside_shard = samples - (end - start);
+        order = order[start as usize..end as usize].to_vec();
+    }
+    let mut eval = Vec::new();
+    if with_val && options.val_set_size > 0.0 {
+        let kept = order.len() as u64;
+        let count = if options.val_set_size < 1.0 {
+            (options.val_set_size * kept as f64).ceil() as u64
+        } else {
+            options.val_set_size as u64
+        };
+        if count >= kept {
+            return Err(Error::Config {
+                key: "val_set_size".into(),
+                message: format!("asks for {count} evaluation samples of {kept}, leaving none to train on"),
+            });
+        }
+        eval = order.split_off((kept - count) as usize);
+    }
+    Ok(SplitPlan {
+        train: order,
+        eval,
+        outside_shard,
+    })
+}
+
+/// Copies the samples `order` of `staging` into `writer`.
+fn copy_samples(
+    staging: &StoreReader,
+    order: &[u64],
+    writer: &mut StoreWriter,
+    stage: &str,
+    progress: &mut dyn Progress,
+) -> Result<()> {
+    let (mut token_bytes, mut mask) = (Vec::new(), Vec::new());
+    let total = order.len() as u64;
+    for (done, &index) in order.iter().enumerate() {
+        staging.read_raw(index, &mut token_bytes, &mut mask)?;
+        writer.push_raw(&token_bytes, &mask)?;
+        if done % 65_536 == 65_535 {
+            tick(
+                progress,
+                &ProgressUpdate {
+                    stage,
+                    done: done as u64 + 1,
+                    total,
+                    rows: done as u64 + 1,
+                    tokens: 0,
+                },
+            )?;
+        }
+    }
+    Ok(())
+}
+
+struct MetaContext<'a> {
+    fingerprint: &'a str,
+    tokenizer_hash: String,
+    vocab_size: u64,
+    options: Value,
+    tokenizer: &'a dyn PipelineTokenizer,
+}
+
+fn finish_store(writer: StoreWriter, split: &str, counts: &RunCounts, context: &MetaContext<'_>) -> Result<StoreMeta> {
+    let dir = writer.dir().to_path_buf();
+    let dtype = writer.dtype();
+    let contents: StoreContents = writer.finish()?;
+    let tokenizer_dir = dir.join(TOKENIZER_DIR);
+    fs_err::create_dir_all(&tokenizer_dir)?;
+    context.tokenizer.save(&tokenizer_dir)?;
+    let meta = StoreMeta {
+        format_version: FORMAT_VERSION,
+        data_version: DATA_VERSION,
+        axr_version: crate::VERSION.into(),
+        split: split.into(),
+        fingerprint: context.fingerprint.into(),
+        tokenizer_hash: context.tokenizer_hash.clone(),
+        token_dtype: dtype,
+        vocab_size: context.vocab_size,
+        samples: contents.samples,
+        tokens: contents.tokens,
+        trainable_tokens: contents.trainable_tokens,
+        longest: contents.longest,
+        shards: contents.shards,
+        counts: counts.clone(),
+        options: context.options.clone(),
+    };
+    meta.write(&dir)?;
+    Ok(meta)
+}
+
+fn resolve_group(datasets: &[DatasetOptions], list: &str) -> Result<Vec<DatasetFiles>> {
+    datasets
+        .iter()
+        .enumerate()
+        .map(|(index, dataset)| {
+            let key = if dataset.source.key.is_empty() {
+                format!("{list}[{index}]")
+            } else {
+                dataset.source.key.clone()
+            };
+            let files = source::resolve(&dataset.source, &key)?;
+            let shard = dataset
+                .source
+                .shards
+                .map(|shards| (shards, dataset.source.shards_idx.unwrap_or(0)));
+            Ok(DatasetFiles { files, shard })
+        })
+        .collect()
+}
+
+fn build_formatters(
+    datasets: &[DatasetOptions],
+    list: &str,
+    build: &FormatterFactory<'_>,
+) -> Result<Vec<Box<dyn RowFormatter>>> {
+    datasets
+        .iter()
+        .enumerate()
+        .map(|(index, dataset)| {
+            let key = if dataset.source.key.is_empty() {
+                format!("{list}[{index}]")
+            } else {
+                dataset.source.key.clone()
+            };
+            build(&dataset.format, &key)
+        })
+        .collect()
+}
+
+/// Everything resolved before any work: the files, the formatters and the fingerprint.
+struct Plan {
+    train: Vec<DatasetFiles>,
+    eval: Vec<DatasetFiles>,
+    fingerprint: String,
+    tokenizer_hash: String,
+}
+
+fn plan(options: &PreprocessOptions, tokenizer: &dyn PipelineTokenizer, progress: &mut dyn Progress) -> Result<Plan> {
+    options.validate()?;
+    let train = resolve_group(&options.datasets, "datasets")?;
+    let eval = resolve_group(&options.test_datasets, "test_datasets")?;
+    let tokenizer_bytes = tokenizer.fingerprint_bytes();
+    let mut tokenizer_hasher = Fingerprinter::new();
+    tokenizer_hasher.add("tokenizer", &tokenizer_bytes);
+
+    let mut hasher = Fingerprinter::new();
+    hasher.add("data version", &DATA_VERSION.to_le_bytes());
+    hasher.add("options", options.fingerprint_json().as_bytes());
+    hasher.add("tokenizer", &tokenizer_bytes);
+    let total: u64 = train
+        .iter()
+        .chain(&eval)
+        .flat_map(|dataset| &dataset.files)
+        .map(|file| file.size)
+        .sum();
+    let mut done = 0u64;
+    let mut last_tick = Instant::now();
+    let mut interrupted = false;
+    for (group, datasets) in [("train", &train), ("eval", &eval)] {
+        for (index, dataset) in datasets.iter().enumerate() {
+            hasher.add(group, &(index as u64).to_le_bytes());
+            for file in &dataset.files {
+                let completed = hasher.add_file(&file.path, |bytes| {
+                    done += bytes;
+                    if last_tick.elapsed().as_millis() >= 200 {
+                        last_tick = Instant::now();
+                        let update = ProgressUpdate {
+                            stage: "hash",
+                            done,
+                            total,
+                            rows: 0,
+                            tokens: 0,
+                        };
+                        interrupted = progress.tick(&update).is_break();
+                    }
+                    !interrupted
+                })?;
+                if !completed {
+                    return Err(Error::Interrupted);
+                }
+            }
+        }
+    }
+    Ok(Plan {
+        train,
+        eval,
+        fingerprint: hasher.hex(),
+        tokenizer_hash: tokenizer_hasher.hex(),
+    })
+}
+
+/// The store root the options produce, without building it: `<prepared_dir>/<fingerprint>`.
+pub fn locate_with(options: &PreprocessOptions, tokenizer: &dyn PipelineTokenizer) -> Result<PathBuf> {
+    let plan = plan(options, tokenizer, &mut NoProgress)?;
+    Ok(options.prepared_dir.join(plan.fingerprint))
+}
+
+fn existing(root: &Path) -> Result<Option<BTreeMap<String, PathBuf>>> {
+    if !root.join("train").join(crate::store::META_FILE).is_file() {
+        return Ok(None);
+    }
+    let mut stores = BTreeMap::new();
+    for split in ["train", "eval"] {
+        let dir = root.join(split);
+        if dir.join(crate::store::META_FILE).is_file() {
+            StoreMeta::read(&dir)?;
+            stores.insert(split.to_string(), dir);
+        }
+    }
+    Ok(Some(stores))
+}
+
+/// Run the pipeline with a given tokenizer and formatter factory (`build(format, key)`).
+pub fn preprocess_with(
+    options: &PreprocessOptions,
+    tokenizer: &dyn PipelineTokenizer,
+    build: &FormatterFactory<'_>,
+    progress: &mut dyn Progress,
+) -> Result<Prepared> {
+    let started = Instant::now();
+    let plan = plan(options, tokenizer, progress)?;
+    let train_formatters = build_formatters(&options.datasets, "datasets", build)?;
+    let eval_formatters = build_formatters(&options.test_datasets, "test_datasets", build)?;
+    let root = options.prepared_dir.join(&plan.fingerprint);
+    if let Some(stores) = existing(&root)? {
+        return Ok(Prepared {
+            root,
+            fingerprint: plan.fingerprint,
+            reused: true,
+            stores,
+            seconds: started.elapsed().as_secs_f64(),
+        });
+    }
+    fs_err::create_dir_all(&options.prepared_dir)?;
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |time| time.subsec_nanos());
+    let temporary = options
+        .prepared_dir
+        .join(format!("{}.tmp-{}-{nanos}", plan.fingerprint, std::process::id()));
+    let outcome = build_stores(
+        options,
+        tokenizer,
+        &plan,
+        &train_formatters,
+        &eval_formatters,
+        &temporary,
+        progress,
+    );
+    let stores = match outcome {
+        Ok(stores) => stores,
+        Err(error) => {
+            // Best effort: the error that stopped the run matters more than a cleanup failure.
+            let _ = fs_err::remove_dir_all(&temporary);
+            return Err(error);
+        }
+    };
+    if let Err(error) = fs_err::rename(&temporary, &root) {
+        let _ = fs_err::remove_dir_all(&temporary);
+        // Another run finished the same fingerprint first: its stores are identical.
+        if existing(&root)?.is_none() {
+            return Err(error.into());
+        }
+    }
+    let stores = stores
+        .into_iter()
+        .map(|split| (split.to_string(), root.join(split)))
+        .collect();
+    Ok(Prepared {
+        root,
+        fingerprint: plan.fingerprint,
+        reused: false,
+        stores,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+fn build_stores(
+    options: &PreprocessOptions,
+    tokenizer: &dyn PipelineTokenizer,
+    plan: &Plan,
+    train_formatters: &[Box<dyn RowFormatter>],
+    eval_formatters: &[Box<dyn RowFormatter>],
+    temporary: &Path,
+    progress: &mut dyn Progress,
+) -> Result<Vec<&'static str>> {
+    let threads = options
+        .num_threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from));
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads.max(1))
+        .thread_name(|index| format!("axr-preprocess-{index}"))
+        .build()
+        .map_err(|error| Error::Invalid(format!("cannot start {threads} preprocessing threads: {error}")))?;
+    let vocab_size = tokenizer.vocab_size();
+    let dtype = TokenDtype::for_vocab(vocab_size);
+    let settings = Settings {
+        sequence_len: options.sequence_len,
+        excess: options.excess_length_strategy,
+        on_bad_row: options.on_bad_row,
+        vocab_size,
+    };
+    let context = MetaContext {
+        fingerprint: &plan.fingerprint,
+        tokenizer_hash: plan.tokenizer_hash.clone(),
+        vocab_size,
+        options: serde_json::to_value(options).expect("options serialise"),
+        tokenizer,
+    };
+    let mut written = vec!["train"];
+    let tokenize = |datasets: &[DatasetFiles], formatters, dir: &Path, stage, progress: &mut dyn Progress| {
+        let reader = RowReader::new(datasets.to_vec(), options.chunk_rows, options.chunk_bytes);
+        let mut writer = StoreWriter::create(dir, dtype, options.shard_tokens)?;
+        let counts = tokenize_into(
+            reader,
+            formatters,
+            tokenizer,
+            &settings,
+            &pool,
+            &mut writer,
+            stage,
+            progress,
+        )?;
+        Ok::<_, Error>((writer, counts))
+    };
+
+    let reorder = options.shuffle_merged_datasets || options.val_set_size > 0.0 || options.dataset_shard_num.is_some();
+    let staging = temporary.join("staging");
+    let direct = temporary.join("train");
+    let (writer, mut counts) = tokenize(
+        &plan.train,
+        train_formatters,
+        if reorder { &staging } else { &direct },
+        "tokenize train",
+        progress,
+    )?;
+    if counts.samples_kept == 0 {
+        return Err(no_samples("datasets", &counts));
+    }
+    if reorder {
+        let staged = writer.finish()?;
+        write_staging_meta(&staging, &staged, dtype, &context)?;
+        let staging_store = StoreReader::open(&staging)?;
+        let split = split_plan(staging_store.len(), options, true)?;
+        counts.samples_outside_dataset_shard = split.outside_shard;
+        let mut train = StoreWriter::create(&direct, dtype, options.shard_tokens)?;
+        copy_samples(&staging_store, &split.train, &mut train, "shuffle", progress)?;
+        finish_store(train, "train", &counts, &context)?;
+        if !split.eval.is_empty() {
+            let mut eval = StoreWriter::create(&temporary.join("eval"), dtype, options.shard_tokens)?;
+            copy_samples(&staging_store, &split.eval, &mut eval, "shuffle", progress)?;
+            finish_store(eval, "eval", &counts, &context)?;
+            written.push("eval");
+        }
+        drop(staging_store);
+        fs_err::remove_dir_all(&staging)?;
+    } else {
+        finish_store(writer, "train", &counts, &context)?;
+    }
+
+    if !plan.eval.is_empty() {
+        let eval_staging = temporary.join("staging-eval");
+        let eval_dir = temporary.join("eval");
+        let target = if options.shuffle_merged_datasets {
+            &eval_staging
+        } else {
+            &eval_dir
+        };
+        let (writer, counts) = tokenize(&plan.eval, eval_formatters, target, "tokenize eval", progress)?;
+        if counts.samples_kept == 0 {
+            return Err(no_samples("test_datasets", &counts));
+        }
+        if options.shuffle_merged_datasets {
+            let staged = writer.finish()?;
+            write_staging_meta(&eval_staging, &staged, dtype, &context)?;
+            let staging_store = StoreReader::open(&eval_staging)?;
+            let order = shuffled(staging_store.len(), options.seed);
+            let mut eval = StoreWriter::create(&eval_dir, dtype, options.shard_tokens)?;
+            copy_samples(&staging_store, &order, &mut eval, "shuffle", progress)?;
+            finish_store(eval, "eval", &counts, &context)?;
+            drop(staging_store);
+            fs_err::remove_dir_all(&eval_staging)?;
+        } else {
+            finish_store(writer, "eval", &counts, &context)?;
+        }
+        written.push("eval");
+    }
+    Ok(written)
+}
+
+fn write_staging_meta(
+    dir: &Path,
+    contents: &StoreContents,
+    dtype: TokenDtype,
+    context: &MetaContext<'_>,
+) -> Result<()> {
+    StoreMeta {
+        format_version: FORMAT_VERSION,
+        data_version: DATA_VERSION,
+        axr_version: crate::VERSION.into(),
+        split: "staging".into(),
+        fingerprint: context.fingerprint.into(),
+        tokenizer_hash: context.tokenizer_hash.clone(),
+        token_dtype: dtype,
+        vocab_size: context.vocab_size,
+        samples: contents.samples,
+        tokens: contents.tokens,
+        trainable_tokens: contents.trainable_tokens,
+        longest: contents.longest,
+        shards: contents.shards.clone(),
+        counts: RunCounts::default(),
+        options: Value::Null,
+    }
+    .write(dir)
+}
+
+fn no_samples(key: &str, counts: &RunCounts) -> Error {
+    Error::Config {
+        key: key.into(),
+        message: format!(
+            "no sample was kept: {} rows read, dropped {:?}, {} bad rows skipped{}",
+            counts.rows_read,
+            counts.dropped,
+            counts.skipped_bad_rows,
+            counts
+                .skipped_examples
+                .first()
+                .map_or_else(String::new, |first| format!(" (first: {first})")),
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests;
