@@ -124,10 +124,16 @@ def format_path(path: Sequence[str | int]) -> str:
 
 def describe(annotation: Any) -> str:
     """A short phrase for what a key accepts: ``true/false``, ``an integer``, ``"lora" or "qlora"``."""
-    members = _union_members(annotation)
+    if typing.get_origin(annotation) is typing.Annotated:
+        inner, *metadata = typing.get_args(annotation)
+        bounds = _bounds(metadata)
+        return describe(inner) + (f" {bounds}" if bounds else "")
+    members = _union_members_keeping_bounds(annotation)
     if len(members) > 1:
         return " or ".join(dict.fromkeys(describe(member) for member in members))
     annotation = members[0]
+    if typing.get_origin(annotation) is typing.Annotated:
+        return describe(annotation)
     origin = typing.get_origin(annotation)
     if origin is Literal:
         return " or ".join(_quote(value) for value in typing.get_args(annotation))
@@ -146,11 +152,39 @@ def describe(annotation: Any) -> str:
     return "a value"
 
 
+def _union_members_keeping_bounds(annotation: Any) -> list[Any]:
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        return [arg for arg in typing.get_args(annotation) if arg is not type(None)]
+    return [annotation]
+
+
+def _bounds(metadata: Sequence[Any]) -> str:
+    """``Field(ge=0, lt=1)`` → ``in [0, 1)``; ``Field(ge=1)`` → ``≥ 1``."""
+    limits: dict[str, Any] = {}
+    for item in metadata:
+        constraints = getattr(item, "metadata", [item])
+        for constraint in constraints:
+            for name in ("ge", "gt", "le", "lt"):
+                value = getattr(constraint, name, None)
+                if value is not None:
+                    limits[name] = value
+    low = ("[", limits["ge"]) if "ge" in limits else ("(", limits["gt"]) if "gt" in limits else None
+    high = ("]", limits["le"]) if "le" in limits else (")", limits["lt"]) if "lt" in limits else None
+    if low and high:
+        return f"in {low[0]}{low[1]:g}, {high[1]:g}{high[0]}"
+    if low:
+        return f"{'≥' if low[0] == '[' else '>'} {low[1]:g}"
+    if high:
+        return f"{'≤' if high[0] == ']' else '<'} {high[1]:g}"
+    return ""
+
+
 def _plural(annotation: Any) -> str:
     phrase = describe(annotation)
     for article in ("an ", "a "):
         if phrase.startswith(article):
-            return phrase[len(article) :] + "s"
+            noun, _, rest = phrase[len(article) :].partition(" ")
+            return f"{noun}s {rest}".rstrip()
     return phrase
 
 

@@ -7,7 +7,7 @@ keys the validator accepts.
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
@@ -62,8 +62,11 @@ def reference_markdown() -> str:
     for title, model in SECTIONS:
         lines += ["", f"## {title}", "", "| key | accepts | default | description |", "|---|---|---|---|"]
         for name, field in model.model_fields.items():
+            annotation: Any = field.annotation
+            if field.metadata:
+                annotation = Annotated[(annotation, *field.metadata)]
             lines.append(
-                f"| `{name}` | {_cell(describe(field.annotation))} | {_cell(_default(model, name))} "
+                f"| `{name}` | {_cell(describe(annotation))} | {_cell(_default(model, name))} "
                 f"| {_cell(field.description or '')} |"
             )
     return "\n".join(lines) + "\n"

@@ -651,6 +651,15 @@ class AxrConfig(BaseModel):
             raise PydanticCustomError("config_conflict", "{message}", {"message": "\n".join(problems)})
         return self
 
+    def __eq__(self, other: object) -> bool:
+        # Two configs are equal when every key resolves the same; the file they
+        # came from (a TOML and a YAML twin) does not matter.
+        if not isinstance(other, AxrConfig):
+            return NotImplemented
+        return self.model_dump() == other.model_dump()
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, like every pydantic model
+
     @property
     def config_path(self) -> str | None:
         """The file this config was loaded from (None when built in code)."""
