@@ -271,3 +271,28 @@ def test_importing_axr_config_does_not_import_torch():
     code = "import sys, axr.config; print('torch' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "False"
+
+
+@pytest.mark.parametrize("name", ["alpaca_lora.toml", "alpaca_full.toml", "chat_lora.toml"])
+def test_resolved_dict_validates_back_to_the_same_config(name):
+    config = load_config(EXAMPLES / name)
+    assert AxrConfig.model_validate(config.resolved_dict()) == config
+
+
+def test_blank_yaml_values_mean_unset(tmp_path):
+    path = write(
+        tmp_path,
+        """
+        base_model: m
+        adapter:
+        bf16:
+        datasets:
+          - path: tokenized.jsonl
+            type:
+        """,
+        "config.yaml",
+    )
+    config = load_config(path)
+    assert config.adapter is None
+    assert config.bf16 is None
+    assert config.datasets[0].type is None

@@ -59,8 +59,10 @@ def top_level_conflicts(values: Mapping[str, Any]) -> list[str]:
             "test_datasets and val_set_size > 0 are both set: evaluate on test_datasets or on a "
             "val_set_size split of datasets, not both"
         )
-    if val_set_size is not None and val_set_size > 1 and not val_set_size.is_integer():
-        problems.append(f"val_set_size ({val_set_size:g}) above 1 counts rows and must be a whole number")
+    if val_set_size is not None and val_set_size >= 1 and not val_set_size.is_integer():
+        problems.append(
+            f"val_set_size ({val_set_size:g}) is 1 or more, so it counts rows and must be a whole number"
+        )
     if _is_true(values, "load_in_4bit") and _is_true(values, "load_in_8bit"):
         problems.append("load_in_4bit and load_in_8bit are both true: choose one quantization")
     adapter = values.get("adapter")

@@ -408,7 +408,8 @@ class AxrConfig(BaseModel):
     hf_use_auth_token: bool | None = None
     """Use the Hugging Face token to load datasets."""
     val_set_size: Annotated[float, Field(ge=0)] = 0.0
-    """Evaluation split: a fraction in [0, 1], or a whole number > 1 of rows; 0 means no eval."""
+    """Evaluation split of the training rows: a fraction when below 1, else a whole number of rows;
+    0 means no evaluation split."""
     dataset_shard_num: PositiveInt | None = None
     """Split the whole dataset into this many shards."""
     dataset_shard_idx: NonNegativeInt | None = None
