@@ -186,3 +186,19 @@ def test_schema_covers_every_documented_axolotl_key():
     assert {"path", "type", "field_human", "no_input_format", "split"} <= dataset
     assert sorted(top - set(AxrConfig.model_fields)) == []
     assert sorted(dataset - set(DatasetConfig.model_fields)) == []
+
+
+def test_overrides_as_separate_words_and_flags(tmp_path, capsys):
+    code, out, err = run_validate(
+        tmp_path, 'adapter = "lora"\n', capsys, "--sequence_len", "1024", "--adapter="
+    )
+    assert code == 0, err
+    printed = yaml.safe_load(out)
+    assert printed["sequence_len"] == 1024
+    assert printed["adapter"] is None
+
+
+def test_unknown_key_in_a_nested_table_suggests_the_close_one(tmp_path, capsys):
+    code, _, err = run_validate(tmp_path, 'special_tokens = { pad_tokn = "<pad>" }\n', capsys)
+    assert code == 2
+    assert "special_tokens.pad_tokn: unknown key (did you mean 'pad_token'?)" in err
