@@ -393,6 +393,9 @@ class AxrConfig(BaseModel):
     """Jinja template text (or path) when ``chat_template = "jinja"``."""
     default_system_message: str | None = None
     """Replaces the chat template's default system message."""
+    eot_tokens: list[str] | None = None
+    """(Axolotl 0.19) Texts that end a turn in ``chat_template`` datasets, trained per ``train_on_eos``;
+    default: the template's end-of-turn marker and the tokenizer's EOS."""
     dataset_prepared_path: str | None = None
     """Folder where the prepared (tokenized) dataset is stored and reused."""
     push_dataset_to_hub: str | None = None
