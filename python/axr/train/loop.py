@@ -156,8 +156,12 @@ def train(cfg: Any, *, data: TrainingData | None = None) -> TrainResult:
     precision = resolve_precision(cfg, device_type, adapter=bool(cfg.adapter))
     trackers = trackers_of(cfg)
     output_dir = Path(cfg.output_dir)
+    # cpu=True on a machine without CUDA is what makes accelerate run CPU processes as a gloo group.
     accelerator = Accelerator(
-        mixed_precision=precision.mixed, log_with=trackers or None, project_dir=str(output_dir)
+        mixed_precision=precision.mixed,
+        log_with=trackers or None,
+        project_dir=str(output_dir),
+        cpu=device_type == "cpu",
     )
     rank, world_size = accelerator.process_index, accelerator.num_processes
     set_seed(cfg.seed)
