@@ -296,3 +296,12 @@ def test_blank_yaml_values_mean_unset(tmp_path):
     assert config.adapter is None
     assert config.bf16 is None
     assert config.datasets[0].type is None
+
+
+def test_a_boolean_is_not_a_number(tmp_path):
+    with pytest.raises(ConfigError) as error:
+        load_config(write(tmp_path, "lora_r = true\nlearning_rate = false\n" + MINIMAL))
+    assert problems(error) == [
+        "lora_r: expected a number, not true/false (got True)",
+        "learning_rate: expected a number, not true/false (got False)",
+    ]

@@ -30,6 +30,22 @@ def _blank_is_none(value: Any) -> Any:
 
 Blankable = BeforeValidator(_blank_is_none)
 
+
+def _reject_bool(value: Any) -> Any:
+    # pydantic's lax mode reads true as 1; a boolean where a number belongs is
+    # a mistake worth reporting (`lora_r = true`).
+    if isinstance(value, bool):
+        raise PydanticCustomError("number_not_bool", "expected a number, not true/false")
+    return value
+
+
+Int = Annotated[int, BeforeValidator(_reject_bool)]
+Float = Annotated[float, BeforeValidator(_reject_bool)]
+PositiveInt = Annotated[Int, Field(ge=1)]
+NonNegativeInt = Annotated[Int, Field(ge=0)]
+PositiveFloat = Annotated[Float, Field(gt=0)]
+Fraction = Annotated[Float, Field(ge=0, lt=1)]
+
 _STRICT = ConfigDict(extra="forbid", use_attribute_docstrings=True, validate_default=False)
 
 TrainOnEos = Literal["turn", "last", "all", "none"]
@@ -91,9 +107,9 @@ class DatasetConfig(BaseModel):
     """File type when ``path`` is a file (json covers jsonl); inferred from the extension when empty."""
     data_files: str | list[str] | None = None
     """Data file(s) under ``path`` to read instead of the whole folder."""
-    shards: Annotated[int, Field(ge=1)] | None = None
+    shards: Annotated[Int, Field(ge=1)] | None = None
     """Split this dataset into this many shards (use with ``shards_idx``)."""
-    shards_idx: Annotated[int, Field(ge=0)] | None = None
+    shards_idx: Annotated[Int, Field(ge=0)] | None = None
     """Index of the shard of this dataset to use (default 0)."""
     name: str | list[str] | None = None
     """Name of the dataset configuration/subset to load."""
@@ -177,9 +193,9 @@ class DatasetConfig(BaseModel):
     no_input_format: str | None = None
     """Custom format: prompt for rows without an input (default ``{instruction} ``)."""
 
-    dataset_shard_num: Annotated[int, Field(ge=1)] | None = None
+    dataset_shard_num: Annotated[Int, Field(ge=1)] | None = None
     """Split this dataset into this many shards (same as ``shards``)."""
-    dataset_shard_idx: Annotated[int, Field(ge=0)] | None = None
+    dataset_shard_idx: Annotated[Int, Field(ge=0)] | None = None
     """Index of the shard of this dataset to use."""
 
     @model_validator(mode="before")
@@ -232,7 +248,7 @@ class BnbConfigKwargs(BaseModel):
 
     llm_int8_has_fp16_weight: bool = False
     """Keep fp16 main weights with 8-bit loading."""
-    llm_int8_threshold: float | None = None
+    llm_int8_threshold: Float | None = None
     """Outlier threshold of LLM.int8()."""
     llm_int8_skip_modules: list[str] | None = None
     """Modules not to quantize."""
@@ -251,7 +267,7 @@ class LoftQConfig(BaseModel):
 
     model_config = _STRICT
 
-    loftq_bits: Annotated[int, Field(ge=1)] = 4
+    loftq_bits: Annotated[Int, Field(ge=1)] = 4
     """Quantization bits used by LoftQ (typically 4)."""
 
 
@@ -279,7 +295,7 @@ class FsdpConfig(BaseModel):
     """Decoder layer class to wrap, e.g. ``LlamaDecoderLayer``."""
     fsdp_auto_wrap_policy: Literal["TRANSFORMER_BASED_WRAP", "SIZE_BASED_WRAP", "NO_WRAP"] | None = None
     """Auto-wrap policy."""
-    fsdp_min_num_params: Annotated[int, Field(ge=0)] | None = None
+    fsdp_min_num_params: Annotated[Int, Field(ge=0)] | None = None
     """Minimum parameters per wrapped module with ``SIZE_BASED_WRAP``."""
     fsdp_sharding_strategy: str | None = None
     """Sharding strategy (``FULL_SHARD``, ``SHARD_GRAD_OP``, ``NO_SHARD``, ``HYBRID_SHARD``)."""
@@ -303,10 +319,6 @@ class FsdpConfig(BaseModel):
 
 Adapter = Annotated[Literal["lora", "qlora"] | None, Blankable]
 Precision = Annotated[bool | Literal["auto", "full"] | None, Blankable]
-PositiveInt = Annotated[int, Field(ge=1)]
-NonNegativeInt = Annotated[int, Field(ge=0)]
-PositiveFloat = Annotated[float, Field(gt=0)]
-Fraction = Annotated[float, Field(ge=0, lt=1)]
 
 
 class AxrConfig(BaseModel):
@@ -372,7 +384,7 @@ class AxrConfig(BaseModel):
     """Load the model in bf16 without mixed precision."""
     float16: bool | None = None
     """Load the model in fp16 without mixed precision."""
-    gpu_memory_limit: int | str | None = None
+    gpu_memory_limit: Int | str | None = None
     """Memory limit for every GPU (an integer means GiB, or a string like ``20GiB``)."""
     lora_on_cpu: bool = False
     """Load LoRA/PEFT weights on the CPU (e.g. to merge a model larger than GPU memory)."""
@@ -410,7 +422,7 @@ class AxrConfig(BaseModel):
     """How checkpoints are pushed to the hub (transformers ``hub_strategy``)."""
     hf_use_auth_token: bool | None = None
     """Use the Hugging Face token to load datasets."""
-    val_set_size: Annotated[float, Field(ge=0)] = 0.0
+    val_set_size: Annotated[Float, Field(ge=0)] = 0.0
     """Evaluation split of the training rows: a fraction when below 1, else a whole number of rows;
     0 means no evaluation split."""
     dataset_shard_num: PositiveInt | None = None
@@ -429,13 +441,13 @@ class AxrConfig(BaseModel):
     """Pack several samples per row with block-diagonal attention and per-sample position ids."""
     eval_sample_packing: bool | None = None
     """Pack evaluation samples too (default: same as ``sample_packing``)."""
-    sample_packing_eff_est: Annotated[float, Field(gt=0, le=1)] | None = None
+    sample_packing_eff_est: Annotated[Float, Field(gt=0, le=1)] | None = None
     """Packing efficiency estimate (Axolotl); axr computes it exactly."""
     total_num_tokens: NonNegativeInt | None = None
     """Total token count of the dataset (Axolotl); axr computes it."""
     device_map: str | dict[str, Any] | None = None
     """transformers ``device_map`` when loading without accelerate."""
-    max_memory: dict[str, int | str] | None = None
+    max_memory: dict[str, Int | str] | None = None
     """Max memory per device passed to transformers."""
 
     # ---- adapters -----------------------------------------------------------
@@ -445,7 +457,7 @@ class AxrConfig(BaseModel):
     """Folder of an already-trained LoRA adapter to load."""
     lora_r: PositiveInt = 8
     """LoRA rank."""
-    lora_alpha: Annotated[float, Field(gt=0)] = 16
+    lora_alpha: Annotated[Float, Field(gt=0)] = 16
     """LoRA scaling numerator (scale = alpha / r)."""
     lora_dropout: Fraction = 0.0
     """Dropout on the LoRA input."""
@@ -519,13 +531,13 @@ class AxrConfig(BaseModel):
     """Quadratic instead of linear warmup."""
     logging_steps: PositiveInt | None = None
     """Log every N optimizer steps."""
-    eval_steps: Annotated[float, Field(gt=0)] | None = None
+    eval_steps: Annotated[Float, Field(gt=0)] | None = None
     """Evaluate every N steps (a value < 1 is a fraction of total steps); not with ``evals_per_epoch``."""
     evals_per_epoch: PositiveInt | None = None
     """Evaluations per epoch; not with ``eval_steps``."""
     save_strategy: Literal["no", "steps", "epoch", "best"] | None = None
     """When to save checkpoints (``no`` skips them)."""
-    save_steps: Annotated[float, Field(gt=0)] | None = None
+    save_steps: Annotated[Float, Field(gt=0)] | None = None
     """Save every N steps (a value < 1 is a fraction of total steps); not with ``saves_per_epoch``."""
     saves_per_epoch: PositiveInt | None = None
     """Checkpoints per epoch; not with ``save_steps``."""
@@ -572,7 +584,7 @@ class AxrConfig(BaseModel):
     """Extra optimizer arguments."""
     optim_target_modules: str | list[str] | None = None
     """Modules optimized by GaLore-style optimizers."""
-    weight_decay: Annotated[float, Field(ge=0)] = 0.0
+    weight_decay: Annotated[Float, Field(ge=0)] = 0.0
     """Weight decay."""
     adam_beta1: Fraction | None = None
     """Adam beta1 (default 0.9)."""
@@ -580,7 +592,7 @@ class AxrConfig(BaseModel):
     """Adam beta2 (default 0.999)."""
     adam_epsilon: PositiveFloat | None = None
     """Adam epsilon (default 1e-8)."""
-    max_grad_norm: Annotated[float, Field(ge=0)] = 1.0
+    max_grad_norm: Annotated[Float, Field(ge=0)] = 1.0
     """Gradient clipping norm (0 turns clipping off)."""
     neftune_noise_alpha: PositiveFloat | None = None
     """NEFTune noise on embeddings (paper default 5)."""
@@ -610,7 +622,7 @@ class AxrConfig(BaseModel):
     """Checkpoint folder to resume from."""
     auto_resume_from_checkpoints: bool = False
     """Resume from the newest checkpoint in ``output_dir`` when there is one."""
-    local_rank: int | None = None
+    local_rank: Int | None = None
     """Set by the launcher; do not set it."""
     special_tokens: SpecialTokensConfig | None = None
     """Special tokens to set or add."""
