@@ -17,7 +17,14 @@ from axr.config.reference import reference_markdown
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO / "examples"
-AXOLOTL_DOCS = Path("/work/shared/reference/axolotl-docs-2024-03.txt")
+AXOLOTL_DOCS = next(
+    (
+        folder / "reference" / "axolotl-docs-2024-03.txt"
+        for folder in (REPO / "shared", REPO.parent / "shared")
+        if (folder / "reference" / "axolotl-docs-2024-03.txt").exists()
+    ),
+    REPO / "shared" / "reference" / "axolotl-docs-2024-03.txt",
+)
 
 HEAD = 'base_model = "m"\n'
 DATASET = '[[datasets]]\npath = "d.jsonl"\ntype = "alpaca"\n'

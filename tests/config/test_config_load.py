@@ -286,6 +286,7 @@ def test_blank_yaml_values_mean_unset(tmp_path):
         base_model: m
         adapter:
         bf16:
+        save_strategy: no
         datasets:
           - path: tokenized.jsonl
             type:
@@ -296,6 +297,7 @@ def test_blank_yaml_values_mean_unset(tmp_path):
     assert config.adapter is None
     assert config.bf16 is None
     assert config.datasets[0].type is None
+    assert config.save_strategy == "no"  # YAML 1.1 reads a bare `no` as false
 
 
 def test_a_boolean_is_not_a_number(tmp_path):

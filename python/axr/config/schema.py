@@ -39,6 +39,11 @@ def _reject_bool(value: Any) -> Any:
     return value
 
 
+def _yaml_no(value: Any) -> Any:
+    # YAML 1.1 reads a bare `no` as false; for a key whose value can be "no", that is what was meant.
+    return "no" if value is False else value
+
+
 Int = Annotated[int, BeforeValidator(_reject_bool)]
 Float = Annotated[float, BeforeValidator(_reject_bool)]
 PositiveInt = Annotated[Int, Field(ge=1)]
@@ -535,7 +540,7 @@ class AxrConfig(BaseModel):
     """Evaluate every N steps (a value < 1 is a fraction of total steps); not with ``evals_per_epoch``."""
     evals_per_epoch: PositiveInt | None = None
     """Evaluations per epoch; not with ``eval_steps``."""
-    save_strategy: Literal["no", "steps", "epoch", "best"] | None = None
+    save_strategy: Annotated[Literal["no", "steps", "epoch", "best"] | None, BeforeValidator(_yaml_no)] = None
     """When to save checkpoints (``no`` skips them)."""
     save_steps: Annotated[Float, Field(gt=0)] | None = None
     """Save every N steps (a value < 1 is a fraction of total steps); not with ``saves_per_epoch``."""
