@@ -1,5 +1,8 @@
 """Type stubs of the native extension. Users import from axr.* modules, not from here."""
 
+import numpy as np
+from numpy.typing import NDArray
+
 __version__: str
 
 class AxrError(Exception): ...
@@ -7,3 +10,32 @@ class ConfigError(AxrError): ...
 class DataError(AxrError): ...
 class TokenizerError(AxrError): ...
 class FormatError(AxrError): ...
+
+# --- packing (rust/axr-py/src/packing.rs); users call axr.packing ---
+_PackingArrays = tuple[NDArray[np.uint64], NDArray[np.uint32], NDArray[np.uint32], NDArray[np.uint32], int]
+
+def pack(
+    lengths: NDArray[np.uint32],
+    capacity: int,
+    *,
+    strategy: str = "bfd",
+    max_items_per_bin: int | None = None,
+    drop_oversized: bool = False,
+    seed: int = 0,
+    epoch: int = 0,
+) -> _PackingArrays: ...
+def plan_epoch(
+    lengths: NDArray[np.uint32],
+    capacity: int,
+    micro_batch_size: int,
+    *,
+    strategy: str = "bfd",
+    seed: int = 0,
+    epoch: int = 0,
+    world_size: int = 1,
+    drop_last: bool = True,
+    max_items_per_bin: int | None = None,
+    drop_oversized: bool = False,
+) -> tuple[
+    _PackingArrays, int, NDArray[np.uint64], NDArray[np.uint32], NDArray[np.uint32], NDArray[np.uint32]
+]: ...

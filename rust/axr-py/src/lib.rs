@@ -4,6 +4,7 @@
 //! map core errors to Python exceptions.
 
 mod errors;
+mod packing;
 
 use pyo3::prelude::*;
 
@@ -13,5 +14,6 @@ use pyo3::prelude::*;
 fn native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", axr_core::VERSION)?;
     errors::register(m)?;
+    packing::register(m)?;
     Ok(())
 }
