@@ -5,9 +5,9 @@ Attribute names are Axolotl's key names, so code reads ``cfg.sequence_len``,
 description (pydantic ``use_attribute_docstrings``), which ``axr validate --schema``
 turns into the reference table of docs/config-reference.md.
 
-Unknown keys are errors everywhere except in the two free-form tables
-(``overrides_of_model_config`` and the ``*_kwargs``/``optim_args`` pass-throughs),
-whose keys belong to other libraries.
+Unknown keys are errors everywhere except in the free-form tables whose keys
+belong to other libraries: ``overrides_of_model_config``, ``lr_scheduler_kwargs``,
+``gradient_checkpointing_kwargs``, ``optim_args``, an inline ``deepspeed`` config.
 """
 
 from __future__ import annotations
