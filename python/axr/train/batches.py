@@ -21,8 +21,8 @@ class MicroBatchPlan(Protocol):
     """What the loop needs from a batch sampler."""
 
     def __len__(self) -> int: ...
-    def __iter__(self) -> Iterator[list[list[int]]]: ...
     def set_epoch(self, epoch: int) -> None: ...
+    def micro_batch(self, step: int) -> list[list[int]]: ...
 
 
 class PaddedBatchPlan:
@@ -55,6 +55,8 @@ class PaddedBatchPlan:
         self.group_by_length = group_by_length
         self.drop_last = drop_last
         self.epoch = 0
+        self._cached: list[np.ndarray] = []
+        self._cached_epoch: int | None = None
         total = len(self.lengths)
         if drop_last:
             self._per_rank = total // (batch_size * world_size)
@@ -79,15 +81,32 @@ class PaddedBatchPlan:
                 order[start : start + window] = chunk[np.argsort(-self.lengths[chunk], kind="stable")]
         return order
 
+    def _batches(self) -> list[np.ndarray]:
+        if self._cached_epoch != self.epoch:
+            order = self._order()
+            batches = [
+                order[start : start + self.batch_size] for start in range(0, len(order), self.batch_size)
+            ]
+            if self.group_by_length and self.shuffle:
+                permutation = np.random.default_rng([self.seed, self.epoch, 1]).permutation(len(batches))
+                batches = [batches[index] for index in permutation]
+            self._cached = batches
+            self._cached_epoch = self.epoch
+        return self._cached
+
+    def micro_batch(self, step: int) -> list[list[int]]:
+        """This rank's micro-batch at ``step`` of the current epoch: one single-sample bin per row."""
+        if not 0 <= step < self._per_rank:
+            raise IndexError(f"step {step} out of range for {self._per_rank} micro-batches")
+        batches = self._batches()
+        slot = step * self.world_size + self.rank
+        if slot >= len(batches):
+            return []  # only without drop_last: the last step has no rows left for this rank
+        return [[int(index)] for index in batches[slot]]
+
     def __iter__(self) -> Iterator[list[list[int]]]:
-        order = self._order()
-        batches = [order[start : start + self.batch_size] for start in range(0, len(order), self.batch_size)]
-        if self.group_by_length and self.shuffle:
-            permutation = np.random.default_rng([self.seed, self.epoch, 1]).permutation(len(batches))
-            batches = [batches[index] for index in permutation]
-        mine = batches[self.rank :: self.world_size][: self._per_rank]
-        for batch in mine:
-            yield [[int(index)] for index in batch]
+        for step in range(self._per_rank):
+            yield self.micro_batch(step)
 
 
 def build_plan(
@@ -112,6 +131,7 @@ def build_plan(
             rank=rank,
             world_size=world_size,
             drop_last=train,
+            strategy=cfg.packing_strategy,
         )
         return sampler
     return PaddedBatchPlan(

@@ -82,12 +82,11 @@ def _per_epoch(count: int | None, steps_per_epoch: int) -> int | None:
 
 
 def _micro_batches(plan: MicroBatchPlan, epoch: int, skip: int) -> Iterator[tuple[int, int, list[list[int]]]]:
-    """(epoch, index in epoch, bins) from ``epoch`` on, skipping the first ``skip`` of that epoch."""
+    """(epoch, index in epoch, bins) from micro-batch ``skip`` of ``epoch`` on, across epochs."""
     while True:
         plan.set_epoch(epoch)
-        for index, bins in enumerate(plan):
-            if index >= skip:
-                yield epoch, index, bins
+        for index in range(skip, len(plan)):
+            yield epoch, index, plan.micro_batch(index)
         skip = 0
         epoch += 1
 
@@ -130,7 +129,10 @@ def evaluate(
     count = torch.zeros((), device=accelerator.device, dtype=torch.float64)
     plan.set_epoch(0)
     with torch.no_grad():
-        for bins in plan:
+        for index in range(len(plan)):
+            bins = plan.micro_batch(index)
+            if not bins:
+                continue
             batch = collate_micro_batch(dataset, bins, packing=packing, pad_token_id=pad, pad_to=None)
             with accelerator.autocast():
                 output = model(**forward_kwargs(batch, attention, accelerator.device))
