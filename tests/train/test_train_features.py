@@ -1,0 +1,114 @@
+"""Evaluation, early stopping, loss watchdog, added tokens with LoRA, clear errors for what is absent."""
+
+from __future__ import annotations
+
+import json
+from types import SimpleNamespace
+
+import pytest
+from helpers import InMemoryDataset, random_rows, write_config
+from safetensors.torch import load_file
+
+from axr.config import load_config
+from axr.errors import AxrError, ConfigError
+from axr.models.attention import select_attention
+from axr.train.loop import TrainingData, train
+
+
+def run(tmp_path, tiny_llama_dir, rows, eval_rows=None, **keys):
+    config = load_config(write_config(tmp_path / "config.toml", tiny_llama_dir, tmp_path / "out", **keys))
+    evaluation = InMemoryDataset(eval_rows) if eval_rows is not None else None
+    return train(config, data=TrainingData(train=InMemoryDataset(rows), eval=evaluation))
+
+
+def test_eval_loss_is_reported_every_eval_steps(tmp_path, tiny_llama_dir):
+    result = run(
+        tmp_path,
+        tiny_llama_dir,
+        random_rows(8, seed=1),
+        random_rows(5, seed=2),
+        micro_batch_size=2,
+        max_steps=4,
+        eval_steps=2,
+        save_strategy="no",
+        learning_rate=1e-3,
+    )
+    assert len(result.eval_losses) == 2
+    lines = [json.loads(line) for line in (tmp_path / "out" / "metrics.jsonl").read_text().splitlines()]
+    assert [line["step"] for line in lines if "eval_loss" in line] == [2, 4]
+    assert all(9.0 < loss < 11.5 for loss in result.eval_losses)  # random init: about ln(32000)
+
+
+def test_early_stopping_when_eval_loss_stops_improving(tmp_path, tiny_llama_dir):
+    # A learning rate far below fp32 resolution leaves the weights, and so the eval loss, unchanged.
+    result = run(
+        tmp_path,
+        tiny_llama_dir,
+        random_rows(8, seed=1),
+        random_rows(4, seed=2),
+        micro_batch_size=2,
+        max_steps=10,
+        eval_steps=1,
+        early_stopping_patience=2,
+        optimizer="sgd",
+        learning_rate=1e-20,
+        save_strategy="no",
+    )
+    assert result.stopped_early
+    assert result.steps == 3
+    assert len(result.eval_losses) == 3
+
+
+def test_loss_watchdog_stops_a_diverged_run(tmp_path, tiny_llama_dir):
+    with pytest.raises(AxrError, match=r"loss_watchdog_threshold: loss .* stayed above 1.0 for 2 steps"):
+        run(
+            tmp_path,
+            tiny_llama_dir,
+            random_rows(8),
+            micro_batch_size=2,
+            max_steps=5,
+            loss_watchdog_threshold=1.0,
+            loss_watchdog_patience=2,
+            save_strategy="no",
+        )
+
+
+def test_added_tokens_train_embeddings_with_the_adapter(tmp_path, tiny_llama_dir):
+    result = run(
+        tmp_path,
+        tiny_llama_dir,
+        random_rows(4),
+        micro_batch_size=2,
+        max_steps=1,
+        adapter="lora",
+        lora_target_modules=["q_proj", "v_proj"],
+        tokens=["<tool_call>"],
+        save_strategy="no",
+        resize_token_embeddings_to_32x=True,
+    )
+    saved = load_file(str(result.output_dir / "adapter_model.safetensors"))
+    embed = [name for name in saved if "embed_tokens" in name]
+    head = [name for name in saved if "lm_head" in name]
+    assert embed
+    assert head
+    assert saved[embed[0]].shape[0] == 32032  # 32000 + 1 rounded up to a multiple of 32
+    adapter_config = json.loads((result.output_dir / "adapter_config.json").read_text())
+    assert set(adapter_config["modules_to_save"]) >= {"embed_tokens", "lm_head"}
+
+
+def test_flash_attention_without_the_package_is_a_config_error():
+    with pytest.raises(ConfigError, match=r"flash_attention: .*pip install flash-attn"):
+        select_attention(SimpleNamespace(flash_attention=True, sample_packing=True))
+
+
+@pytest.mark.parametrize(
+    ("keys", "message"),
+    [
+        ({"adapter": "qlora", "load_in_4bit": True}, "qlora .* comes in a later axr release"),
+        ({"adapter": "lora", "relora_steps": 10, "lora_target_linear": True}, "relora_steps: ReLoRA"),
+        ({"adapter": "lora"}, "lora_target_modules: .* needs the modules to adapt"),
+    ],
+)
+def test_adapter_errors_name_the_key(tmp_path, tiny_llama_dir, keys, message):
+    with pytest.raises(ConfigError, match=message):
+        run(tmp_path, tiny_llama_dir, random_rows(4), max_steps=1, **keys)
