@@ -1,5 +1,7 @@
 """Type stubs of the native extension. Users import from axr.* modules, not from here."""
 
+from collections.abc import Callable
+
 import numpy as np
 from numpy.typing import NDArray
 
@@ -39,3 +41,9 @@ def plan_epoch(
 ) -> tuple[
     _PackingArrays, int, NDArray[np.uint64], NDArray[np.uint32], NDArray[np.uint32], NDArray[np.uint32]
 ]: ...
+
+# --- preprocessing (rust/axr-py/src/preprocess.rs); options and report are JSON strings ---
+def preprocess(
+    options_json: str, *, progress: Callable[[str, int, int, int, int], object] | None = None
+) -> str: ...
+def locate_prepared(options_json: str) -> str: ...

@@ -21,14 +21,16 @@ use rayon::prelude::*;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
+use crate::encode::{AddedTokens, Encoder};
 use crate::error::{Error, Result};
+use crate::format::{self, FormatSpec};
 use crate::options::{BadRowPolicy, DatasetOptions, ExcessLengthStrategy, PreprocessOptions};
 use crate::source::{self, DatasetFiles, RawChunk, RawRow, RowData, RowReader};
 use crate::store::{
     DATA_VERSION, FORMAT_VERSION, Fingerprinter, RunCounts, StoreContents, StoreMeta, StoreReader, StoreWriter,
     TOKENIZER_DIR, TokenDtype,
 };
-use crate::{Encoded, FieldError, RowFormatter, Sample};
+use crate::{Encoded, FieldError, RowFormatter, Sample, TokenizerInfo};
 
 /// Reason recorded for samples longer than `sequence_len`.
 pub const TOO_LONG: &str = "longer_than_sequence_len";
@@ -757,6 +759,61 @@ fn no_samples(key: &str, counts: &RunCounts) -> Error {
                 .map_or_else(String::new, |first| format!(" (first: {first})")),
         ),
     }
+}
+
+impl PipelineTokenizer for Encoder {
+    fn encode(&self, sample: &Sample) -> Result<Encoded, FieldError> {
+        Encoder::encode(self, sample)
+    }
+    fn vocab_size(&self) -> u64 {
+        Encoder::vocab_size(self) as u64
+    }
+    fn fingerprint_bytes(&self) -> Vec<u8> {
+        Encoder::fingerprint_bytes(self)
+    }
+    fn save(&self, dir: &Path) -> Result<()> {
+        Encoder::save(self, dir)
+    }
+}
+
+fn load_encoder(options: &PreprocessOptions) -> Result<Encoder> {
+    let added = AddedTokens {
+        special_tokens: options.special_tokens.clone(),
+        tokens: options.tokens.clone(),
+    };
+    Encoder::from_dir(&options.tokenizer_dir, &added)
+}
+
+/// The formatter of one dataset entry: its format keys through [`FormatSpec`] and [`format::build`],
+/// with errors naming the entry (`datasets[1].type`).
+fn build_formatter(info: &TokenizerInfo, format_keys: &Value, key: &str) -> Result<Box<dyn RowFormatter>> {
+    let spec: FormatSpec = serde_json::from_value(format_keys.clone()).map_err(|error| Error::Config {
+        key: key.into(),
+        message: error.to_string(),
+    })?;
+    format::build(&spec, info).map_err(|error| match error {
+        Error::Config { key: inner, message } => Error::Config {
+            key: format!("{key}.{inner}"),
+            message,
+        },
+        other => other,
+    })
+}
+
+/// `axr preprocess`: build the stores the options describe, or reuse them when an identical
+/// run already did (same inputs' bytes, tokenizer, formats and settings).
+pub fn preprocess(options: &PreprocessOptions, progress: &mut dyn Progress) -> Result<Prepared> {
+    options.validate()?;
+    let encoder = load_encoder(options)?;
+    let info = encoder.info();
+    let build = |format_keys: &Value, key: &str| build_formatter(&info, format_keys, key);
+    preprocess_with(options, &encoder, &build, progress)
+}
+
+/// Where [`preprocess`] puts (or found) the stores of these options, without building them.
+pub fn locate(options: &PreprocessOptions) -> Result<PathBuf> {
+    options.validate()?;
+    locate_with(options, &load_encoder(options)?)
 }
 
 #[cfg(test)]

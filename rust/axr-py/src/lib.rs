@@ -5,6 +5,7 @@
 
 mod errors;
 mod packing;
+mod preprocess;
 
 use pyo3::prelude::*;
 
@@ -15,5 +16,6 @@ fn native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", axr_core::VERSION)?;
     errors::register(m)?;
     packing::register(m)?;
+    preprocess::register(m)?;
     Ok(())
 }

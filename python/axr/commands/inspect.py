@@ -1,0 +1,108 @@
+"""``axr inspect CONFIG|STORE [-n N] [--index I] [--ids]``: decoded prepared samples, trained tokens marked.
+
+Trained tokens are green on a terminal and wrapped in ``[[...]]`` otherwise; ``--ids``
+adds every token as ``piece(id, label)`` with label -100 where it is not trained, which
+is what Axolotl's ``preprocess --debug`` shows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+_GREEN, _RESET = "\x1b[32m", "\x1b[0m"
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "inspect",
+        help="print prepared samples decoded, trained tokens marked",
+        description=(
+            "Print samples of a prepared store (a store folder, or the store of CONFIG, built first if "
+            "missing) decoded with the store's tokenizer. Trained tokens are green on a terminal, "
+            "[[bracketed]] otherwise."
+        ),
+    )
+    parser.add_argument("target", help="a config file, or a prepared store folder")
+    parser.add_argument("-n", type=int, default=3, help="how many samples from the start (default 3)")
+    parser.add_argument("--index", type=int, action="append", help="show this sample (repeatable)")
+    parser.add_argument("--ids", action="store_true", help="also print every token as piece(id, label)")
+    parser.add_argument("--split", default="train", help="train or eval, for a config or prepared root")
+    parser.set_defaults(func=run, accepts_overrides=True)
+
+
+def _store_path(target: str, split: str, overrides: list[str]) -> Path:
+    path = Path(target)
+    if path.is_dir():
+        return path / split if (path / split / "meta.json").is_file() else path
+    from axr.config import load_config
+    from axr.data import preprocess
+    from axr.errors import ConfigError
+
+    result = preprocess(load_config(target, overrides), progress=False)
+    if split not in result.stores:
+        raise ConfigError(
+            f"{target}: the prepared data has no {split!r} store (it has {', '.join(result.stores)})"
+        )
+    return result.stores[split]
+
+
+def run(args: argparse.Namespace) -> int:
+    from tokenizers import Tokenizer
+
+    from axr.data import PreparedDataset
+    from axr.errors import ConfigError
+
+    dataset = PreparedDataset(_store_path(args.target, args.split, args.overrides))
+    tokenizer = Tokenizer.from_file(str(dataset.tokenizer_dir / "tokenizer.json"))
+    indices = args.index if args.index else list(range(min(args.n, len(dataset))))
+    colour = sys.stdout.isatty()
+    print(f"{dataset.path}: {len(dataset):,} samples, {dataset.meta['tokens']:,} tokens")
+    for index in indices:
+        if not -len(dataset) <= index < len(dataset):
+            raise ConfigError(f"--index {index}: the store has {len(dataset)} samples")
+        input_ids, labels = dataset[index]
+        ids = [int(token) for token in input_ids]
+        trained = [int(label) != -100 for label in labels]
+        print(f"\n--- sample {index}: {len(ids)} tokens, {sum(trained)} trained ---")
+        print(render_marked(tokenizer, ids, trained, colour=colour))
+        if args.ids:
+            print(render_ids(tokenizer, ids, [int(label) for label in labels]))
+    return 0
+
+
+def _runs(trained: list[bool]) -> list[tuple[int, int, bool]]:
+    runs: list[tuple[int, int, bool]] = []
+    start = 0
+    for position in range(1, len(trained) + 1):
+        if position == len(trained) or trained[position] != trained[start]:
+            runs.append((start, position, trained[start]))
+            start = position
+    return runs
+
+
+def render_marked(tokenizer: Any, ids: list[int], trained: list[bool], *, colour: bool) -> str:
+    """The sample's text with trained runs marked; runs are cut out of prefix decodes so the
+    text reads exactly as the whole sample decodes (no spaces lost at run boundaries)."""
+    pieces: list[str] = []
+    previous = ""
+    for start, end, is_trained in _runs(trained):
+        decoded = tokenizer.decode(ids[:end], skip_special_tokens=False)
+        if decoded.startswith(previous):
+            text = decoded[len(previous) :]
+        else:  # a multi-byte character split across runs: decode the run on its own
+            text = tokenizer.decode(ids[start:end], skip_special_tokens=False)
+        previous = decoded
+        if is_trained:
+            text = f"{_GREEN}{text}{_RESET}" if colour else f"[[{text}]]"
+        pieces.append(text)
+    return "".join(pieces)
+
+
+def render_ids(tokenizer: Any, ids: list[int], labels: list[int]) -> str:
+    """Every token as ``piece(id, label)``, as Axolotl's debug output prints them."""
+    return " ".join(
+        f"{tokenizer.id_to_token(token)}({token}, {label})" for token, label in zip(ids, labels, strict=True)
+    )

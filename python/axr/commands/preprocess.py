@@ -1,0 +1,97 @@
+"""``axr preprocess CONFIG [--key=value ...]``: build the prepared stores of a config, then summarise."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "preprocess",
+        help="tokenize the config's datasets into a prepared store (reused when nothing changed)",
+        description=(
+            "Read the datasets of CONFIG, format and tokenize them in parallel and write the prepared "
+            "store under dataset_prepared_path/<fingerprint>. An identical second run reuses it. "
+            "Any --key=value overrides a top-level config key."
+        ),
+    )
+    parser.add_argument("config", help="the config file (.toml, .yaml or .yml)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar, even on a terminal")
+    parser.set_defaults(func=run, accepts_overrides=True)
+
+
+def run(args: argparse.Namespace) -> int:
+    from axr.config import load_config
+    from axr.data import preprocess
+
+    cfg = load_config(args.config, args.overrides)
+    result = preprocess(cfg, progress=False if args.no_progress else None)
+    for line in summary_lines(result, cfg):
+        print(line)
+    return 0
+
+
+def _count_text(counts: dict[str, int]) -> str:
+    return (
+        ", ".join(f"{reason.replace('_', ' ')} {count:,}" for reason, count in sorted(counts.items()))
+        or "none"
+    )
+
+
+def summary_lines(result: Any, cfg: Any = None) -> list[str]:
+    """The end-of-run summary: rows read, kept, dropped and truncated by reason, skipped, tokens, speed."""
+    if result.reused:
+        head = f"reused {result.root}: same inputs, tokenizer and settings ({result.seconds:.2f} s)"
+    else:
+        head = f"prepared {result.root} in {result.seconds:.1f} s"
+    lines = [head]
+    for split, meta in result.metas.items():
+        counts = meta["counts"]
+        trainable = 100.0 * meta["trainable_tokens"] / max(meta["tokens"], 1)
+        lines.append(
+            f"{split:<5}  {meta['samples']:,} samples, {meta['tokens']:,} tokens "
+            f"({trainable:.1f}% trained), longest {meta['longest']:,}  [{meta['token_dtype']}]"
+        )
+        if split == "train" or result.metas.get("train", {}).get("counts") != counts:
+            lines.append(
+                f"       rows read {counts['rows_read']:,}, kept {counts['samples_kept']:,}; "
+                f"dropped: {_count_text(counts['dropped'])}; truncated: {_count_text(counts['truncated'])}; "
+                f"skipped bad rows {counts['skipped_bad_rows']:,}"
+            )
+            if counts["rows_outside_shard"] or counts["samples_outside_dataset_shard"]:
+                lines.append(
+                    f"       outside the selected shard: {counts['rows_outside_shard']:,} rows, "
+                    f"{counts['samples_outside_dataset_shard']:,} samples"
+                )
+            for example in counts["skipped_examples"][:3]:
+                lines.append(f"       skipped: {example}")
+    if not result.reused and result.seconds > 0:
+        tokens = sum(meta["tokens"] for meta in result.metas.values())
+        lines.append(f"speed  {tokens / result.seconds:,.0f} tokens/s")
+    packing = _packing_line(result, cfg)
+    if packing:
+        lines.append(packing)
+    return lines
+
+
+def _packing_line(result: Any, cfg: Any) -> str | None:
+    if cfg is None or not getattr(cfg, "sample_packing", False) or "train" not in result.stores:
+        return None
+    try:
+        from axr.packing import plan_summary
+    except ImportError:
+        return None
+    from axr.data import PreparedDataset
+
+    lengths = PreparedDataset(result.stores["train"]).lengths
+    summary = plan_summary(
+        lengths,
+        int(cfg.sequence_len),
+        int(cfg.micro_batch_size),
+        strategy=getattr(cfg, "packing_strategy", None) or "bfd",
+    )
+    return (
+        f"pack   {summary['num_bins']:,} bins of {summary['capacity']:,} tokens, efficiency "
+        f"{100 * summary['efficiency']:.1f}%, {summary['steps_per_epoch']:,} micro-batches per epoch"
+    )

@@ -1,0 +1,229 @@
+"""Config → ``PreprocessOptions`` JSON → the native pipeline, with a progress bar.
+
+The options JSON is the one schema shared with Rust (``rust/axr-core/src/options.rs``,
+unknown keys rejected on both sides) and is written into every store's ``meta.json``.
+``prepared_store_for(cfg)`` finds the stores a config leads to without building them,
+which is how ``axr train`` reads what ``axr preprocess`` wrote.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from axr.errors import ConfigError
+
+DEFAULT_PREPARED_DIR = "last_run_prepared"
+
+# Keys of a `datasets` entry that say where rows come from; every other key set is a format key.
+_SOURCE_KEYS = {"path", "ds_type", "data_files", "split", "train_on_split", "shards", "shards_idx"}
+_SHARD_ALIASES = {"dataset_shard_num": "shards", "dataset_shard_idx": "shards_idx"}
+_HUB_ONLY_KEYS = ("name", "revision", "trust_remote_code")
+_DEFAULT_PROPERTY_MAPPINGS = {"role": "role", "content": "content"}
+
+
+@dataclass
+class PreprocessResult:
+    """What ``preprocess`` built or found: ``stores["train"]`` (and ``stores["eval"]``) are store dirs."""
+
+    root: Path
+    fingerprint: str
+    reused: bool
+    stores: dict[str, Path]
+    seconds: float
+    metas: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+def _entry_dict(entry: Any) -> tuple[dict[str, Any], set[str]]:
+    if hasattr(entry, "model_dump"):
+        return entry.model_dump(), set(entry.model_fields_set)
+    data = dict(entry)
+    return data, set(data)
+
+
+def _dataset_options(entry: Any, key: str, *, train_on_inputs: bool, for_eval: bool) -> dict[str, Any]:
+    data, given = _entry_dict(entry)
+    for hub_key in _HUB_ONLY_KEYS:
+        if hub_key in given and data.get(hub_key) not in (None, False):
+            raise ConfigError(
+                f"{key}.{hub_key}: applies to hub datasets, and axr reads local files only; "
+                f"remove it and point {key}.path at a local copy"
+            )
+    source: dict[str, Any] = {"path": str(data["path"]), "key": key}
+    if data.get("ds_type") is not None:
+        source["ds_type"] = data["ds_type"]
+    if data.get("data_files") is not None:
+        files = data["data_files"]
+        source["data_files"] = [files] if isinstance(files, str) else list(files)
+    split = data.get("split") if for_eval else (data.get("train_on_split") or data.get("split"))
+    if split is not None:
+        source["split"] = split
+    for config_key in ("shards", "shards_idx", *_SHARD_ALIASES):
+        if data.get(config_key) is not None:
+            source[_SHARD_ALIASES.get(config_key, config_key)] = data[config_key]
+
+    format_keys: dict[str, Any] = {}
+    for name in sorted(given):
+        value = data.get(name)
+        if name in _SOURCE_KEYS or name in _SHARD_ALIASES or name in _HUB_ONLY_KEYS or value is None:
+            continue
+        if name == "message_property_mappings" and value == _DEFAULT_PROPERTY_MAPPINGS:
+            continue  # filled in by the schema for every entry; only a real mapping is a format key
+        if name == "type" and isinstance(value, dict):
+            # A custom format given as a table: its keys are the format keys, the type stays unset.
+            format_keys.update({k: v for k, v in value.items() if v is not None})
+            continue
+        format_keys[name] = value
+    format_keys.setdefault("train_on_inputs", train_on_inputs)
+    return {"source": source, "format": format_keys}
+
+
+def tokenizer_dir_for(cfg: Any) -> Path:
+    """The local folder with ``tokenizer.json``: ``tokenizer_config`` if set, else ``base_model``."""
+    name = getattr(cfg, "tokenizer_config", None) or cfg.base_model
+    path = Path(name)
+    if (path / "tokenizer.json").is_file():
+        return path
+    key = "tokenizer_config" if getattr(cfg, "tokenizer_config", None) else "base_model"
+    if path.is_dir():
+        raise ConfigError(
+            f"{key}: {path} has no tokenizer.json (axr tokenizes with the fast tokenizer's file)"
+        )
+    raise ConfigError(
+        f"{key}: {name!r} is not a local folder; axr never downloads, so fetch the model first "
+        f"(huggingface-cli download {name} --local-dir DIR) and set {key} to DIR"
+    )
+
+
+def options_from_config(cfg: Any) -> dict[str, Any]:
+    """The ``PreprocessOptions`` a config describes (a JSON-ready dict)."""
+    if not cfg.datasets:
+        raise ConfigError("datasets: at least one dataset is needed to preprocess")
+    train_on_inputs = bool(getattr(cfg, "train_on_inputs", False))
+    special = getattr(cfg, "special_tokens", None)
+    special_tokens: dict[str, str] = {}
+    if special is not None:
+        values = special.model_dump() if hasattr(special, "model_dump") else dict(special)
+        for role, value in values.items():
+            if value is None:
+                continue
+            if isinstance(value, list):
+                raise ConfigError(
+                    f"special_tokens.{role}: lists are not supported by preprocess yet; use `tokens`"
+                )
+            special_tokens[role] = value
+    options: dict[str, Any] = {
+        "datasets": [
+            _dataset_options(entry, f"datasets[{index}]", train_on_inputs=train_on_inputs, for_eval=False)
+            for index, entry in enumerate(cfg.datasets)
+        ],
+        "test_datasets": [
+            _dataset_options(entry, f"test_datasets[{index}]", train_on_inputs=train_on_inputs, for_eval=True)
+            for index, entry in enumerate(getattr(cfg, "test_datasets", None) or [])
+        ],
+        "tokenizer_dir": str(tokenizer_dir_for(cfg)),
+        "special_tokens": special_tokens,
+        "tokens": list(getattr(cfg, "tokens", None) or []),
+        "sequence_len": int(cfg.sequence_len),
+        "excess_length_strategy": getattr(cfg, "excess_length_strategy", "drop"),
+        "on_bad_row": getattr(cfg, "on_bad_row", "error"),
+        "shuffle_merged_datasets": bool(getattr(cfg, "shuffle_merged_datasets", True)),
+        "val_set_size": float(getattr(cfg, "val_set_size", 0.0) or 0.0),
+        "seed": int(getattr(cfg, "seed", None) or 42),
+        "dataset_shard_num": getattr(cfg, "dataset_shard_num", None),
+        "dataset_shard_idx": getattr(cfg, "dataset_shard_idx", None),
+        "prepared_dir": str(getattr(cfg, "dataset_prepared_path", None) or DEFAULT_PREPARED_DIR),
+        "num_threads": getattr(cfg, "dataset_processes", None),
+    }
+    return options
+
+
+def prepared_store_for(cfg: Any) -> Path:
+    """The prepared root (``<dataset_prepared_path>/<fingerprint>``) of a config, built or not.
+
+    Its ``train`` (and ``eval``) subfolders are the stores once ``preprocess(cfg)`` ran. Computing
+    it hashes the input files, so it takes about as long as reading them once.
+    """
+    from axr._native import locate_prepared
+
+    return Path(locate_prepared(json.dumps(options_from_config(cfg))))
+
+
+ProgressCallback = Callable[[str, int, int, int, int], None]
+
+
+def preprocess(
+    cfg: Any, *, progress: bool | None = None, callback: ProgressCallback | None = None
+) -> PreprocessResult:
+    """Build the prepared stores of ``cfg`` (or reuse identical ones) and return where they are.
+
+    ``progress``: show a progress bar on stderr (default: when stderr is a terminal). ``callback``
+    receives ``(stage, done, total, rows, tokens)`` about every chunk instead.
+    """
+    from axr._native import preprocess as native_preprocess
+    from axr.data._format import read_meta
+
+    options_json = json.dumps(options_from_config(cfg))
+    show = sys.stderr.isatty() if progress is None else progress
+    if callback is None and show:
+        with _ProgressBar() as bar:
+            report = json.loads(native_preprocess(options_json, progress=bar.update))
+    else:
+        report = json.loads(native_preprocess(options_json, progress=callback))
+    stores = {split: Path(path) for split, path in report["stores"].items()}
+    return PreprocessResult(
+        root=Path(report["root"]),
+        fingerprint=report["fingerprint"],
+        reused=report["reused"],
+        stores=stores,
+        seconds=report["seconds"],
+        metas={split: read_meta(path) for split, path in stores.items()},
+    )
+
+
+class _ProgressBar:
+    """A rich progress bar: bytes read of total, rows/s, tokens/s, ETA; one task per stage."""
+
+    def __init__(self) -> None:
+        from rich.console import Console
+        from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self._progress = Progress(
+            TextColumn("{task.description:<15}"),
+            BarColumn(),
+            TextColumn("{task.percentage:>3.0f}%"),
+            TextColumn("{task.fields[rate]}"),
+            TimeRemainingColumn(),
+            console=Console(stderr=True),
+            transient=False,
+        )
+        self._tasks: dict[str, Any] = {}
+        self._started: dict[str, float] = {}
+
+    def __enter__(self) -> _ProgressBar:
+        self._progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._progress.stop()
+
+    def update(self, stage: str, done: int, total: int, rows: int, tokens: int) -> None:
+        if stage not in self._tasks:
+            self._tasks[stage] = self._progress.add_task(stage, total=max(total, 1), rate="")
+            self._started[stage] = time.monotonic()
+        elapsed = max(time.monotonic() - self._started[stage], 1e-9)
+        if stage.startswith("tokenize"):
+            rate = (
+                f"{rows / elapsed:,.0f} rows/s  {tokens / elapsed:,.0f} tok/s  "
+                f"{done / 2**20:,.0f}/{total / 2**20:,.0f} MiB"
+            )
+        elif stage == "hash":
+            rate = f"{done / 2**20 / elapsed:,.0f} MiB/s"
+        else:
+            rate = f"{done:,}/{total:,} samples"
+        self._progress.update(self._tasks[stage], completed=done, total=max(total, 1), rate=rate)
