@@ -42,8 +42,32 @@ def plan_epoch(
     _PackingArrays, int, NDArray[np.uint64], NDArray[np.uint32], NDArray[np.uint32], NDArray[np.uint32]
 ]: ...
 
+# --- formats and tokenization (rust/axr-py/src/encode.rs); rows and specs are JSON strings ---
+def render_rows(
+    rows: list[str], format_spec: str, tokenizer_dir: str, added_tokens: str = "{}"
+) -> list[tuple[str, list[tuple[int, int]]]]: ...
+def encode_rows(
+    rows: list[str], format_spec: str, tokenizer_dir: str, added_tokens: str = "{}"
+) -> list[tuple[NDArray[np.uint32], NDArray[np.bool_]]]: ...
+def save_tokenizer(tokenizer_dir: str, out_dir: str, added_tokens: str = "{}") -> int: ...
+
 # --- preprocessing (rust/axr-py/src/preprocess.rs); options and report are JSON strings ---
 def preprocess(
     options_json: str, *, progress: Callable[[str, int, int, int, int], object] | None = None
 ) -> str: ...
 def locate_prepared(options_json: str) -> str: ...
+
+# --- conversations (rust/axr-py/src/chat.rs); options and rows are JSON strings ---
+_ChatTurn = tuple[str, bool, list[tuple[int, int]], tuple[int, int] | None, bool]
+
+def chat_render(
+    dataset_type: str,
+    options_json: str,
+    rows: list[str],
+    *,
+    bos_token: str | None = None,
+    eos_token: str | None = None,
+    chat_template: str | None = None,
+) -> list[tuple[str, list[tuple[int, int]], list[_ChatTurn]]]: ...
+def chat_style_source(name: str) -> str: ...
+def chat_style_names() -> list[str]: ...

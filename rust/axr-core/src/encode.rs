@@ -24,7 +24,7 @@ use serde_json::{Map, Value};
 use tokenizers::processors::template::TemplateProcessing;
 use tokenizers::{AddedToken, Tokenizer};
 
-use crate::{Encoded, Error, FieldError, Result, Sample, TokenizerInfo};
+use crate::{Encoded, Error, FieldError, FormatSpec, Result, Sample, TokenizerInfo};
 
 /// Tokens to add to the tokenizer, with Axolotl's config keys.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -274,6 +274,46 @@ impl Encoder {
         fs_err::write(dir.join("special_tokens_map.json"), special + "\n")?;
         Ok(())
     }
+}
+
+/// Format JSON rows (one object per string) with `spec`: for tests, prompt
+/// rendering at inference and other small batches. The pipeline streams files
+/// instead. Errors name the row (1-based) as the line of the file `<rows>`.
+pub fn render_json_rows(rows: &[String], spec: &FormatSpec, info: &TokenizerInfo) -> Result<Vec<Sample>> {
+    let formatter = crate::format::build(spec, info)?;
+    rows.iter()
+        .enumerate()
+        .map(|(index, row)| {
+            let data_error = |field: String, message: String| Error::Data {
+                path: "<rows>".into(),
+                line: index as u64 + 1,
+                field,
+                message,
+            };
+            let row: Map<String, Value> = serde_json::from_str(row)
+                .map_err(|error| data_error("-".into(), format!("not a JSON object: {error}")))?;
+            formatter
+                .format(&row)
+                .map_err(|error| data_error(error.field, error.message))
+        })
+        .collect()
+}
+
+/// [`render_json_rows`], then [`Encoder::encode`] each sample.
+pub fn encode_json_rows(rows: &[String], spec: &FormatSpec, encoder: &Encoder) -> Result<Vec<Encoded>> {
+    let samples = render_json_rows(rows, spec, &encoder.info())?;
+    samples
+        .iter()
+        .enumerate()
+        .map(|(index, sample)| {
+            encoder.encode(sample).map_err(|error| Error::Data {
+                path: "<rows>".into(),
+                line: index as u64 + 1,
+                field: error.field,
+                message: error.message,
+            })
+        })
+        .collect()
 }
 
 /// `<bos>:0 $A:0 <eos>:0` as transformers builds it from add_bos_token/add_eos_token.

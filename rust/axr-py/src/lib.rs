@@ -3,6 +3,8 @@
 //! No logic lives here: convert arguments, release the GIL around core work,
 //! map core errors to Python exceptions.
 
+mod chat;
+mod encode;
 mod errors;
 mod packing;
 mod preprocess;
@@ -15,6 +17,8 @@ use pyo3::prelude::*;
 fn native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", axr_core::VERSION)?;
     errors::register(m)?;
+    chat::register(m)?;
+    encode::register(m)?;
     packing::register(m)?;
     preprocess::register(m)?;
     Ok(())
