@@ -24,6 +24,16 @@ FLASH_ATTENTION = "flash_attention_2"
 SDPA = "sdpa"
 EAGER = "eager"
 
+UNSUPPORTED_KEYS = (
+    "xformers_attention",
+    "s2_attention",
+    "flash_attn_cross_entropy",
+    "flash_attn_rms_norm",
+    "flash_attn_fuse_qkv",
+    "flash_attn_fuse_mlp",
+)
+"""Axolotl attention patches axr does not implement: set, they are an error rather than ignored."""
+
 FLASH_INSTALL_HINT = (
     "flash_attention: true needs the flash-attn package and a CUDA GPU; install it with "
     "`pip install flash-attn --no-build-isolation` (or `pip install 'axr[flash-attn]'`), "
@@ -44,6 +54,11 @@ def select_attention(cfg: Any) -> str:
 
     Raises ``ConfigError`` when the chosen backend cannot run here, naming the key.
     """
+    for key in UNSUPPORTED_KEYS:
+        if getattr(cfg, key, None):
+            raise ConfigError(
+                f"{key}: not supported by axr; use flash_attention = true (CUDA) or sdp_attention = true"
+            )
     if getattr(cfg, "flash_attention", False):
         if importlib.util.find_spec("flash_attn") is None:
             raise ConfigError(

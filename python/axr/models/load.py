@@ -63,11 +63,13 @@ def _from_pretrained(loader: Any, name: str, key: str, **kwargs: Any) -> Any:
         ) from error
 
 
-def load_tokenizer(cfg: Any) -> tuple[Any, bool]:
-    """The tokenizer with the config's special tokens and extra tokens added.
+def load_tokenizer(cfg: Any, *, store_tokenizer: str | Path | None = None) -> tuple[Any, bool]:
+    """The training tokenizer, and whether its vocabulary is larger than the base tokenizer's.
 
-    Returns ``(tokenizer, added)``, where ``added`` says whether the vocabulary grew
-    (then the embeddings must grow and be trained).
+    ``store_tokenizer`` is the tokenizer a prepared store saved (the config's ``tokens`` and
+    ``special_tokens`` already added): its ids are the ones in the store, so it wins. Without
+    one (in-memory data) the config's tokens are added here the same way. When the
+    vocabulary grew, the embeddings must grow and be trained.
     """
     import transformers
 
@@ -78,20 +80,24 @@ def load_tokenizer(cfg: Any) -> tuple[Any, bool]:
     kwargs: dict[str, Any] = {"trust_remote_code": cfg.trust_remote_code, "use_fast": cfg.tokenizer_use_fast}
     if cfg.tokenizer_legacy is not None:
         kwargs["legacy"] = cfg.tokenizer_legacy
-    tokenizer = _from_pretrained(
-        loader, name, "tokenizer_config" if cfg.tokenizer_config else "base_model", **kwargs
-    )
-    size_before = len(tokenizer)
-    special = cfg.special_tokens.model_dump(exclude_none=True) if cfg.special_tokens else {}
-    if special:
-        tokenizer.add_special_tokens(special)
-    if cfg.tokens:
-        tokenizer.add_tokens(list(cfg.tokens))
+    key = "tokenizer_config" if cfg.tokenizer_config else "base_model"
+    base = _from_pretrained(loader, name, key, **kwargs)
+    base_size = len(base)
+    if store_tokenizer is not None and Path(store_tokenizer).is_dir():
+        tokenizer = _from_pretrained(loader, str(store_tokenizer), "dataset_prepared_path", **kwargs)
+    else:
+        tokenizer = base
+        special = cfg.special_tokens.model_dump(exclude_none=True) if cfg.special_tokens else {}
+        if special:
+            tokenizer.add_special_tokens(special)
+        if cfg.tokens:
+            tokenizer.add_tokens(list(cfg.tokens))
+    grew = len(tokenizer) > base_size
     if tokenizer.pad_token is None:
         # Padding positions are never attended to by a sample nor trained, so any id works; EOS is the
         # convention, and it adds no row to the embeddings.
         tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
-    return tokenizer, len(tokenizer) > size_before
+    return tokenizer, grew
 
 
 def load_model(cfg: Any, tokenizer: Any, *, precision: Precision, attention: str) -> Any:
@@ -138,7 +144,12 @@ def load_model(cfg: Any, tokenizer: Any, *, precision: Precision, attention: str
     if model.get_input_embeddings().num_embeddings < vocabulary:
         multiple = 32 if cfg.resize_token_embeddings_to_32x else None
         model.resize_token_embeddings(vocabulary, pad_to_multiple_of=multiple)
-    if getattr(cfg, "gradient_checkpointing", False):
+    checkpointing = getattr(cfg, "gradient_checkpointing", False)
+    if checkpointing in ("unsloth", "offload"):
+        raise ConfigError(
+            f"gradient_checkpointing: {checkpointing!r} (activation offloading) is not supported; use true"
+        )
+    if checkpointing:
         checkpoint_kwargs = cfg.gradient_checkpointing_kwargs or {"use_reentrant": False}
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=checkpoint_kwargs)
     return model
