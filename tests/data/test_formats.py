@@ -355,6 +355,42 @@ CASES: list[tuple[str, dict[str, Any], dict[str, Any], str, str]] = [
         "A, revised.</s>",
     ),
     (
+        "alpaca_instruct.load_no_prompt",
+        {"type": "alpaca_instruct.load_no_prompt"},
+        TRANSLATE,
+        INSTRUCT_IN,
+        "Bonjour</s>",
+    ),
+    (
+        "alpaca_w_system",
+        {"type": "alpaca_w_system"},
+        {**TRANSLATE, "system": "Be brief."},
+        "SYSTEM: Be brief.\nUSER: Translate to French.\nGood morning\nASSISTANT:",
+        "Bonjour</s>",
+    ),
+    (
+        "alpaca_w_system.load_instruct",
+        {"type": "alpaca_w_system.load_instruct"},
+        {**COLOUR, "system": "Be brief."},
+        "Be brief.\n\n" + INSTRUCT_NO,
+        "Red</s>",
+    ),
+    (
+        "alpaca_w_system.load_open_orca_chatml",
+        {"type": "alpaca_w_system.load_open_orca_chatml"},
+        {"system_prompt": "Be brief.", "question": "What is 2+2?", "response": "4"},
+        "<|im_start|>system\nBe brief.<|im_end|>\n"
+        "<|im_start|>user\nWhat is 2+2?<|im_end|>\n<|im_start|>assistant\n",
+        "4</s>",
+    ),
+    (
+        "orcamini",
+        {"type": "orcamini"},
+        {"system_prompt": "You are an AI assistant.", "question": "What is 2+2?", "response": "4"},
+        "### System:\nYou are an AI assistant.\n\n### User:\nWhat is 2+2?\n\n### Response:\n",
+        "4</s>",
+    ),
+    (
         "metharme",
         {"type": "metharme"},
         {"prompt": "<|system|>Be kind.<|user|>Hi<|model|>", "generation": "Hello!"},

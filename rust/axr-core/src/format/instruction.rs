@@ -535,6 +535,73 @@ const TABLE: &[FormatRow] = &[
         fixed("", "USER: {prompt}\nASSISTANT:"),
         "{revision}",
     ),
+    // Loaders Axolotl ships beyond its docs' list (prompt-formats.md §8).
+    row(
+        "alpaca_instruct",
+        ALPACA_VARIABLES,
+        ALPACA_SYSTEM,
+        Prompt::Style("instruct"),
+        "{output}",
+    ),
+    row(
+        "alpaca_instruct.load_no_prompt",
+        ALPACA_VARIABLES,
+        NO_SYSTEM,
+        Prompt::Style("instruct"),
+        "{output}",
+    ),
+    row(
+        "alpaca_chat.load_no_prompt",
+        ALPACA_VARIABLES,
+        NO_SYSTEM,
+        Prompt::Style("chat"),
+        "{output}",
+    ),
+    row(
+        "alpaca_w_system",
+        ALPACA_VARIABLES,
+        System::Field("system"),
+        Prompt::Style("chat"),
+        "{output}",
+    ),
+    row(
+        "alpaca_w_system.load_chat",
+        ALPACA_VARIABLES,
+        System::Field("system"),
+        Prompt::Style("chat"),
+        "{output}",
+    ),
+    row(
+        "alpaca_w_system.load_instruct",
+        ALPACA_VARIABLES,
+        System::Field("system"),
+        Prompt::Style("instruct"),
+        "{output}",
+    ),
+    row(
+        "alpaca_w_system.load_open_orca_chatml",
+        &[
+            ("instruction", Source::Field("question")),
+            ("response", Source::Field("response")),
+        ],
+        System::Field("system_prompt"),
+        fixed(
+            "<|im_start|>system\n{system}<|im_end|>\n",
+            "<|im_start|>user\n{instruction}<|im_end|>\n<|im_start|>assistant\n",
+        ),
+        "{response}",
+    ),
+    row(
+        "orcamini",
+        &[
+            ("system", Source::Field("system_prompt")),
+            ("question", Source::Field("question")),
+            ("response", Source::Field("response")),
+        ],
+        NO_SYSTEM,
+        fixed("", "### System:\n{system}\n\n### User:\n{question}\n\n### Response:\n"),
+        "{response}",
+    ),
     FormatRow {
         // Metharme trains three EOS after the generation.
         eos_count: 3,
