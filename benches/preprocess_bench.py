@@ -1,0 +1,237 @@
+"""Benchmark: `axr preprocess` against the `tokenizers` library's own `encode_batch`.
+
+Generates a deterministic corpus (alpaca rows + completion text with realistic
+length spreads), preprocesses it with axr in a child process (peak RSS taken
+from that child's rusage), then tokenizes the very strings axr tokenizes
+(rendered by axr's own formatter, untimed) with Python `tokenizers`
+`encode_batch` on the same number of threads, timing only `encode_batch`.
+Prints one JSON object: both tokens/s, their ratio and axr's peak RSS.
+
+    python benches/preprocess_bench.py                       # 100k alpaca rows + 500 MB of text
+    python benches/preprocess_bench.py --completion-mb 50 --threads 2
+
+Targets (issue #3): ratio >= 0.9, peak RSS < 1 GB for the 500 MB corpus.
+Not a test: nothing here asserts; it measures and reports.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+_AXR_CHILD = """
+import json, sys
+from axr.config import load_config
+from axr.data import preprocess
+result = preprocess(load_config(sys.argv[1]), progress=False)
+print(json.dumps({
+    "seconds": result.seconds,
+    "reused": result.reused,
+    "tokens": sum(meta["tokens"] for meta in result.metas.values()),
+    "samples": sum(meta["samples"] for meta in result.metas.values()),
+    "counts": result.metas["train"]["counts"],
+}))
+"""
+
+_REFERENCE_CHILD = """
+import json, sys, time
+from tokenizers import Tokenizer
+from axr._native import render_rows
+tokenizer_dir, batch_rows = sys.argv[1], int(sys.argv[2])
+tokenizer = Tokenizer.from_file(tokenizer_dir + "/tokenizer.json")
+seconds, tokens, rows = 0.0, 0, 0
+for path, spec in json.loads(sys.argv[3]):
+    with open(path) as handle:
+        while True:
+            lines = [line for _, line in zip(range(batch_rows), handle)]
+            if not lines:
+                break
+            texts = [text for text, _ in render_rows(lines, json.dumps(spec), tokenizer_dir)]
+            started = time.perf_counter()
+            encodings = tokenizer.encode_batch(texts, add_special_tokens=True)
+            seconds += time.perf_counter() - started
+            tokens += sum(len(encoding.ids) for encoding in encodings)
+            rows += len(lines)
+print(json.dumps({"seconds": seconds, "tokens": tokens, "rows": rows}))
+"""
+
+
+def _words(rng: random.Random, count: int) -> list[str]:
+    syllables = [
+        "ka",
+        "lo",
+        "mi",
+        "ne",
+        "ta",
+        "ri",
+        "so",
+        "ul",
+        "ex",
+        "an",
+        "the",
+        "ing",
+        "er",
+        "pro",
+        "st",
+        "al",
+    ]
+    words = set()
+    while len(words) < count:
+        words.add("".join(rng.choice(syllables) for _ in range(rng.randint(1, 4))))
+    return sorted(words)
+
+
+class _Text:
+    """Zipf-distributed pseudo-English: words, commas, sentences, paragraphs, digits."""
+
+    def __init__(self, seed: int) -> None:
+        self.rng = random.Random(seed)
+        common = ["the", "of", "and", "to", "a", "in", "is", "it", "that", "for", "on", "with", "as", "was"]
+        self.vocabulary = common + _words(self.rng, 6000)
+        self.weights = [1.0 / (rank + 1) for rank in range(len(self.vocabulary))]
+
+    def words(self, count: int) -> str:
+        picked = self.rng.choices(self.vocabulary, self.weights, k=max(count, 1))
+        sentences, start = [], 0
+        while start < len(picked):
+            length = self.rng.randint(6, 24)
+            sentence = picked[start : start + length]
+            sentence[0] = sentence[0].capitalize()
+            if self.rng.random() < 0.2:
+                sentence.insert(len(sentence) // 2, str(self.rng.randint(0, 2024)))
+            sentences.append(" ".join(sentence) + self.rng.choice([".", ".", ".", "?", "!"]))
+            start += length
+        text = " ".join(sentences)
+        return text.replace(". ", ".\n\n", text.count(". ") // 6) if count > 120 else text
+
+
+def generate(workdir: Path, alpaca_rows: int, completion_mb: float, seed: int) -> dict[str, Path]:
+    workdir.mkdir(parents=True, exist_ok=True)
+    alpaca = workdir / f"alpaca-{alpaca_rows}-{seed}.jsonl"
+    completion = workdir / f"completion-{completion_mb:g}mb-{seed}.jsonl"
+    if not alpaca.exists():
+        text = _Text(seed)
+        with open(alpaca.with_suffix(".tmp"), "w") as handle:
+            for _ in range(alpaca_rows):
+                row = {
+                    "instruction": text.words(int(text.rng.lognormvariate(2.8, 0.5))),
+                    "input": text.words(int(text.rng.lognormvariate(3.2, 0.8)))
+                    if text.rng.random() < 0.4
+                    else "",
+                    "output": text.words(int(text.rng.lognormvariate(4.3, 0.9))),
+                }
+                handle.write(json.dumps(row) + "\n")
+        alpaca.with_suffix(".tmp").rename(alpaca)
+    if not completion.exists():
+        text = _Text(seed + 1)
+        budget = int(completion_mb * 1e6)
+        with open(completion.with_suffix(".tmp"), "w") as handle:
+            written = 0
+            while written < budget:
+                # Documents of a few hundred to a few thousand words (lognormal, median ~550).
+                line = json.dumps({"text": text.words(int(text.rng.lognormvariate(6.3, 0.8)))}) + "\n"
+                handle.write(line)
+                written += len(line)
+        completion.with_suffix(".tmp").rename(completion)
+    return {"alpaca": alpaca, "completion": completion}
+
+
+def _run_child(command: list[str], env: dict[str, str] | None = None) -> tuple[dict[str, object], float, int]:
+    """Runs a child; returns its JSON output, wall seconds and peak RSS in bytes."""
+    started = time.perf_counter()
+    with tempfile.TemporaryFile(mode="w+") as errors:
+        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=errors, env=env, text=True)
+        out = process.stdout.read() if process.stdout else ""
+        # wait4, not wait: it returns the child's own rusage (its peak RSS).
+        _, status, usage = os.wait4(process.pid, 0)
+        process.returncode = os.waitstatus_to_exitcode(status)
+        wall = time.perf_counter() - started
+        if process.returncode != 0:
+            errors.seek(0)
+            sys.exit(f"child failed ({process.returncode}): {' '.join(command[:3])}\n{errors.read()}")
+    return json.loads(out.strip().splitlines()[-1]), wall, usage.ru_maxrss * 1024
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--alpaca-rows", type=int, default=100_000)
+    parser.add_argument("--completion-mb", type=float, default=500.0)
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "axr-preprocess-bench")
+    args = parser.parse_args()
+
+    from axr.testing import build_mistral_tokenizer
+
+    tokenizer_dir = build_mistral_tokenizer(args.workdir / "tokenizer")
+    started = time.perf_counter()
+    files = generate(args.workdir, args.alpaca_rows, args.completion_mb, args.seed)
+    generate_seconds = time.perf_counter() - started
+    prepared = args.workdir / f"prepared-{time.time_ns()}"
+    config = args.workdir / "bench.toml"
+    config.write_text(
+        f'base_model = "{tokenizer_dir}"\nsequence_len = 1048576\ndataset_processes = {args.threads}\n'
+        f'dataset_prepared_path = "{prepared}"\n'
+        f'[[datasets]]\npath = "{files["alpaca"]}"\ntype = "alpaca"\n'
+        f'[[datasets]]\npath = "{files["completion"]}"\ntype = "completion"\n'
+    )
+
+    axr, axr_wall, axr_rss = _run_child([sys.executable, "-c", _AXR_CHILD, str(config)])
+    specs = [
+        (str(files["alpaca"]), {"type": "alpaca", "train_on_inputs": False}),
+        (str(files["completion"]), {"type": "completion", "train_on_inputs": False}),
+    ]
+    env = {**os.environ, "RAYON_NUM_THREADS": str(args.threads), "TOKENIZERS_PARALLELISM": "true"}
+    reference, _, _ = _run_child(
+        [sys.executable, "-c", _REFERENCE_CHILD, str(tokenizer_dir), "20000", json.dumps(specs)], env=env
+    )
+
+    axr_rate = float(axr["tokens"]) / float(axr["seconds"])  # type: ignore[arg-type]
+    reference_rate = float(reference["tokens"]) / float(reference["seconds"])  # type: ignore[arg-type]
+    corpus_bytes = sum(path.stat().st_size for path in files.values())
+    print(
+        json.dumps(
+            {
+                "corpus": {
+                    "bytes": corpus_bytes,
+                    "alpaca_rows": args.alpaca_rows,
+                    "completion_mb": args.completion_mb,
+                    "generate_seconds": round(generate_seconds, 1),
+                },
+                "threads": args.threads,
+                "axr": {
+                    "tokens": axr["tokens"],
+                    "samples": axr["samples"],
+                    "seconds": round(float(axr["seconds"]), 2),  # type: ignore[arg-type]
+                    "process_wall_seconds": round(axr_wall, 2),
+                    "tokens_per_s": round(axr_rate),
+                    "peak_rss_mb": round(axr_rss / 2**20, 1),
+                    "dropped": axr["counts"]["dropped"],  # type: ignore[index]
+                },
+                "tokenizers_encode_batch": {
+                    "tokens": reference["tokens"],
+                    "seconds": round(float(reference["seconds"]), 2),  # type: ignore[arg-type]
+                    "tokens_per_s": round(reference_rate),
+                },
+                "ratio": round(axr_rate / reference_rate, 3),
+                "ratio_including_process_start": round(
+                    float(axr["tokens"]) / axr_wall / reference_rate,  # type: ignore[arg-type]
+                    3,
+                ),
+            },
+            indent=2,
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
