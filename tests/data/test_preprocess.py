@@ -203,3 +203,21 @@ def test_peak_memory_does_not_grow_with_corpus_size(preprocess_workspace: Prepro
     small = _peak_rss_kib(preprocess_workspace, 1_000, "small")
     large = _peak_rss_kib(preprocess_workspace, 10_000, "large")
     assert large - small < 6 * 1024, f"peak RSS while preprocessing grew from {small} KiB to {large} KiB"
+
+
+def test_interrupt_from_the_progress_callback_stops_and_leaves_no_store(
+    preprocess_workspace: PreprocessWorkspace,
+) -> None:
+    data = preprocess_workspace.write_rows("data.jsonl", alpaca_rows(50))
+    config = preprocess_workspace.config(data)
+    stages: list[str] = []
+
+    def interrupt(stage: str, done: int, total: int, rows: int, tokens: int) -> None:
+        stages.append(stage)
+        if stage.startswith("tokenize"):
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        preprocess(load_config(config), callback=interrupt)
+    assert stages[-1] == "tokenize train"
+    assert _entries(preprocess_workspace.prepared) == []
