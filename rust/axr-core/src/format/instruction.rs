@@ -944,6 +944,67 @@ mod tests {
         }
     }
 
+    /// A row with every field a table row reads, so each row can be rendered generically.
+    fn full_row(format: &FormatRow) -> Map<String, Value> {
+        let mut row = Map::new();
+        for (name, source) in format.variables {
+            match *source {
+                Source::Field(field) | Source::OptionalField(field) => {
+                    row.insert(field.into(), Value::from(format!("<{name}>")));
+                }
+                Source::Choices(field) => {
+                    row.insert(field.into(), json!(["a", "b"]));
+                }
+                Source::FirstPresent(fields) => {
+                    row.insert(fields[0].into(), Value::from(format!("<{name}>")));
+                }
+                Source::Yaml(fields) => {
+                    for field in fields {
+                        row.insert((*field).into(), json!({"k": 1}));
+                    }
+                }
+                Source::Template(_) => {}
+            }
+        }
+        if let System::Field(field) = format.system {
+            row.insert(field.into(), Value::from("<system>"));
+        }
+        row
+    }
+
+    #[test]
+    fn every_row_renders_a_trained_response_then_eos() {
+        for format in TABLE {
+            let spec = FormatSpec {
+                kind: Some(format.name.into()),
+                ..FormatSpec::default()
+            };
+            let formatter = lookup(format.name, &spec, &info()).unwrap().unwrap();
+            let Sample::Text(rendered) = formatter.format(&full_row(format)).unwrap() else {
+                panic!()
+            };
+            let trained = trained(&rendered);
+            assert_eq!(trained.len(), 1, "{}: one trained span", format.name);
+            assert!(
+                rendered.text.ends_with(trained[0]),
+                "{}: the response ends the text",
+                format.name
+            );
+            assert!(
+                trained[0].ends_with(&"</s>".repeat(format.eos_count)),
+                "{}",
+                format.name
+            );
+            assert!(rendered.trainable[0].start > 0, "{}: the prompt is masked", format.name);
+            assert!(
+                !rendered.text.contains('{'),
+                "{}: unfilled placeholder in {:?}",
+                format.name,
+                rendered.text
+            );
+        }
+    }
+
     #[test]
     fn alpaca_with_and_without_input() {
         let rendered = render(
