@@ -5,9 +5,9 @@
 //!
 //! | strategy     | order of placement                  | placement              | cost        |
 //! |--------------|-------------------------------------|------------------------|-------------|
-//! | `ffd`        | longest first (ties: lower index)    | leftmost bin that fits | O(n log n)  |
+//! | `ffd`        | longest first (ties: lower index)    | leftmost bin that fits | O(n log B)  |
 //! | `bfd`        | longest first (ties: lower index)    | fullest bin that fits  | O(n log C)  |
-//! | `shuffle`    | random permutation of (seed, epoch) | leftmost bin that fits | O(n log n)  |
+//! | `shuffle`    | random permutation of (seed, epoch) | leftmost bin that fits | O(n log B)  |
 //! | `sequential` | dataset order                       | the last bin, or a new | O(n)        |
 //!
 //! The whole dataset is packed at once, never in windows (windows cost tail

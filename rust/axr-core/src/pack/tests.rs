@@ -163,8 +163,8 @@ fn empty_input_packs_to_no_bins() {
 }
 
 #[test]
-fn first_fit_tree_grows_past_its_first_estimate() {
-    // Every item needs its own bin, far more than the lower-bound estimate of the tree size.
+fn first_fit_opens_a_bin_per_item_when_nothing_fits() {
+    // No two items share a bin, so each one opens a new bin after checking all the open ones.
     let lengths = vec![51_u32; 1000];
     for strategy in [Strategy::FirstFitDecreasing, Strategy::Shuffle] {
         let packing = pack(&lengths, &options(100, strategy)).unwrap();
@@ -398,5 +398,27 @@ proptest! {
         let plan = plan_epoch(&lengths, &options).unwrap();
         prop_assert_eq!(&plan_epoch(&lengths, &options).unwrap(), &plan);
         check_plan(&plan, micro_batch_size, drop_last);
+    }
+}
+
+#[test]
+fn large_inputs_match_the_reference() {
+    // Over 256 bins, so first-fit searches cross the tree's second level (16 × 16 leaves per node).
+    let mut random = order::SplitMix64::new(5, 0, 0);
+    let lengths: Vec<u32> = (0..3000).map(|_| 1 + random.below(256) as u32).collect();
+    for strategy in [
+        Strategy::FirstFitDecreasing,
+        Strategy::BestFitDecreasing,
+        Strategy::Shuffle,
+    ] {
+        let packing = pack(&lengths, &options(256, strategy)).unwrap();
+        assert!(packing.num_bins() > 1000, "{}", packing.num_bins());
+        check_packing(&lengths, &packing, u32::MAX);
+        let expected = reference_bins(&lengths, 256, strategy, u32::MAX);
+        assert_eq!(
+            packing.bins().map(<[u32]>::to_vec).collect::<Vec<_>>(),
+            expected,
+            "{strategy}"
+        );
     }
 }
