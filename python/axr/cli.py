@@ -15,7 +15,7 @@ import traceback
 from collections.abc import Sequence
 
 # Order is the order of `axr --help`.
-COMMANDS = ["version", "validate", "preprocess", "inspect"]
+COMMANDS = ["version", "validate", "preprocess", "train", "inspect"]
 
 EXIT_USER_ERROR = 2
 
