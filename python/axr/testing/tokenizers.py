@@ -78,3 +78,111 @@ def build_mistral_tokenizer(out_dir: str | Path, *, model_file: str = "tokenizer
         json.dumps({"bos_token": bos, "eos_token": eos, "unk_token": unk}, indent=2) + "\n"
     )
     return out
+
+
+def _byte_to_unicode() -> dict[int, str]:
+    """The byte-level BPE alphabet: every byte as a printable character.
+
+    Printable Latin-1 bytes stand for themselves; the others (controls, space,
+    ...) are shifted to code points from 256 up, in byte order. This is the
+    table GPT-2-style tokenizer.json files use, so token strings round-trip.
+    """
+    printable = [
+        *range(ord("!"), ord("~") + 1),
+        *range(ord("¡"), ord("¬") + 1),
+        *range(ord("®"), ord("ÿ") + 1),
+    ]
+    table = {byte: chr(byte) for byte in printable}
+    shifted = 0
+    for byte in range(256):
+        if byte not in table:
+            table[byte] = chr(256 + shifted)
+            shifted += 1
+    return table
+
+
+def _tekken_special_tokens(count: int) -> list[str]:
+    """Names of tekken's control tokens (ids 0..count-1); unnamed ones are ``<SPECIAL_i>``."""
+    from mistral_common.tokens.tokenizers.tekken import Tekkenizer
+
+    named = {int(info["rank"]): str(info["token_str"]) for info in Tekkenizer.DEPRECATED_SPECIAL_TOKENS}
+    return [named.get(index, Tekkenizer.SPECIAL_TOKEN_TEMPLATE.format(id=index)) for index in range(count)]
+
+
+def build_tekken_tokenizer(out_dir: str | Path, *, tekken_file: str = "tekken_240911.json") -> Path:
+    """Write a byte-level BPE ``tokenizer.json`` (+ config) for Mistral's tekken tokenizer into ``out_dir``.
+
+    tekken files are tiktoken-style: base64 token bytes listed by merge rank, a
+    pre-tokenizer regex, and ``num_special_tokens`` control tokens in front, so
+    token id = rank + num_special_tokens. The Hugging Face equivalent is a BPE
+    over the byte-level alphabet whose merges are ordered by the rank of the
+    token they make, with the regex split first and whole-word lookup before
+    merging (``ignore_merges``, as tiktoken does). Ids are checked against
+    mistral-common's own Tekkenizer in tests.
+
+    Returns ``out_dir``. Idempotent: an existing complete folder is reused.
+    """
+    import base64
+
+    from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers, processors
+
+    out = Path(out_dir)
+    if (out / "tokenizer.json").exists() and (out / "tokenizer_config.json").exists():
+        return out
+    out.mkdir(parents=True, exist_ok=True)
+
+    data = json.loads((mistral_common_data_dir() / tekken_file).read_text(encoding="utf-8"))
+    config = data["config"]
+    special_count = int(config["default_num_special_tokens"])
+    kept = int(config["default_vocab_size"]) - special_count
+    ranks: dict[bytes, int] = {}
+    for entry in data["vocab"][:kept]:
+        ranks[base64.b64decode(entry["token_bytes"])] = int(entry["rank"])
+
+    alphabet = _byte_to_unicode()
+
+    def as_text(token: bytes) -> str:
+        return "".join(alphabet[byte] for byte in token)
+
+    specials = _tekken_special_tokens(special_count)
+    vocab = {name: index for index, name in enumerate(specials)}
+    ranked_merges: list[tuple[int, int, int, str, str]] = []
+    for token, rank in ranks.items():
+        vocab[as_text(token)] = rank + special_count
+        # Every split of a token into two known tokens is a merge that makes it;
+        # tiktoken merges the pair whose result has the lowest rank first.
+        for cut in range(1, len(token)):
+            left, right = token[:cut], token[cut:]
+            if left in ranks and right in ranks:
+                ranked_merges.append((rank, ranks[left], ranks[right], as_text(left), as_text(right)))
+    ranked_merges.sort()
+    merges = [(left, right) for _, _, _, left, right in ranked_merges]
+
+    bos, eos, unk = "<s>", "</s>", "<unk>"
+    tokenizer = Tokenizer(models.BPE(vocab, merges, ignore_merges=True))
+    tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(config["pattern"]), behavior="isolated", invert=False),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
+    )
+    tokenizer.decoder = decoders.ByteLevel()
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single=f"{bos}:0 $A:0", pair=f"{bos}:0 $A:0 {bos}:1 $B:1", special_tokens=[(bos, vocab[bos])]
+    )
+    tokenizer.add_special_tokens([AddedToken(name, normalized=False, special=True) for name in specials])
+    tokenizer.save(str(out / "tokenizer.json"))
+
+    tokenizer_config = {
+        "tokenizer_class": "PreTrainedTokenizerFast",
+        "bos_token": bos,
+        "eos_token": eos,
+        "unk_token": unk,
+        "model_max_length": 131072,
+        "clean_up_tokenization_spaces": False,
+    }
+    (out / "tokenizer_config.json").write_text(json.dumps(tokenizer_config, indent=2) + "\n")
+    (out / "special_tokens_map.json").write_text(
+        json.dumps({"bos_token": bos, "eos_token": eos, "unk_token": unk}, indent=2) + "\n"
+    )
+    return out

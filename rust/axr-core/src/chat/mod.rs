@@ -42,11 +42,22 @@ pub enum ConversationType {
     ChatTemplate,
 }
 
+/// Every conversation `type:` name.
+pub const TYPE_NAMES: [&str; 7] = [
+    "sharegpt",
+    "sharegpt.load_role",
+    "sharegpt.load_guanaco",
+    "sharegpt_jokes",
+    "pygmalion",
+    "chat_template",
+    "messages",
+];
+
 impl ConversationType {
     /// The type for a dataset `type:` value, if it is a conversation type.
     pub fn from_type_name(name: &str) -> Option<Self> {
         Some(match name {
-            "sharegpt" | "sharegpt.load" => Self::ShareGpt,
+            "sharegpt" => Self::ShareGpt,
             "sharegpt.load_role" => Self::ShareGptLoadRole,
             "sharegpt.load_guanaco" => Self::ShareGptLoadGuanaco,
             "sharegpt_jokes" => Self::ShareGptJokes,
@@ -120,6 +131,31 @@ pub struct ChatOptions {
     pub default_system_message: Option<String>,
     /// Remove system messages before rendering.
     pub drop_system_message: Option<bool>,
+}
+
+impl ChatOptions {
+    /// The conversation keys of a dataset's format spec.
+    pub fn from_format_spec(spec: &crate::format::FormatSpec) -> Self {
+        Self {
+            conversation: spec.conversation.clone(),
+            chat_template: spec.chat_template.clone(),
+            chat_template_jinja: spec.chat_template_jinja.clone(),
+            field_messages: spec.field_messages.clone(),
+            message_property_mappings: spec.message_property_mappings.clone(),
+            message_field_role: spec.message_field_role.clone(),
+            message_field_content: spec.message_field_content.clone(),
+            message_field_training: spec.message_field_training.clone(),
+            field_human: spec.field_human.clone(),
+            field_model: spec.field_model.clone(),
+            roles: spec.roles.clone(),
+            roles_to_train: spec.roles_to_train.clone(),
+            train_on_eos: spec.train_on_eos,
+            train_on_inputs: Some(spec.train_on_inputs),
+            eot_tokens: spec.eot_tokens.clone(),
+            default_system_message: spec.default_system_message.clone(),
+            drop_system_message: spec.drop_system_message,
+        }
+    }
 }
 
 /// One rendered turn: where its content and its end-of-turn text are.
@@ -571,6 +607,12 @@ impl ChatFormatter {
             let at = format!("{field}[{index}]");
             turns.push(self.read_message(message, &at, &role_key, &content_key)?);
         }
+        self.apply_system_policy(&mut turns);
+        Ok(turns)
+    }
+
+    /// `drop_system_message`, then `default_system_message` when no system turn leads.
+    fn apply_system_policy(&self, turns: &mut Vec<Turn>) {
         if self.drop_system_message {
             turns.retain(|turn| turn.role != "system");
         }
@@ -586,7 +628,45 @@ impl ChatFormatter {
                 },
             );
         }
-        Ok(turns)
+    }
+
+    /// The inference prompt of `row`: its conversation without the trailing
+    /// assistant turns (the reply to generate), rendered with the generation
+    /// prompt, as `apply_chat_template(messages, add_generation_prompt=True)`.
+    pub fn generation_prompt(&self, row: &Map<String, Value>) -> Result<String, FieldError> {
+        let mut turns = self.read_turns(row)?;
+        while turns.last().is_some_and(|turn| turn.role == "assistant") {
+            turns.pop();
+        }
+        self.render_generation_prompt(&turns)
+    }
+
+    /// The inference prompt of a history of template messages (roles already
+    /// mapped: `system`, `user`, `assistant`), with the dataset's system-message policy.
+    pub fn generation_prompt_for_messages(&self, messages: &[TemplateMessage]) -> Result<String, FieldError> {
+        let mut turns: Vec<Turn> = messages
+            .iter()
+            .map(|message| Turn {
+                role: message.role.clone(),
+                content: message.content.clone(),
+                trained: false,
+            })
+            .collect();
+        self.apply_system_policy(&mut turns);
+        self.render_generation_prompt(&turns)
+    }
+
+    fn render_generation_prompt(&self, turns: &[Turn]) -> Result<String, FieldError> {
+        let messages: Vec<TemplateMessage> = turns
+            .iter()
+            .map(|turn| TemplateMessage {
+                role: turn.role.clone(),
+                content: turn.content.clone(),
+            })
+            .collect();
+        self.template
+            .render(&messages, true)
+            .map_err(|message| FieldError::new(self.field_messages.as_str(), message))
     }
 
     fn role_trained(&self, role: &str) -> bool {

@@ -13,11 +13,13 @@
 //! wrappings are tried in order and the first that verifies wins:
 //!
 //! ```text
-//! 1. outer:  ⟨i "  Hi  " i⟩           content untouched by the template
-//! 2. inner:  "  " ⟨i "Hi" i⟩ "  "     templates that .strip()/|trim content
-//! 3. + empty contents of untrained roles left bare (`{% if system %}` tests)
-//! 4. + every empty content left bare
+//! edges   outer:  ⟨i "  Hi  " i⟩           content untouched by the template
+//!         inner:  "  " ⟨i "Hi" i⟩ "  "     templates that .strip()/|trim content
+//! empties all marked, then those of untrained roles left bare, then all left
+//!         bare (templates that test `{% if message.content %}`)
 //! ```
+//! Outer wrappings come first (with each treatment of empties), so a template
+//! that keeps edge whitespace trains it.
 //! If none verifies, rendering stops with an error naming the template.
 
 use std::ops::Range;
@@ -41,35 +43,45 @@ pub struct ContentSpans {
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Wrapping {
+enum Edges {
     Outer,
     Inner,
-    InnerSkipEmptyUntrained,
-    InnerSkipEmpty,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Empties {
+    Marked,
+    BareWhenUntrained,
+    Bare,
 }
 
 fn is_marker(character: char) -> bool {
     u32::from(character) >= OPEN_BASE
 }
 
-fn wrap(content: &str, index: usize, wrapping: Wrapping, trained: bool) -> String {
+fn wrap(content: &str, index: usize, (edges, empties): (Edges, Empties), trained: bool) -> String {
     let open = char::from_u32(OPEN_BASE + index as u32).expect("index below MAX_MESSAGES");
     let close = char::from_u32(CLOSE_BASE + index as u32).expect("index below MAX_MESSAGES");
     let leave_bare = content.is_empty()
-        && match wrapping {
-            Wrapping::InnerSkipEmptyUntrained => !trained,
-            Wrapping::InnerSkipEmpty => true,
-            Wrapping::Outer | Wrapping::Inner => false,
+        && match empties {
+            Empties::Marked => false,
+            Empties::BareWhenUntrained => !trained,
+            Empties::Bare => true,
         };
     if leave_bare {
         return String::new();
     }
-    if wrapping == Wrapping::Outer {
+    if edges == Edges::Outer {
         return format!("{open}{content}{close}");
     }
     let core = content.trim();
     let lead = &content[..content.len() - content.trim_start().len()];
-    let trail = &content[content.trim_end().len()..];
+    // All-whitespace content is all lead: the trail would count it twice.
+    let trail = if core.is_empty() {
+        ""
+    } else {
+        &content[content.trim_end().len()..]
+    };
     format!("{lead}{open}{core}{close}{trail}")
 }
 
@@ -132,13 +144,19 @@ pub fn content_spans(
         .iter()
         .any(|message| message.content.trim().len() != message.content.len());
     let has_empty = messages.iter().any(|message| message.content.is_empty());
-    let mut attempts = vec![Wrapping::Outer];
-    if has_edge_whitespace {
-        attempts.push(Wrapping::Inner);
-    }
-    if has_empty {
-        attempts.extend([Wrapping::InnerSkipEmptyUntrained, Wrapping::InnerSkipEmpty]);
-    }
+    let edges: &[Edges] = if has_edge_whitespace {
+        &[Edges::Outer, Edges::Inner]
+    } else {
+        &[Edges::Outer]
+    };
+    let empties: &[Empties] = if has_empty {
+        &[Empties::Marked, Empties::BareWhenUntrained, Empties::Bare]
+    } else {
+        &[Empties::Marked]
+    };
+    let attempts = edges
+        .iter()
+        .flat_map(|&edge| empties.iter().map(move |&empty| (edge, empty)));
     for wrapping in attempts {
         let marked_messages: Vec<TemplateMessage> = messages
             .iter()
@@ -244,6 +262,25 @@ mod tests {
         let found = content_spans(&template, &conversation, &[false, false, false, true]).unwrap();
         assert_eq!(found.text, "[S|U]A");
         assert_eq!(shown(&found), vec![vec!["S"], vec!["U"], vec![], vec!["A"]]);
+    }
+
+    #[test]
+    fn whitespace_only_content_with_a_trimming_template() {
+        let template = ChatTemplate::new(
+            "t",
+            "{% for m in messages %}{% if m.content %}<{{ m.content | trim }}>{% endif %}{% endfor %}",
+            "",
+            "",
+        )
+        .unwrap();
+        let found = content_spans(
+            &template,
+            &messages(&[("user", "x "), ("assistant", " \t "), ("user", "")]),
+            &[false, true, false],
+        )
+        .unwrap();
+        assert_eq!(found.text, "<x><>");
+        assert_eq!(shown(&found), vec![vec!["x"], vec![""], vec![]]);
     }
 
     #[test]

@@ -415,3 +415,31 @@ fn custom_roles_replace_the_default_map() {
         .unwrap_err();
     assert_eq!(error.field, "messages[0].role");
 }
+
+#[test]
+fn format_build_dispatches_conversation_types() {
+    let spec: crate::format::FormatSpec = serde_json::from_str(
+        r#"{"type":"chat_template","chat_template":"chatml","field_messages":"conversations",
+            "message_property_mappings":{"role":"from","content":"value"},"train_on_eos":"none"}"#,
+    )
+    .unwrap();
+    let formatter = crate::format::build(&spec, &mistral_info(None)).unwrap();
+    let sample = formatter.format(&row(SHAREGPT_ROW)).unwrap();
+    let Sample::Text(rendered) = sample else {
+        panic!("conversations render to text")
+    };
+    assert!(!rendered.add_special_tokens);
+    let trained: Vec<&str> = rendered
+        .trainable
+        .iter()
+        .map(|range| &rendered.text[range.clone()])
+        .collect();
+    assert_eq!(trained, vec!["4.", "6."]);
+
+    let typo: crate::format::FormatSpec = serde_json::from_str(r#"{"type":"sharegtp"}"#).unwrap();
+    let error = crate::format::build(&typo, &mistral_info(None))
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(error.contains("did you mean 'sharegpt'"), "{error}");
+}

@@ -21,6 +21,7 @@ mod input_output;
 mod instruction;
 mod placeholders;
 mod pretokenized;
+pub mod prompt;
 mod text_builder;
 mod yaml;
 
@@ -28,6 +29,7 @@ use serde_json::{Map, Value};
 
 use crate::{Error, FieldError, Result, RowFormatter, TokenizerInfo};
 
+pub use prompt::{Prompt, PromptRequest, render_prompt};
 pub use text_builder::TextBuilder;
 
 /// The format part of one `datasets` entry, with Axolotl's key names.
@@ -71,6 +73,51 @@ pub struct FormatSpec {
     /// Train on the prompt too. Filled by the caller from the top-level config key.
     #[serde(default)]
     pub train_on_inputs: bool,
+    /// Conversation types: a style name, `tokenizer_default[_fallback_<style>]` or `jinja` (see `crate::chat`).
+    #[serde(default)]
+    pub chat_template: Option<String>,
+    /// Conversation types: the Jinja template text or file, with `chat_template = "jinja"`.
+    #[serde(default)]
+    pub chat_template_jinja: Option<String>,
+    /// Conversation types: the row field holding the messages.
+    #[serde(default)]
+    pub field_messages: Option<String>,
+    /// Conversation types: message keys, `{role = "from", content = "value"}`.
+    #[serde(default)]
+    pub message_property_mappings: Option<std::collections::BTreeMap<String, String>>,
+    /// Conversation types: legacy spelling of `message_property_mappings.role`.
+    #[serde(default)]
+    pub message_field_role: Option<String>,
+    /// Conversation types: legacy spelling of `message_property_mappings.content`.
+    #[serde(default)]
+    pub message_field_content: Option<String>,
+    /// Conversation types: per-message boolean field overriding `roles_to_train`.
+    #[serde(default)]
+    pub message_field_training: Option<String>,
+    /// sharegpt: the `from` value of the user.
+    #[serde(default)]
+    pub field_human: Option<String>,
+    /// sharegpt: the `from` value of the assistant.
+    #[serde(default)]
+    pub field_model: Option<String>,
+    /// Conversation types: role mapping (`{target = [sources]}`, or 2024 `{input = [...], output = [...]}`).
+    #[serde(default)]
+    pub roles: Option<std::collections::BTreeMap<String, Vec<String>>>,
+    /// Conversation types: roles whose contents are trained (default `["assistant"]`).
+    #[serde(default)]
+    pub roles_to_train: Option<Vec<String>>,
+    /// Conversation types: which end-of-turn texts are trained (`turn`, `last`, `all`, `none`).
+    #[serde(default)]
+    pub train_on_eos: Option<crate::chat::TrainOnEos>,
+    /// Conversation types: texts that end a turn (default: the style's and EOS).
+    #[serde(default)]
+    pub eot_tokens: Option<Vec<String>>,
+    /// Conversation types: system message for rows that have none.
+    #[serde(default)]
+    pub default_system_message: Option<String>,
+    /// Conversation types: remove system messages.
+    #[serde(default)]
+    pub drop_system_message: Option<bool>,
 }
 
 impl FormatSpec {
@@ -102,6 +149,10 @@ pub fn build(spec: &FormatSpec, tokenizer: &TokenizerInfo) -> Result<Box<dyn Row
         }
         return Ok(Box::new(pretokenized::PretokenizedFormatter));
     };
+    if let Some(conversation) = crate::chat::ConversationType::from_type_name(kind) {
+        let options = crate::chat::ChatOptions::from_format_spec(spec);
+        return Ok(Box::new(crate::chat::build(conversation, &options, tokenizer)?));
+    }
     match kind {
         "completion" => Ok(Box::new(completion::CompletionFormatter::new(spec, tokenizer))),
         "input_output" => Ok(Box::new(input_output::InputOutputFormatter::new(spec))),
@@ -115,6 +166,7 @@ pub fn build(spec: &FormatSpec, tokenizer: &TokenizerInfo) -> Result<Box<dyn Row
 /// Every type name [`build`] accepts as a string (prompt-style suffixes aside).
 pub fn known_types() -> Vec<&'static str> {
     let mut names = vec!["completion", "input_output"];
+    names.extend(crate::chat::TYPE_NAMES);
     names.extend(instruction::table_names());
     names
 }
