@@ -239,3 +239,23 @@ def test_plan_summary_matches_pack() -> None:
 def test_importing_axr_packing_does_not_import_torch() -> None:
     code = "import sys, axr.packing; assert 'torch' not in sys.modules, 'torch was imported'"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.parametrize(("items", "world_size"), [(5, 4), (1, 3), (9, 4)])
+def test_repeats_mark_the_copies_that_keep_ranks_busy(items: int, world_size: int) -> None:
+    lengths = [64] * items  # one item per bin
+    samplers = [
+        MultipackBatchSampler(lengths, 64, 1, drop_last=False, rank=rank, world_size=world_size)
+        for rank in range(world_size)
+    ]
+    originals: list[int] = []
+    copies = 0
+    for step in range(len(samplers[0])):
+        for sampler in samplers:
+            for bin_items, repeat in zip(sampler.micro_batch(step), sampler.repeats(step), strict=True):
+                if repeat:
+                    copies += 1
+                else:
+                    originals.extend(bin_items)
+    assert sorted(originals) == list(range(items))
+    assert copies == len(samplers[0].repeated_bins) == (-items) % world_size

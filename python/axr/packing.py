@@ -19,6 +19,7 @@ dataset order). See docs/packing.md.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, overload
@@ -365,12 +366,49 @@ class MultipackBatchSampler:
     def micro_batch(self, step: int) -> list[list[int]]:
         """This rank's micro-batch at ``step`` of the current epoch."""
         plan = self._plan()
+        bins = plan.packing.bins
+        return [bins[int(bin_index)] for bin_index in self._slot_bins(plan, step)]
+
+    @property
+    def dropped_bins(self) -> NDArray[np.uint32]:
+        """Bins of the current epoch left out by ``drop_last`` (all ranks; a random few each epoch)."""
+        return self._plan().dropped_bins
+
+    @property
+    def repeated_bins(self) -> NDArray[np.uint32]:
+        """Bins that appear twice this epoch so no rank idles in the last step (``drop_last=False``)."""
+        return self._plan().repeated_bins
+
+    def repeats(self, step: int) -> list[bool]:
+        """For each bin of this rank's micro-batch at ``step``: whether it is a second copy.
+
+        Only the last step of a ``drop_last=False`` epoch can hold copies. An
+        evaluation should leave their loss out so every sample counts once; the
+        first occurrence in (step, rank) order is the original.
+        """
+        plan = self._plan()
+        batch_bins = self._slot_bins(plan, step)
+        if step != plan.steps - 1 or len(plan.repeated_bins) == 0:
+            return [False] * len(batch_bins)
+        first_slot = step * self.world_size
+        earlier = plan.micro_batch_bins[
+            plan.micro_batch_offsets[first_slot] : plan.micro_batch_offsets[first_slot + self.rank]
+        ]
+        seen = Counter(
+            int(bin_index) for bin_index in plan.micro_batch_bins[: plan.micro_batch_offsets[first_slot]]
+        )
+        seen.update(int(bin_index) for bin_index in earlier)
+        flags = []
+        for bin_index in batch_bins.tolist():
+            flags.append(seen[bin_index] > 0)
+            seen[bin_index] += 1
+        return flags
+
+    def _slot_bins(self, plan: _EpochPlan, step: int) -> NDArray[np.uint32]:
         if not 0 <= step < plan.steps:
             raise IndexError(f"step {step} out of range for {plan.steps} steps")
         slot = step * self.world_size + self.rank
-        start, end = plan.micro_batch_offsets[slot], plan.micro_batch_offsets[slot + 1]
-        bins = plan.packing.bins
-        return [bins[int(bin_index)] for bin_index in plan.micro_batch_bins[start:end]]
+        return plan.micro_batch_bins[plan.micro_batch_offsets[slot] : plan.micro_batch_offsets[slot + 1]]
 
     def __iter__(self) -> Iterator[list[list[int]]]:
         """Continue the epoch from the current position (0, or where a loaded state left off).
