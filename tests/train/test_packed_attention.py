@@ -9,7 +9,12 @@ from transformers import AutoModelForCausalLM
 
 from axr.data.collate import collate_packed, collate_padded
 from axr.models.attention import forward_kwargs
-from axr.train.loss import count_trainable, summed_token_loss
+from axr.train.loss import (
+    count_trainable,
+    forward_summed_loss,
+    summed_token_loss,
+    supports_position_selection,
+)
 
 # fp32 on CPU: packed and unpacked differ only by summation order inside the matmuls.
 LOSS_RTOL = 1e-5
@@ -82,3 +87,21 @@ def test_collate_packed_layout():
     assert batch["cu_seqlens"].tolist() == [0, 3, 5, 7, 10]
     assert batch["max_seqlen"] == 3
     assert batch["num_trainable"] == 4
+
+
+@pytest.mark.parametrize("implementation", ["sdpa", "eager"])
+def test_head_on_trained_positions_only_gives_the_same_loss_and_grads(tiny_llama_dir, implementation):
+    model = AutoModelForCausalLM.from_pretrained(tiny_llama_dir, attn_implementation=implementation)
+    assert supports_position_selection(model)
+    samples = make_samples([7, 12, 5, 9], seed=1)
+    batch = collate_packed([[samples[0], samples[1]], [samples[2], samples[3]]], pad_token_id=0)
+    results = []
+    for select in (False, True):
+        model.zero_grad()
+        loss = forward_summed_loss(model, batch, implementation, "cpu", select=select)
+        loss.backward()
+        results.append((loss.item(), {name: p.grad.clone() for name, p in model.named_parameters()}))
+    (full_loss, full_grads), (selected_loss, selected_grads) = results
+    assert selected_loss == pytest.approx(full_loss, rel=LOSS_RTOL)
+    for name, grad in full_grads.items():
+        torch.testing.assert_close(selected_grads[name], grad, atol=GRAD_ATOL, rtol=GRAD_RTOL, msg=name)

@@ -27,12 +27,12 @@ from typing import Any
 
 from axr.errors import AxrError, ConfigError
 from axr.models.adapters import apply_adapter, check_adapter_supported
-from axr.models.attention import forward_kwargs, labels_for, select_attention
+from axr.models.attention import select_attention
 from axr.models.load import load_model, load_tokenizer, resolve_precision
 from axr.train.batches import MicroBatchPlan, build_plan, collate_micro_batch
 from axr.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
-from axr.train.loss import summed_token_loss
-from axr.train.optim import build_optimizer, build_scheduler
+from axr.train.loss import forward_summed_loss, supports_position_selection
+from axr.train.optim import build_optimizer, build_scheduler, check_names
 from axr.train.progress import Progress, project_name_of, tracker_init_kwargs, trackers_of
 
 
@@ -56,16 +56,12 @@ class TrainResult:
 
 
 def open_training_data(cfg: Any) -> TrainingData:
-    """The prepared store of the config (built first when missing), split into train and eval."""
-    import importlib
+    """The prepared stores of the config: reused when their fingerprint matches, else built first."""
+    from axr.data import PreparedDataset, preprocess
 
-    # The store reader lands with the preprocessing work; until then `axr train` says so plainly.
-    data_module = importlib.import_module("axr.data")
-    opener = getattr(data_module, "open_prepared", None)
-    if opener is None:
-        raise AxrError("axr train: this build has no prepared-store reader (axr.data.open_prepared) yet")
-    train, evaluation = opener(cfg)
-    return TrainingData(train=train, eval=evaluation)
+    stores = preprocess(cfg).stores
+    evaluation = PreparedDataset(stores["eval"]) if "eval" in stores else None
+    return TrainingData(train=PreparedDataset(stores["train"]), eval=evaluation)
 
 
 def _every(value: float | None, total_steps: int) -> int | None:
@@ -120,6 +116,7 @@ def evaluate(
     packing: bool,
     attention: str,
     pad: int,
+    select: bool,
 ) -> float:
     """Token-weighted mean loss over every eval row of every rank."""
     import torch
@@ -135,10 +132,8 @@ def evaluate(
                 continue
             batch = collate_micro_batch(dataset, bins, packing=packing, pad_token_id=pad, pad_to=None)
             with accelerator.autocast():
-                output = model(**forward_kwargs(batch, attention, accelerator.device))
-            loss_sum += summed_token_loss(
-                output.logits, labels_for(batch, attention, accelerator.device)
-            ).double()
+                summed = forward_summed_loss(model, batch, attention, accelerator.device, select=select)
+            loss_sum += summed.double()
             count += batch["num_trainable"]
     model.train()
     totals = accelerator.reduce(torch.stack([loss_sum, count]), reduction="sum")
@@ -153,6 +148,7 @@ def train(cfg: Any, *, data: TrainingData | None = None) -> TrainResult:
 
     # ---- setup ---------------------------------------------------------------------------------
     check_adapter_supported(cfg)
+    check_names(cfg)
     attention = select_attention(cfg)
     device_type = "cuda" if torch.cuda.is_available() else "cpu"
     precision = resolve_precision(cfg, device_type, adapter=bool(cfg.adapter))
@@ -168,13 +164,18 @@ def train(cfg: Any, *, data: TrainingData | None = None) -> TrainResult:
     rank, world_size = accelerator.process_index, accelerator.num_processes
     set_seed(cfg.seed)
 
-    data = data or open_training_data(cfg)
-    tokenizer, tokens_added = load_tokenizer(cfg)
+    if data is None:
+        # Rank 0 builds the store when it is missing; the others then find it by its fingerprint.
+        with accelerator.main_process_first():
+            data = open_training_data(cfg)
+    # The store's own tokenizer (config tokens already added) is the one its ids belong to.
+    tokenizer, tokens_added = load_tokenizer(cfg, store_tokenizer=getattr(data.train, "tokenizer_dir", None))
     model = load_model(cfg, tokenizer, precision=precision, attention=attention)
     model = apply_adapter(cfg, model, tokens_added=tokens_added)
     if cfg.neftune_noise_alpha:
         _add_neftune(model, cfg.neftune_noise_alpha)
     model.train()
+    select_positions = supports_position_selection(model)
 
     packing = bool(cfg.sample_packing)
     eval_packing = packing if cfg.eval_sample_packing is None else bool(cfg.eval_sample_packing)
@@ -295,8 +296,7 @@ def train(cfg: Any, *, data: TrainingData | None = None) -> TrainResult:
             last = position == len(batches) - 1
             with accelerator.no_sync(model) if not last else nullcontext():
                 with accelerator.autocast():
-                    output = model(**forward_kwargs(batch, attention, device))
-                    summed = summed_token_loss(output.logits, labels_for(batch, attention, device))
+                    summed = forward_summed_loss(model, batch, attention, device, select=select_positions)
                 accelerator.backward(summed * world_size / max(trainable, 1.0))
             loss_sum += summed.detach().double()
 
@@ -358,6 +358,7 @@ def train(cfg: Any, *, data: TrainingData | None = None) -> TrainResult:
                 packing=eval_packing,
                 attention=attention,
                 pad=pad_id,
+                select=select_positions,
             )
             result.eval_losses.append(eval_loss)
             progress.write({"step": step + 1, "eval_loss": eval_loss})

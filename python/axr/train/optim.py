@@ -34,6 +34,18 @@ def supported_optimizers() -> list[str]:
     return sorted(TORCH_ADAMW | OTHER_OPTIMIZERS | set(BITSANDBYTES_OPTIMIZERS))
 
 
+def check_names(cfg: Any) -> None:
+    """Fail before any work on an optimizer or schedule name this module does not know."""
+    if cfg.optimizer not in supported_optimizers():
+        raise ConfigError(
+            f"optimizer: unknown optimizer {cfg.optimizer!r}; supported: {', '.join(supported_optimizers())}"
+        )
+    if (cfg.lr_scheduler or "cosine") not in SCHEDULERS:
+        raise ConfigError(
+            f"lr_scheduler: unknown schedule {cfg.lr_scheduler!r}; supported: {', '.join(SCHEDULERS)}"
+        )
+
+
 def parameter_groups(model: Any, weight_decay: float) -> list[dict[str, Any]]:
     """Trainable parameters split into decayed (matrices) and not decayed (biases, norms)."""
     decayed: list[Any] = []
