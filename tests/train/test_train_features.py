@@ -112,3 +112,28 @@ def test_flash_attention_without_the_package_is_a_config_error():
 def test_adapter_errors_name_the_key(tmp_path, tiny_llama_dir, keys, message):
     with pytest.raises(ConfigError, match=message):
         run(tmp_path, tiny_llama_dir, random_rows(4), max_steps=1, **keys)
+
+
+def test_evaluation_counts_every_sample_once_across_ranks(tiny_llama_dir):
+    from accelerate import Accelerator
+    from transformers import AutoModelForCausalLM
+
+    from axr.packing import MultipackBatchSampler, plan_summary
+    from axr.train.loop import evaluation_sums
+
+    rows = InMemoryDataset(random_rows(4, seed=4))  # 2 bins of 64 tokens for 3 ranks: one bin repeats
+    model = AutoModelForCausalLM.from_pretrained(tiny_llama_dir)
+    accelerator = Accelerator(cpu=True)
+    options = {"packing": True, "attention": "sdpa", "pad": 0, "select": True}
+
+    def sums(rank, world_size):
+        plan = MultipackBatchSampler(rows.lengths, 64, 1, rank=rank, world_size=world_size, drop_last=False)
+        return evaluation_sums(model, accelerator, rows, plan, **options)
+
+    assert plan_summary(rows.lengths, 64, 1, 3, drop_last=False)["repeated_bins_per_epoch"] > 0
+    whole = sums(0, 1)
+    split = sums(0, 3) + sums(1, 3) + sums(2, 3)
+    assert (
+        float(split[1]) == float(whole[1]) == sum(int((labels[1:] != -100).sum()) for _, labels in rows.rows)
+    )
+    assert float(split[0]) == pytest.approx(float(whole[0]), rel=1e-6)

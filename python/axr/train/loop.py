@@ -107,7 +107,7 @@ def _resolved_config(cfg: Any) -> dict[str, Any]:
     return dict(vars(cfg))
 
 
-def evaluate(
+def evaluation_sums(
     model: Any,
     accelerator: Any,
     dataset: Any,
@@ -117,26 +117,37 @@ def evaluate(
     attention: str,
     pad: int,
     select: bool,
-) -> float:
-    """Token-weighted mean loss over every eval row of every rank."""
+) -> Any:
+    """This rank's ``[summed eval loss, trained tokens]`` (float64 tensor), every sample counted once."""
     import torch
 
     model.eval()
-    loss_sum = torch.zeros((), device=accelerator.device, dtype=torch.float64)
-    count = torch.zeros((), device=accelerator.device, dtype=torch.float64)
+    sums = torch.zeros(2, device=accelerator.device, dtype=torch.float64)
     plan.set_epoch(0)
     with torch.no_grad():
         for index in range(len(plan)):
             bins = plan.micro_batch(index)
+            repeats = getattr(plan, "repeats", None)
+            if repeats is not None:
+                # Without drop_last the sampler repeats bins so every rank has a last step; count each once.
+                flags = repeats(index)
+                bins = [members for members, repeated in zip(bins, flags, strict=True) if not repeated]
             if not bins:
                 continue
             batch = collate_micro_batch(dataset, bins, packing=packing, pad_token_id=pad, pad_to=None)
             with accelerator.autocast():
                 summed = forward_summed_loss(model, batch, attention, accelerator.device, select=select)
-            loss_sum += summed.double()
-            count += batch["num_trainable"]
+            sums[0] += summed.double()
+            sums[1] += batch["num_trainable"]
     model.train()
-    totals = accelerator.reduce(torch.stack([loss_sum, count]), reduction="sum")
+    return sums
+
+
+def evaluate(model: Any, accelerator: Any, dataset: Any, plan: MicroBatchPlan, **options: Any) -> float:
+    """Token-weighted mean eval loss over every eval row of every rank."""
+    totals = accelerator.reduce(
+        evaluation_sums(model, accelerator, dataset, plan, **options), reduction="sum"
+    )
     return float(totals[0] / totals[1]) if float(totals[1]) > 0 else float("nan")
 
 
