@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 import torch
@@ -117,3 +118,26 @@ def test_resume_gives_the_same_losses(tmp_path, tiny_llama_dir):
     assert len(resumed.losses) == 3
     # metrics.jsonl of the uninterrupted run agrees with what train() returned.
     assert losses_in(whole.output_dir / "metrics.jsonl")[6] == pytest.approx(resumed.losses[-1], rel=1e-6)
+
+
+def test_auto_resume_on_packed_bins_gives_the_same_losses(tmp_path, tiny_llama_dir):
+    # Packed bins (the sampler's plan), full fine-tune, gradient accumulation 2, epochs of 3 steps.
+    rows = random_rows(24, seed=6, low=10, high=60)
+    keys = {
+        "sample_packing": True,
+        "sequence_len": 128,
+        "micro_batch_size": 1,
+        "gradient_accumulation_steps": 2,
+        "max_steps": 5,
+        "save_steps": 2,
+        "save_total_limit": 1,
+        "learning_rate": 1e-3,
+    }
+    whole = run(tmp_path, "whole", tiny_llama_dir, rows, **keys)
+    assert [path.name for path in whole.output_dir.glob("checkpoint-*")] == ["checkpoint-4"]
+    # A run that stopped after checkpoint-4 left exactly that folder in its output_dir.
+    interrupted = tmp_path / "interrupted"
+    shutil.copytree(whole.output_dir / "checkpoint-4", interrupted / "checkpoint-4")
+    resumed = run(tmp_path, "interrupted", tiny_llama_dir, rows, auto_resume_from_checkpoints=True, **keys)
+    assert resumed.losses == pytest.approx(whole.losses[4:], rel=1e-6)
+    assert len(resumed.losses) == 1
