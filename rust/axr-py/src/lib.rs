@@ -8,6 +8,7 @@ mod encode;
 mod errors;
 mod packing;
 mod preprocess;
+mod prompt;
 
 use pyo3::prelude::*;
 
@@ -21,5 +22,6 @@ fn native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     encode::register(m)?;
     packing::register(m)?;
     preprocess::register(m)?;
+    prompt::register(m)?;
     Ok(())
 }
