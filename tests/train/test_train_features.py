@@ -137,3 +137,33 @@ def test_evaluation_counts_every_sample_once_across_ranks(tiny_llama_dir):
         float(split[1]) == float(whole[1]) == sum(int((labels[1:] != -100).sum()) for _, labels in rows.rows)
     )
     assert float(split[0]) == pytest.approx(float(whole[0]), rel=1e-6)
+
+
+def test_bf16_autocast_gradient_checkpointing_and_neftune_train(tmp_path, tiny_llama_dir):
+    result = run(
+        tmp_path,
+        tiny_llama_dir,
+        random_rows(12),
+        sample_packing=True,
+        sequence_len=128,
+        micro_batch_size=2,
+        max_steps=2,
+        bf16=True,
+        adapter="lora",
+        lora_target_linear=True,
+        gradient_checkpointing=True,
+        neftune_noise_alpha=5.0,
+        save_strategy="no",
+    )
+    assert len(result.losses) == 2
+    assert all(9.0 < loss < 11.5 for loss in result.losses)
+    assert (result.output_dir / "adapter_model.safetensors").exists()
+
+
+def test_a_hub_id_without_network_names_base_model(tmp_path, monkeypatch):
+    from axr.models.load import load_tokenizer
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    config = load_config(write_config(tmp_path / "c.toml", "no-such-org/no-such-model", tmp_path / "out"))
+    with pytest.raises(ConfigError, match=r"base_model: cannot load 'no-such-org/no-such-model' as a hub id"):
+        load_tokenizer(config)
