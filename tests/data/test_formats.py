@@ -481,24 +481,62 @@ def test_type_renders_tokenizes_and_masks_like_the_reference(
     assert mask[-int(mask.sum()) :].all()
 
 
+_LONG = (
+    "The response is accurate but rather dull; it could use vivid imagery, metaphors and a clearer "
+    "structure to engage the reader more deeply."
+)
+YAML_VALUES: list[Any] = [
+    {"refusal": 10, "creativity": 3.5, "ratio": 1e20, "small": 1.5e-7, "neg": -2, "flag": True, "none": None},
+    {"creativity": {"explanation": _LONG, "improvements": _LONG + " " + _LONG}},
+    {"k": "a\nb", "m": "line one\nline two\n", "t": "tab\there", "u": "café au lait", "e": "emoji 😀 here"},
+    {
+        "q": "it's a 'quote'",
+        "d": 'say "hi"',
+        "c": "x: y",
+        "dash": "- a",
+        "h": "#x",
+        "hh": "a #b",
+        "colon": "key:",
+    },
+    {"n": "10", "f": "1.5", "b": "Yes", "nul": "null", "e": "", "sp": " lead", "tr": "trail ", "two": "a  b"},
+    {
+        "list": ["a", "b", {"x": 1, "y": [1, 2]}, [3, 4], []],
+        "empty": {},
+        "10": "numeric key",
+        "a b": 1,
+        "ü": 2,
+    },
+    {
+        "longq": "'" + _LONG + "' " + _LONG,
+        "longu": "é" + _LONG + " ü " + _LONG,
+        "multi": _LONG + "\n\n" + _LONG,
+    },
+    {
+        "dq": "tab\t" + _LONG + "  " + _LONG,
+        "spaces": "a" + " " * 100 + "b",
+        "date": "2024-01-02",
+        "time": "12:30",
+    },
+    "plain text document",
+    _LONG + " " + _LONG,
+    "a\nb",
+    3,
+    1.25,
+    ["x", {"a": _LONG}],
+]
+
+
 def test_creative_acr_yaml_matches_pyyaml(mistral_tokenizer_dir: Path) -> None:
-    expected = yaml.dump(SCORES, default_flow_style=False) + yaml.dump(CRITIQUES, default_flow_style=False)
-    assert expected == EVALUATION
-    scores = {
-        "clarity": "it's fine",
-        "n": 1.5,
-        "flag": True,
-        "empty": "",
-        "number-like": "10",
-        "list": ["a", "b"],
-    }
-    [(text, _)] = _render(
-        {"type": "creative_acr.load_critique"},
-        [{**CREATIVE, "scores": scores, "critiques": "plain text"}],
-        mistral_tokenizer_dir,
+    assert (
+        yaml.dump(SCORES, default_flow_style=False) + yaml.dump(CRITIQUES, default_flow_style=False)
+        == EVALUATION
     )
-    dumped = yaml.dump(scores, default_flow_style=False) + yaml.dump("plain text", default_flow_style=False)
-    assert text.endswith("\nASSISTANT:" + dumped + "</s>")
+    rows = [{**CREATIVE, "scores": value, "critiques": {"c": 1}} for value in YAML_VALUES]
+    rendered = _render({"type": "creative_acr.load_critique"}, rows, mistral_tokenizer_dir)
+    for value, (text, spans) in zip(YAML_VALUES, rendered, strict=True):
+        trained = b"".join(text.encode()[start:end] for start, end in spans).decode()
+        expected = yaml.dump(value, default_flow_style=False) + yaml.dump({"c": 1}, default_flow_style=False)
+        assert trained == expected + "</s>", value
 
 
 def test_train_on_inputs_trains_everything_but_bos(mistral_tokenizer_dir: Path) -> None:
