@@ -5,6 +5,7 @@
 //! Nothing here touches the network: a hub id or URL is an error that says how
 //! to point at a local copy instead.
 
+mod columnar;
 mod reader;
 mod resolve;
 

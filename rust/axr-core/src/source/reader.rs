@@ -11,6 +11,7 @@ use std::ops::Range;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
+use super::columnar::BatchRows;
 use super::resolve::{FileKind, SourceFile};
 use crate::error::{Error, Result};
 
@@ -110,6 +111,7 @@ pub struct DatasetFiles {
 }
 
 enum Mode {
+    Batches(BatchRows),
     Lines,
     ArrayStart,
     ArrayNext,
@@ -117,11 +119,26 @@ enum Mode {
 }
 
 struct OpenFile {
-    reader: CountingReader<BufReader<fs_err::File>>,
+    /// The text reader of JSON and text files (`None` for parquet and Arrow files).
+    reader: Option<CountingReader<BufReader<fs_err::File>>>,
     mode: Mode,
     /// 1-based number of the next line to read in line mode.
     next_line: u64,
     rows: u64,
+}
+
+impl OpenFile {
+    fn bytes(&self) -> u64 {
+        match (&self.mode, &self.reader) {
+            (Mode::Batches(batches), _) => batches.bytes_done(),
+            (_, Some(reader)) => reader.bytes,
+            (_, None) => 0,
+        }
+    }
+
+    fn text(&mut self) -> &mut CountingReader<BufReader<fs_err::File>> {
+        self.reader.as_mut().expect("JSON and text files have a reader")
+    }
 }
 
 /// Reads the rows of several datasets, in order, in chunks.
@@ -185,6 +202,21 @@ impl RowReader {
             return Ok(false);
         }
         let file = &self.files[self.next_file];
+        let batches = match file.kind {
+            FileKind::Parquet => Some(BatchRows::parquet(&file.path)?),
+            FileKind::Arrow => Some(BatchRows::arrow(&file.path)?),
+            FileKind::Json | FileKind::Text => None,
+        };
+        if let Some(batches) = batches {
+            self.current = Some(OpenFile {
+                reader: None,
+                mode: Mode::Batches(batches),
+                next_line: 1,
+                rows: 0,
+            });
+            self.next_file += 1;
+            return Ok(true);
+        }
         let handle = fs_err::File::open(&file.path)?;
         let mut reader = CountingReader {
             inner: BufReader::with_capacity(1 << 20, handle),
@@ -207,7 +239,7 @@ impl RowReader {
             reader
         };
         self.current = Some(OpenFile {
-            reader,
+            reader: Some(reader),
             mode,
             next_line: 1,
             rows: 0,
@@ -233,7 +265,7 @@ impl RowReader {
             let file_index = self.next_file - 1;
             if !self.read_row(file_index, &mut chunk)? {
                 let finished = self.current.take().expect("a file is open");
-                self.bytes_done += finished.reader.bytes;
+                self.bytes_done += finished.bytes();
                 if finished.rows == 0 {
                     return Err(data_error(
                         &self.files[file_index],
@@ -243,7 +275,7 @@ impl RowReader {
                 }
             }
         }
-        chunk.bytes_read = self.bytes_done + self.current.as_ref().map_or(0, |file| file.reader.bytes);
+        chunk.bytes_read = self.bytes_done + self.current.as_ref().map_or(0, OpenFile::bytes);
         Ok(if chunk.rows.is_empty() && chunk.rows_outside_shard == 0 {
             None
         } else {
@@ -259,11 +291,11 @@ impl RowReader {
         match open.mode {
             Mode::Lines => loop {
                 let start = chunk.bytes.len();
-                let read = open.reader.inner.read_until(b'\n', &mut chunk.bytes)?;
+                let read = open.text().inner.read_until(b'\n', &mut chunk.bytes)?;
                 if read == 0 {
                     return Ok(false);
                 }
-                open.reader.bytes += read as u64;
+                open.text().bytes += read as u64;
                 let line = open.next_line;
                 open.next_line += 1;
                 let mut end = chunk.bytes.len();
@@ -296,18 +328,41 @@ impl RowReader {
                 return Ok(true);
             },
             Mode::ArrayStart => {
-                open.reader.consume_byte();
+                open.text().consume_byte();
                 open.mode = Mode::ArrayNext;
-                if open.reader.peek_non_whitespace()? == Some(b']') {
+                if open.text().peek_non_whitespace()? == Some(b']') {
                     return Err(data_error(
                         &self.files[file_index],
-                        open.reader.newlines + 1,
+                        open.text().newlines + 1,
                         "the JSON array is empty: it has no rows",
                     ));
                 }
                 self.read_array_element(file_index, chunk)
             }
             Mode::ArrayNext => self.read_array_element(file_index, chunk),
+            Mode::Batches(ref mut batches) => {
+                let ranges = match batches.next_lines(&mut chunk.bytes) {
+                    Ok(Some(ranges)) => ranges,
+                    Ok(None) => return Ok(false),
+                    Err((row, message)) => return Err(data_error(&self.files[file_index], row, message)),
+                };
+                let first_line = open.rows + 1;
+                open.rows += ranges.len() as u64;
+                for (offset, range) in ranges.into_iter().enumerate() {
+                    if self.in_shard(dataset) {
+                        let line = first_line + offset as u64;
+                        chunk.rows.push(RawRow {
+                            dataset,
+                            file: file_index,
+                            line,
+                            data: RowData::JsonLine(range),
+                        });
+                    } else {
+                        chunk.rows_outside_shard += 1;
+                    }
+                }
+                Ok(true)
+            }
             Mode::Done => Ok(false),
         }
     }
@@ -316,7 +371,7 @@ impl RowReader {
         let dataset = self.dataset_of_file[file_index];
         let file = &self.files[file_index];
         let open = self.current.as_mut().expect("a file is open");
-        let reader = &mut open.reader;
+        let reader = open.reader.as_mut().expect("JSON files have a reader");
         if open.rows > 0 {
             match reader.peek_non_whitespace()? {
                 Some(b',') => reader.consume_byte(),
@@ -549,5 +604,134 @@ mod tests {
         );
         let rows = read_all(&mut reader).unwrap();
         assert_eq!(rows, [(2, "b".into()), (4, "d".into())]);
+    }
+}
+
+#[cfg(test)]
+mod columnar_tests {
+    use std::path::Path;
+    use std::sync::Arc;
+
+    use arrow_array::{ArrayRef, Int64Array, RecordBatch, StringArray};
+
+    use super::*;
+    use crate::options::SourceOptions;
+    use crate::source::resolve;
+
+    fn batch(start: i64, rows: i64) -> RecordBatch {
+        let texts: Vec<Option<String>> = (start..start + rows)
+            .map(|index| (index % 5 != 4).then(|| format!("row {index}")))
+            .collect();
+        let ids: Vec<i64> = (start..start + rows).collect();
+        RecordBatch::try_from_iter_with_nullable([
+            ("text", Arc::new(StringArray::from(texts)) as ArrayRef, true),
+            ("id", Arc::new(Int64Array::from(ids)) as ArrayRef, false),
+        ])
+        .unwrap()
+    }
+
+    fn source(path: &Path) -> SourceOptions {
+        SourceOptions {
+            path: path.to_str().unwrap().into(),
+            ds_type: None,
+            data_files: vec![],
+            split: None,
+            shards: None,
+            shards_idx: None,
+            key: String::new(),
+        }
+    }
+
+    fn rows_of(path: &Path, split: Option<&str>) -> Vec<(u64, Value)> {
+        let mut options = source(path);
+        options.split = split.map(str::to_owned);
+        let files = resolve(&options, "d").unwrap();
+        let mut reader = RowReader::new(vec![DatasetFiles { files, shard: None }], 7, 1 << 20);
+        let mut rows = Vec::new();
+        while let Some(chunk) = reader.next_chunk().unwrap() {
+            for row in chunk.rows {
+                let RowData::JsonLine(range) = row.data else {
+                    panic!("columnar rows are JSON lines")
+                };
+                rows.push((row.line, serde_json::from_slice(&chunk.bytes[range]).unwrap()));
+            }
+        }
+        rows
+    }
+
+    fn expected(count: i64) -> Vec<(u64, Value)> {
+        (0..count)
+            .map(|index| {
+                let row = if index % 5 == 4 {
+                    serde_json::json!({"id": index})
+                } else {
+                    serde_json::json!({"text": format!("row {index}"), "id": index})
+                };
+                (index as u64 + 1, row)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn parquet_rows_read_as_json_with_nulls_missing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("data.parquet");
+        let mut writer = parquet::arrow::ArrowWriter::try_new(
+            fs_err::File::create(&path).unwrap().into_parts().0,
+            batch(0, 1).schema(),
+            None,
+        )
+        .unwrap();
+        writer.write(&batch(0, 1500)).unwrap();
+        writer.write(&batch(1500, 20)).unwrap();
+        writer.close().unwrap();
+        assert_eq!(rows_of(&path, None), expected(1520));
+    }
+
+    #[test]
+    fn save_to_disk_folders_read_their_arrow_stream_files_by_split() {
+        let dir = tempfile::tempdir().unwrap();
+        let saved = dir.path().join("saved");
+        for (split, start, count) in [("train", 0, 30), ("test", 100, 3)] {
+            let folder = saved.join(split);
+            fs_err::create_dir_all(&folder).unwrap();
+            let mut names = Vec::new();
+            for (part, (first, rows)) in [(start, count - 1), (start + count - 1, 1)].into_iter().enumerate() {
+                let name = format!("data-{part:05}-of-00002.arrow");
+                let file = fs_err::File::create(folder.join(&name)).unwrap().into_parts().0;
+                let mut writer = arrow_ipc::writer::StreamWriter::try_new(file, &batch(0, 1).schema()).unwrap();
+                writer.write(&batch(first, rows)).unwrap();
+                writer.finish().unwrap();
+                names.push(serde_json::json!({"filename": name}));
+            }
+            fs_err::write(
+                folder.join("state.json"),
+                serde_json::json!({"_data_files": names}).to_string(),
+            )
+            .unwrap();
+        }
+        fs_err::write(saved.join("dataset_dict.json"), r#"{"splits": ["train", "test"]}"#).unwrap();
+        // Row numbers count within each file: the second file's row is its row 1.
+        let mut train_expected = expected(30);
+        train_expected[29].0 = 1;
+        assert_eq!(rows_of(&saved, None), train_expected);
+        let test_rows = rows_of(&saved, Some("test"));
+        assert_eq!(test_rows.len(), 3);
+        assert_eq!(test_rows[2], (1, serde_json::json!({"text": "row 102", "id": 102})));
+        assert_eq!(rows_of(&saved.join("train"), None).len(), 30);
+    }
+
+    #[test]
+    fn a_corrupt_parquet_file_is_a_data_error_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("broken.parquet");
+        fs_err::write(&path, b"PAR1 this is not parquet").unwrap();
+        let files = resolve(&source(&path), "d").unwrap();
+        let mut reader = RowReader::new(vec![DatasetFiles { files, shard: None }], 7, 1 << 20);
+        let error = reader.next_chunk().unwrap_err().to_string();
+        assert!(
+            error.contains("broken.parquet") && error.contains("cannot read"),
+            "{error}"
+        );
     }
 }

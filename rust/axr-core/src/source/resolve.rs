@@ -12,6 +12,10 @@ pub enum FileKind {
     Json,
     /// Plain text: every line is a row `{"text": line}`.
     Text,
+    /// A parquet file.
+    Parquet,
+    /// An Arrow IPC file (stream or file format), as `datasets` `save_to_disk` writes.
+    Arrow,
 }
 
 /// One input file of a dataset.
@@ -94,8 +98,7 @@ fn unsupported_file(key: &str, path: &Path, what: &str) -> Error {
         "path",
         format!(
             "{}: {what} input is not supported yet; convert it to JSON lines (for example with pandas: \
-             pd.read_parquet(file).to_json(out, orient=\"records\", lines=True), or datasets: \
-             load_from_disk(dir)[\"train\"].to_json(out)) and point `path` at the .jsonl file",
+             pd.read_csv(file).to_json(out, orient=\"records\", lines=True)) and point `path` at the .jsonl file",
             path.display()
         ),
     )
@@ -104,8 +107,8 @@ fn unsupported_file(key: &str, path: &Path, what: &str) -> Error {
 /// Checks a file's extension against the dataset's kind; `None` when a directory walk should ignore it.
 fn file_kind(key: &str, path: &Path, kind: FileKind, explicit: bool) -> Result<Option<FileKind>> {
     match extension_of(path).as_str() {
-        "parquet" => Err(unsupported_file(key, path, "parquet")),
-        "arrow" => Err(unsupported_file(key, path, "Arrow (datasets save_to_disk)")),
+        "parquet" => Ok(Some(FileKind::Parquet)),
+        "arrow" => Ok(Some(FileKind::Arrow)),
         "csv" | "tsv" => Err(unsupported_file(key, path, "CSV")),
         "gz" | "zst" | "bz2" | "xz" | "zip" => Err(unsupported_file(key, path, "compressed")),
         "json" | "jsonl" | "ndjson" if kind == FileKind::Json => Ok(Some(kind)),
@@ -119,7 +122,9 @@ fn kind_of(key: &str, ds_type: Option<&str>) -> Result<FileKind> {
     match ds_type.map(str::to_ascii_lowercase).as_deref() {
         None | Some("json" | "jsonl") => Ok(FileKind::Json),
         Some("text") => Ok(FileKind::Text),
-        Some(other @ ("parquet" | "arrow" | "csv")) => Err(config_error(
+        Some("parquet") => Ok(FileKind::Parquet),
+        Some("arrow") => Ok(FileKind::Arrow),
+        Some(other @ "csv") => Err(config_error(
             key,
             "ds_type",
             format!("ds_type `{other}` is not supported yet; convert the data to JSON lines (ds_type json)"),
@@ -127,7 +132,7 @@ fn kind_of(key: &str, ds_type: Option<&str>) -> Result<FileKind> {
         Some(other) => Err(config_error(
             key,
             "ds_type",
-            format!("unknown ds_type `{other}`; use json or text"),
+            format!("unknown ds_type `{other}`; use json, text, parquet or arrow"),
         )),
     }
 }
@@ -233,6 +238,81 @@ fn select_split(key: &str, dir: &Path, files: Vec<PathBuf>, split: &str) -> Resu
     Ok(chosen)
 }
 
+fn read_json(path: &Path) -> Result<serde_json::Value> {
+    serde_json::from_str(&fs_err::read_to_string(path)?).map_err(|error| Error::Format {
+        path: path.to_path_buf(),
+        message: format!("not valid JSON: {error}"),
+    })
+}
+
+/// The Arrow files of a `datasets` `save_to_disk` folder, for the split: a `Dataset` folder
+/// (`state.json` lists its files) or a `DatasetDict` folder (`dataset_dict.json`, one folder
+/// per split). `None` when `dir` is neither.
+fn saved_dataset_files(key: &str, dir: &Path, split: &str) -> Result<Option<Vec<PathBuf>>> {
+    let dict = dir.join("dataset_dict.json");
+    if dict.is_file() {
+        let splits: Vec<String> = read_json(&dict)?
+            .get("splits")
+            .and_then(serde_json::Value::as_array)
+            .map(|names| {
+                names
+                    .iter()
+                    .filter_map(|name| name.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let chosen = splits
+            .iter()
+            .find(|name| name.as_str() == split)
+            .or_else(|| splits.iter().find(|name| canonical_split(name) == split))
+            .ok_or_else(|| {
+                config_error(
+                    key,
+                    "split",
+                    format!(
+                        "{} has no split `{split}`; it has: {}",
+                        dir.display(),
+                        splits.join(", ")
+                    ),
+                )
+            })?;
+        let files = saved_dataset_files(key, &dir.join(chosen), "train")?;
+        return files.map(Some).ok_or_else(|| Error::Format {
+            path: dir.join(chosen),
+            message: "not a datasets save_to_disk folder (no state.json)".into(),
+        });
+    }
+    let state = dir.join("state.json");
+    if !state.is_file() {
+        return Ok(None);
+    }
+    if split != "train" {
+        return Err(config_error(
+            key,
+            "split",
+            format!("{} is one saved split; `{split}` is not available", dir.display()),
+        ));
+    }
+    let listed = read_json(&state)?;
+    let names: Vec<&str> = listed
+        .get("_data_files")
+        .and_then(serde_json::Value::as_array)
+        .map(|files| {
+            files
+                .iter()
+                .filter_map(|file| file.get("filename").and_then(serde_json::Value::as_str))
+                .collect()
+        })
+        .unwrap_or_default();
+    if names.is_empty() {
+        return Err(Error::Format {
+            path: state,
+            message: "lists no `_data_files`".into(),
+        });
+    }
+    Ok(Some(names.into_iter().map(|name| dir.join(name)).collect()))
+}
+
 /// The files a dataset names, before their kinds are checked.
 fn gather(
     options: &SourceOptions,
@@ -292,8 +372,8 @@ fn gather(
             }
             files.push(as_path.to_path_buf());
         } else if as_path.is_dir() {
-            if as_path.join("dataset_info.json").is_file() || as_path.join("state.json").is_file() {
-                return Err(unsupported_file(key, as_path, "a datasets save_to_disk folder (Arrow)"));
+            if let Some(saved) = saved_dataset_files(key, as_path, split)? {
+                return Ok(saved);
             }
             let mut found = Vec::new();
             walk(as_path, &mut found)?;
@@ -354,10 +434,14 @@ pub fn resolve(options: &SourceOptions, key: &str) -> Result<Vec<SourceFile>> {
         if file.is_dir() {
             continue;
         }
-        file_kind(key, &file, kind, true)?;
+        let file_kind = file_kind(key, &file, kind, true)?.unwrap_or(kind);
         let size = fs_err::metadata(&file)?.len();
         if !resolved.iter().any(|seen: &SourceFile| seen.path == file) {
-            resolved.push(SourceFile { path: file, kind, size });
+            resolved.push(SourceFile {
+                path: file,
+                kind: file_kind,
+                size,
+            });
         }
     }
     Ok(resolved)
@@ -445,13 +529,11 @@ mod tests {
             );
         }
         let dir = tempfile::tempdir().unwrap();
-        let parquet = dir.path().join("x.parquet");
-        touch(&parquet);
-        let error = resolve(&source(parquet.to_str().unwrap()), "d")
-            .unwrap_err()
-            .to_string();
+        let csv = dir.path().join("x.csv");
+        touch(&csv);
+        let error = resolve(&source(csv.to_str().unwrap()), "d").unwrap_err().to_string();
         assert!(
-            error.contains("x.parquet") && error.contains("not supported yet"),
+            error.contains("x.csv") && error.contains("not supported yet"),
             "{error}"
         );
         let error = resolve(&source("missing/file.jsonl/x"), "d").unwrap_err().to_string();

@@ -1,0 +1,148 @@
+//! Parquet files and Arrow IPC files (what `datasets` `save_to_disk` writes) → JSON lines,
+//! one record batch at a time, so their rows join the JSON-lines path unchanged. Null
+//! values are left out of a row, so they read as missing keys.
+
+use std::io::{BufReader, Read};
+use std::ops::Range;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use arrow_array::RecordBatch;
+use arrow_ipc::reader::{FileReader, StreamReader};
+use arrow_json::LineDelimitedWriter;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+
+use crate::error::{Error, Result};
+
+/// Rows per parquet batch; a pipeline chunk holds one batch or more.
+const PARQUET_BATCH_ROWS: usize = 1024;
+const ARROW_FILE_MAGIC: &[u8] = b"ARROW1";
+
+type Batches = Box<dyn Iterator<Item = Result<RecordBatch, String>> + Send>;
+
+/// Counts the bytes read through it, for progress while an Arrow reader owns the file.
+struct Counted<R> {
+    inner: R,
+    bytes: Arc<AtomicU64>,
+}
+
+impl<R: Read> Read for Counted<R> {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        let read = self.inner.read(out)?;
+        self.bytes.fetch_add(read as u64, Ordering::Relaxed);
+        Ok(read)
+    }
+}
+
+/// The record batches of one parquet or Arrow file.
+pub(super) struct BatchRows {
+    batches: Batches,
+    size: u64,
+    /// Parquet: rows in the file (progress is the share of rows done).
+    rows_total: Option<u64>,
+    /// Arrow: bytes read so far.
+    bytes_read: Option<Arc<AtomicU64>>,
+    rows_done: u64,
+}
+
+fn format_error(path: &Path, error: impl std::fmt::Display) -> Error {
+    Error::Data {
+        path: path.to_path_buf(),
+        line: 0,
+        field: "-".into(),
+        message: format!("cannot read the file: {error}"),
+    }
+}
+
+impl BatchRows {
+    /// Open a parquet file.
+    pub(super) fn parquet(path: &Path) -> Result<Self> {
+        let file = fs_err::File::open(path)?;
+        let size = file.metadata()?.len();
+        let builder =
+            ParquetRecordBatchReaderBuilder::try_new(file.into_parts().0).map_err(|error| format_error(path, error))?;
+        let rows_total = u64::try_from(builder.metadata().file_metadata().num_rows()).ok();
+        let reader = builder
+            .with_batch_size(PARQUET_BATCH_ROWS)
+            .build()
+            .map_err(|error| format_error(path, error))?;
+        Ok(Self {
+            batches: Box::new(reader.map(|batch| batch.map_err(|error| error.to_string()))),
+            size,
+            rows_total,
+            bytes_read: None,
+            rows_done: 0,
+        })
+    }
+
+    /// Open an Arrow IPC file: the stream format `datasets` writes, or the file format.
+    pub(super) fn arrow(path: &Path) -> Result<Self> {
+        let mut file = fs_err::File::open(path)?;
+        let size = file.metadata()?.len();
+        let mut magic = [0u8; 6];
+        let is_file_format = file.read_exact(&mut magic).is_ok() && magic == ARROW_FILE_MAGIC;
+        let bytes = Arc::new(AtomicU64::new(0));
+        let batches: Batches = if is_file_format {
+            // The file format needs seeking to its footer; it is read whole, so progress counts it at the end.
+            let reader = FileReader::try_new(fs_err::File::open(path)?.into_parts().0, None)
+                .map_err(|error| format_error(path, error))?;
+            Box::new(reader.map(|batch| batch.map_err(|error| error.to_string())))
+        } else {
+            let counted = Counted {
+                inner: fs_err::File::open(path)?.into_parts().0,
+                bytes: Arc::clone(&bytes),
+            };
+            let reader = StreamReader::try_new(BufReader::with_capacity(1 << 20, counted), None)
+                .map_err(|error| format_error(path, error))?;
+            Box::new(reader.map(|batch| batch.map_err(|error| error.to_string())))
+        };
+        Ok(Self {
+            batches,
+            size,
+            rows_total: None,
+            bytes_read: Some(bytes),
+            rows_done: 0,
+        })
+    }
+
+    /// Bytes of the file accounted as read.
+    pub(super) fn bytes_done(&self) -> u64 {
+        match (&self.bytes_read, self.rows_total) {
+            (Some(bytes), _) => bytes.load(Ordering::Relaxed).min(self.size),
+            (None, Some(total)) if total > 0 => (self.size as f64 * self.rows_done as f64 / total as f64) as u64,
+            _ => 0,
+        }
+    }
+
+    /// Appends the next batch's rows to `out` as JSON lines and returns their byte ranges,
+    /// or `None` after the last batch. An error message names the batch's first row.
+    pub(super) fn next_lines(&mut self, out: &mut Vec<u8>) -> Result<Option<Vec<Range<usize>>>, (u64, String)> {
+        let first_row = self.rows_done + 1;
+        let Some(batch) = self.batches.next() else {
+            return Ok(None);
+        };
+        let batch = batch.map_err(|message| (first_row, message))?;
+        let start = out.len();
+        let mut writer = LineDelimitedWriter::new(&mut *out);
+        writer.write(&batch).map_err(|error| (first_row, error.to_string()))?;
+        writer.finish().map_err(|error| (first_row, error.to_string()))?;
+        drop(writer);
+        let mut ranges = Vec::with_capacity(batch.num_rows());
+        let mut line_start = start;
+        for (offset, &byte) in out[start..].iter().enumerate() {
+            if byte == b'\n' {
+                ranges.push(line_start..start + offset);
+                line_start = start + offset + 1;
+            }
+        }
+        if ranges.len() != batch.num_rows() {
+            return Err((
+                first_row,
+                format!("{} rows became {} JSON lines", batch.num_rows(), ranges.len()),
+            ));
+        }
+        self.rows_done += ranges.len() as u64;
+        Ok(Some(ranges))
+    }
+}
