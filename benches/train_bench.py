@@ -16,6 +16,7 @@ import json
 import statistics
 import sys
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -49,7 +50,15 @@ def synthetic_rows(count: int, sequence_len: int, seed: int) -> Rows:
     return Rows(rows)
 
 
-def run(workdir: Path, model_dir: Path, rows: Rows, *, packing: bool, args: argparse.Namespace) -> dict:
+def run(
+    workdir: Path,
+    model_dir: Path,
+    rows: Rows,
+    *,
+    packing: bool,
+    args: argparse.Namespace,
+    extra: Sequence[str] = (),
+) -> dict:
     from axr.config import load_config
     from axr.train.loop import TrainingData, train
 
@@ -70,6 +79,7 @@ def run(workdir: Path, model_dir: Path, rows: Rows, *, packing: bool, args: argp
                 'save_strategy = "no"',
                 "learning_rate = 1e-4",
                 "seed = 0",
+                *extra,
             ]
         )
         + "\n"

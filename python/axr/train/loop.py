@@ -283,7 +283,6 @@ def train(cfg: Any, *, data: TrainingData | None = None) -> TrainResult:
         step_start = time.perf_counter()
         # 1. this step's micro-batches: never across an epoch boundary
         batches: list[dict[str, Any]] = []
-        epoch, index = state["epoch"], state["micro_batch_in_epoch"]
         for _ in range(accumulation):
             epoch, index, bins = next(stream)
             if batches and epoch != state["epoch"]:
@@ -397,11 +396,10 @@ def train(cfg: Any, *, data: TrainingData | None = None) -> TrainResult:
     result.steps = state["step"]
     progress.close()
     accelerator.wait_for_everyone()
+    state_dict = accelerator.get_state_dict(model)  # every rank: a collective under FSDP/DeepSpeed
     if accelerator.is_main_process:
         unwrapped = accelerator.unwrap_model(model)
-        unwrapped.save_pretrained(
-            str(output_dir), state_dict=accelerator.get_state_dict(model), safe_serialization=True
-        )
+        unwrapped.save_pretrained(str(output_dir), state_dict=state_dict, safe_serialization=True)
         tokenizer.save_pretrained(str(output_dir))
         (output_dir / "axr_config.json").write_text(json.dumps(_resolved_config(cfg), indent=2) + "\n")
         what = "adapter" if cfg.adapter else "model"
