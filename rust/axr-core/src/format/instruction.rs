@@ -255,16 +255,18 @@ const fn styled(mut format: FormatRow, style_suffix: StyleSuffix) -> FormatRow {
     format
 }
 
-const fn reflection(name: &'static str, system: System, prompt: Prompt, label: &'static str) -> FormatRow {
+const fn reflection(
+    name: &'static str,
+    style_suffix: StyleSuffix,
+    system: System,
+    prompt: Prompt,
+    label: &'static str,
+) -> FormatRow {
     FormatRow {
         response_needs: REFLECTION_NEEDS,
         // Axolotl encodes prompt + label in one call and appends EOS even when the label is left out.
         eos_after_empty_response: true,
-        style_suffix: if name.len() == "reflection".len() {
-            StyleSuffix::Ignored
-        } else {
-            StyleSuffix::Rejected
-        },
+        style_suffix,
         ..row(name, REFLECTION_VARIABLES, system, prompt, label)
     }
 }
@@ -325,6 +327,7 @@ const TABLE: &[FormatRow] = &[
     // Plain `reflection` (and `:chatml`/`:phi`) has no system prompt; only `:instruct` and `:chat` differ.
     reflection(
         "reflection",
+        StyleSuffix::Ignored,
         NO_SYSTEM,
         Prompt::Fixed(Layout {
             system_format: "",
@@ -334,6 +337,7 @@ const TABLE: &[FormatRow] = &[
     ),
     reflection(
         "reflection:instruct",
+        StyleSuffix::Rejected,
         System::Fixed {
             with_input: R_SYS_IN,
             no_input: R_SYS_NO,
@@ -346,6 +350,7 @@ const TABLE: &[FormatRow] = &[
     ),
     reflection(
         "reflection:chat",
+        StyleSuffix::Rejected,
         System::Fixed {
             with_input: R_SYS_IN,
             no_input: R_SYS_NO,
