@@ -76,8 +76,8 @@ class PreparedDataset:
     def __len__(self) -> int:
         return int(self._starts[-1])
 
-    def __getitem__(self, index: int) -> tuple[NDArray[Any], NDArray[np.int64]]:
-        """``(input_ids, labels)`` of sample ``index``: ids are a view of the mapped file (uint16/uint32)."""
+    def _locate(self, index: int) -> tuple[int, int, int]:
+        """``(shard, start, end)`` of sample ``index`` (negative counts from the end)."""
         size = len(self)
         if index < 0:
             index += size
@@ -86,7 +86,11 @@ class PreparedDataset:
         shard = int(np.searchsorted(self._starts, index, side="right")) - 1
         local = index - int(self._starts[shard])
         offsets = self._offsets[shard]
-        start, end = int(offsets[local]), int(offsets[local + 1])
+        return shard, int(offsets[local]), int(offsets[local + 1])
+
+    def __getitem__(self, index: int) -> tuple[NDArray[Any], NDArray[np.int64]]:
+        """``(input_ids, labels)`` of sample ``index``: ids are a view of the mapped file (uint16/uint32)."""
+        shard, start, end = self._locate(index)
         input_ids = self._tokens[shard][start:end]
         labels = input_ids.astype(np.int64)
         labels[self._masks[shard][start:end] == 0] = IGNORE_INDEX
@@ -94,10 +98,8 @@ class PreparedDataset:
 
     def mask(self, index: int) -> NDArray[np.uint8]:
         """The trained-token mask (1 = trained) of sample ``index``, a view of the mapped file."""
-        shard = int(np.searchsorted(self._starts, index, side="right")) - 1
-        local = index - int(self._starts[shard])
-        offsets = self._offsets[shard]
-        return self._masks[shard][int(offsets[local]) : int(offsets[local + 1])]
+        shard, start, end = self._locate(index)
+        return self._masks[shard][start:end]
 
     @property
     def tokenizer_dir(self) -> Path:
