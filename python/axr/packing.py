@@ -81,7 +81,8 @@ class Bins(Sequence[list[int]]):
         if not 0 <= index < count:
             raise IndexError(f"bin {index} out of range for {count} bins")
         start, end = self._bin_offsets[index], self._bin_offsets[index + 1]
-        return [int(item) for item in self._items[start:end]]
+        items: list[int] = self._items[start:end].tolist()
+        return items
 
     def __repr__(self) -> str:
         return f"Bins({len(self)} bins)"
