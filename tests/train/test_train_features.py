@@ -167,3 +167,45 @@ def test_a_hub_id_without_network_names_base_model(tmp_path, monkeypatch):
     config = load_config(write_config(tmp_path / "c.toml", "no-such-org/no-such-model", tmp_path / "out"))
     with pytest.raises(ConfigError, match=r"base_model: cannot load 'no-such-org/no-such-model' as a hub id"):
         load_tokenizer(config)
+
+
+def test_lora_model_dir_continues_an_adapter(tmp_path, tiny_llama_dir):
+    keys = {
+        "adapter": "lora",
+        "lora_target_modules": ["q_proj", "v_proj"],
+        "save_strategy": "no",
+        "max_steps": 1,
+    }
+    (tmp_path / "first").mkdir()
+    (tmp_path / "second").mkdir()
+    first = run(tmp_path / "first", tiny_llama_dir, random_rows(4), micro_batch_size=2, **keys)
+    trained = load_file(str(first.output_dir / "adapter_model.safetensors"))
+    second = run(
+        tmp_path / "second",
+        tiny_llama_dir,
+        random_rows(4),
+        micro_batch_size=2,
+        lora_model_dir=str(first.output_dir),
+        learning_rate=1e-20,
+        optimizer="sgd",
+        **keys,
+    )
+    continued = load_file(str(second.output_dir / "adapter_model.safetensors"))
+    # lora_B starts at zero in a fresh adapter; continuing keeps the trained values (lr ~ 0 here).
+    name = next(name for name in trained if "lora_B" in name)
+    assert float(trained[name].abs().sum()) > 0
+    assert continued[name].equal(trained[name])
+
+
+@pytest.mark.parametrize(
+    ("keys", "package"), [({"wandb_project": "axr"}, "wandb"), ({"mlflow_experiment_name": "axr"}, "mlflow")]
+)
+def test_tracker_without_its_package_is_a_config_error(keys, package):
+    import importlib.util
+
+    from axr.train.progress import trackers_of
+
+    if importlib.util.find_spec(package) is not None:
+        pytest.skip(f"{package} is installed here")
+    with pytest.raises(ConfigError, match=f"needs the {package} package: pip install {package}"):
+        trackers_of(SimpleNamespace(**keys))
