@@ -111,6 +111,12 @@ def test_bad_arguments_are_config_errors() -> None:
         pack([1, -2], 8)
     with pytest.raises(ConfigError, match="capacity"):
         pack([1, 2], 0)
+    with pytest.raises(ConfigError, match="capacity"):
+        pack([1, 2], -5)
+    with pytest.raises(ConfigError, match="capacity"):
+        pack([1, 2], 2**40)
+    with pytest.raises(ConfigError, match="micro_batch_size"):
+        plan_summary([1, 2], 8, micro_batch_size=-1)
     with pytest.raises(ConfigError, match="rank"):
         MultipackBatchSampler([1, 2], batch_max_len=8, batch_size=1, rank=2, world_size=2)
 

@@ -52,6 +52,19 @@ _PackingArrays = tuple[NDArray[np.uint64], NDArray[np.uint32], NDArray[np.uint32
 """What the native ``pack`` returns: bin_offsets, items, bin_tokens, dropped, total_tokens."""
 
 
+def _check_capacity(capacity: int) -> int:
+    # The core checks the upper limit with its own message; this catches what would not convert to u32.
+    if not isinstance(capacity, (int, np.integer)) or not 1 <= capacity <= np.iinfo(np.uint32).max:
+        raise ConfigError(f"packing capacity must be a positive number of tokens, got {capacity!r}")
+    return int(capacity)
+
+
+def _check_count(name: str, value: int) -> int:
+    if not isinstance(value, (int, np.integer)) or not 1 <= value <= np.iinfo(np.uint32).max:
+        raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
+
+
 def _check_strategy(strategy: str) -> str:
     if strategy not in STRATEGIES:
         raise ConfigError(f"unknown packing strategy {strategy!r}; expected one of {', '.join(STRATEGIES)}")
@@ -157,7 +170,7 @@ def pack(
     """
     parts = _native.pack(
         _as_lengths(lengths),
-        capacity,
+        _check_capacity(capacity),
         strategy=_check_strategy(strategy),
         max_items_per_bin=max_items_per_bin,
         drop_oversized=drop_oversized,
@@ -198,12 +211,12 @@ def _plan(
 ) -> _EpochPlan:
     parts, steps, micro_batch_offsets, micro_batch_bins, dropped_bins, repeated_bins = _native.plan_epoch(
         lengths,
-        capacity,
-        micro_batch_size,
+        _check_capacity(capacity),
+        _check_count("micro_batch_size", micro_batch_size),
         strategy=_check_strategy(strategy),
         seed=seed,
         epoch=epoch,
-        world_size=world_size,
+        world_size=_check_count("world_size", world_size),
         drop_last=drop_last,
         max_items_per_bin=max_items_per_bin,
         drop_oversized=drop_oversized,
