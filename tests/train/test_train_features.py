@@ -161,9 +161,12 @@ def test_bf16_autocast_gradient_checkpointing_and_neftune_train(tmp_path, tiny_l
 
 
 def test_a_hub_id_without_network_names_base_model(tmp_path, monkeypatch):
+    import huggingface_hub.constants
+
     from axr.models.load import load_tokenizer
 
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    # The environment variable is read at import; the constant is what the hub client checks.
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     config = load_config(write_config(tmp_path / "c.toml", "no-such-org/no-such-model", tmp_path / "out"))
     with pytest.raises(ConfigError, match=r"base_model: cannot load 'no-such-org/no-such-model' as a hub id"):
         load_tokenizer(config)

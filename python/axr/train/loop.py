@@ -155,6 +155,7 @@ def train(cfg: Any, *, data: TrainingData | None = None) -> TrainResult:
     """Fine-tune the model of ``cfg`` on its prepared data; write checkpoints and the result to output_dir."""
     import torch
     from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
     from accelerate.utils import set_seed
 
     # ---- setup ---------------------------------------------------------------------------------
@@ -165,6 +166,9 @@ def train(cfg: Any, *, data: TrainingData | None = None) -> TrainResult:
     precision = resolve_precision(cfg, device_type, adapter=bool(cfg.adapter))
     trackers = trackers_of(cfg)
     output_dir = Path(cfg.output_dir)
+    # accelerate keeps one process-wide state: a second train() in the same process (a notebook, the
+    # tests) with other precision settings needs a fresh one. The process group (PartialState) stays.
+    AcceleratorState._reset_state()
     # cpu=True on a machine without CUDA is what makes accelerate run CPU processes as a gloo group.
     accelerator = Accelerator(
         mixed_precision=precision.mixed,
