@@ -3,10 +3,13 @@
     python benches/train_bench.py [--steps 30] [--hidden 128] [--sequence-len 512]
 
 Both runs train the same tiny random Llama (built locally, Mistral tokenizer) on
-the same synthetic rows (log-normal lengths, as in SFT sets) for the same number
-of optimizer steps. Throughput counts real tokens only (padding is work, not
-progress). The data-wait share is the time spent building a step's batches
-(sampler + reading + collating) over the step time. Prints one JSON object.
+the same synthetic rows (log-normal lengths, as in SFT sets; the first third of
+each row masked) for the same number of optimizer steps, through the real data
+path: the rows are written as pretokenized JSONL, `train` builds the prepared
+store (memory-mapped) and reads it through the packing sampler or the padded
+plan. Throughput counts real tokens only (padding is work, not progress). The
+data-wait share is the time spent building a step's batches (sampler + reading
+the store + collating) over the step time. Prints one JSON object.
 """
 
 from __future__ import annotations
@@ -50,6 +53,15 @@ def synthetic_rows(count: int, sequence_len: int, seed: int) -> Rows:
     return Rows(rows)
 
 
+def write_pretokenized(path: Path, rows: Rows) -> Path:
+    """The rows as pretokenized JSONL (input_ids, attention_mask, labels), for `axr preprocess`."""
+    with path.open("w") as stream:
+        for ids, labels in rows.rows:
+            row = {"input_ids": ids.tolist(), "attention_mask": [1] * len(ids), "labels": labels.tolist()}
+            stream.write(json.dumps(row) + "\n")
+    return path
+
+
 def run(
     workdir: Path,
     model_dir: Path,
@@ -58,6 +70,7 @@ def run(
     packing: bool,
     args: argparse.Namespace,
     extra: Sequence[str] = (),
+    jsonl: Path | None = None,
 ) -> dict:
     from axr.config import load_config
     from axr.train.loop import TrainingData, train
@@ -80,11 +93,17 @@ def run(
                 "learning_rate = 1e-4",
                 "seed = 0",
                 *extra,
+                *(
+                    [f'dataset_prepared_path = "{workdir / "prepared"}"', "[[datasets]]", f'path = "{jsonl}"']
+                    if jsonl is not None
+                    else []
+                ),
             ]
         )
         + "\n"
     )
-    result = train(load_config(config_path), data=TrainingData(train=rows))
+    data = None if jsonl is not None else TrainingData(train=rows)
+    result = train(load_config(config_path), data=data)
     lines = [json.loads(line) for line in (workdir / name / "metrics.jsonl").read_text().splitlines()]
     timed = [line for line in lines if "tokens" in line][args.warmup :]
     tokens = sum(line["tokens"] for line in timed)
@@ -132,8 +151,9 @@ def main() -> int:
             num_hidden_layers=args.layers,
         )
         rows = synthetic_rows(args.samples, args.sequence_len, seed=0)
-        packed = run(workdir, model_dir, rows, packing=True, args=args)
-        padded = run(workdir, model_dir, rows, packing=False, args=args)
+        jsonl = write_pretokenized(workdir / "rows.jsonl", rows)
+        packed = run(workdir, model_dir, rows, packing=True, args=args, jsonl=jsonl)
+        padded = run(workdir, model_dir, rows, packing=False, args=args, jsonl=jsonl)
     report = {
         "device": "cpu",
         "torch_threads": torch.get_num_threads(),
