@@ -105,3 +105,17 @@ def test_head_on_trained_positions_only_gives_the_same_loss_and_grads(tiny_llama
     assert selected_loss == pytest.approx(full_loss, rel=LOSS_RTOL)
     for name, grad in full_grads.items():
         torch.testing.assert_close(selected_grads[name], grad, atol=GRAD_ATOL, rtol=GRAD_RTOL, msg=name)
+
+
+def test_collate_padded_layout_and_fixed_lengths():
+    samples = [(np.array([10, 11, 12]), np.array([-100, 11, 12])), (np.array([20, 21]), np.array([20, 21]))]
+    batch = collate_padded(samples, pad_token_id=0)
+    assert batch["input_ids"].tolist() == [[10, 11, 12], [20, 21, 0]]
+    assert batch["attention_mask"].tolist() == [[1, 1, 1], [1, 1, 0]]
+    assert batch["labels"].tolist() == [[-100, 11, 12], [-100, 21, -100]]
+    assert batch["num_tokens"] == 5
+    assert batch["num_trainable"] == 3
+    assert collate_padded(samples, pad_token_id=0, pad_to=8)["input_ids"].shape == (2, 8)
+    packed = collate_packed([samples], pad_token_id=0, pad_to_multiple_of=4)
+    assert packed["input_ids"].shape == (1, 8)
+    assert packed["cu_seqlens"].tolist() == [0, 3, 5, 8]
