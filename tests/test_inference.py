@@ -269,3 +269,44 @@ def test_a_model_trained_by_axr_train_answers_through_axr_inference(
         greedy = ["--temperature=0", "--repetition_penalty=1.0", "--max_new_tokens=12"]
         assert main([*argv, *greedy]) == 0
         assert capsys.readouterr().out.strip() == answer
+
+
+def test_generation_stops_at_a_stop_text_and_leaves_it_out(tmp_path: Path, tiny_llama_dir: Path) -> None:
+    import io
+
+    config = write_config(tmp_path, tiny_llama_dir, ALPACA_ROWS, 'type = "alpaca"')
+    cfg = load_config(config)
+    loaded = load_for_inference(cfg)
+    prompt = PromptBuilder.from_config(cfg).render_text("Name a colour.")
+    settings = GenerationSettings(max_new_tokens=12, temperature=0, repetition_penalty=1.0)
+    free = generate(loaded, prompt.input_ids, settings)
+    # A stop text taken from the middle of what the model writes anyway.
+    middle = len(free) // 2
+    stop = free[middle : middle + 3]
+    assert stop.strip()
+    streamed = io.StringIO()
+    stopped = generate(loaded, prompt.input_ids, settings, stream=streamed, stop_texts=[stop])
+    assert stopped == free[: free.find(stop)]
+    assert streamed.getvalue() == stopped + "\n"
+
+
+def test_streamer_holds_back_a_marker_split_over_pieces(mistral_tokenizer_dir: Path) -> None:
+    import io
+
+    from transformers import AutoTokenizer
+
+    from axr.inference.generate import _text_streamer
+
+    out = io.StringIO()
+    streamer = _text_streamer(AutoTokenizer.from_pretrained(mistral_tokenizer_dir), out, ["<|im_end|>"])
+    streamer.on_finalized_text("Hello <|im")
+    assert out.getvalue() == "Hello "
+    streamer.on_finalized_text("_end|>\n<|im_start|>user")
+    streamer.on_finalized_text("more", stream_end=True)
+    assert out.getvalue() == "Hello \n"
+
+
+def test_chat_formats_stop_at_their_end_of_turn(tmp_path: Path, mistral_tokenizer_dir: Path) -> None:
+    dataset = 'type = "chat_template"\nchat_template = "chatml"'
+    config = write_config(tmp_path, mistral_tokenizer_dir, CHAT_ROWS, dataset)
+    assert "<|im_end|>" in PromptBuilder.from_config(load_config(config)).stop_texts

@@ -42,9 +42,6 @@ def merge_lora(cfg: Any, *, log: TextIO | None = None) -> MergeResult:
             '(or set adapter = "lora" with output_dir holding the trained adapter)'
         )
     on_cpu = bool(cfg.lora_on_cpu) or not torch.cuda.is_available()
-    if not on_cpu and cfg.gpu_memory_limit is not None and cfg.device_map is None:
-        # max_memory only applies when accelerate places the weights.
-        cfg = cfg.model_copy(update={"device_map": "auto"})
     loaded = load_for_inference(cfg, on_cpu=on_cpu)
     print(f"axr merge-lora: loaded {loaded.describe()}", file=log)
     assert loaded.adapter is not None

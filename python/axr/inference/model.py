@@ -83,8 +83,11 @@ def load_for_inference(cfg: Any, *, on_cpu: bool = False) -> LoadedModel:
     dtype = _compute_dtype(cfg, device, adapter=adapter_dir is not None)
     # Generation needs neither checkpointing nor the packed-mask check of training.
     inference_cfg = cfg.model_copy(update={"gradient_checkpointing": False, "sample_packing": False})
-    if on_cpu:
+    if on_cpu or device == "cpu":
         inference_cfg = inference_cfg.model_copy(update={"device_map": None, "max_memory": None})
+    elif cfg.gpu_memory_limit is not None and cfg.device_map is None:
+        # The limit becomes max_memory, which only applies when accelerate places the weights.
+        inference_cfg = inference_cfg.model_copy(update={"device_map": "auto"})
     attention = select_attention(inference_cfg)
     tokenizer, _ = load_tokenizer(inference_cfg)
     model = load_model(inference_cfg, tokenizer, precision=Precision(dtype, "no"), attention=attention)

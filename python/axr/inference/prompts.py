@@ -88,6 +88,11 @@ class PromptBuilder:
         self.is_chat = self.format_keys.get("type") in CONVERSATION_TYPES
         self._renderer = PromptRenderer(json.dumps(self.format_keys), tokenizer_dir, json.dumps(added_tokens))
 
+    @property
+    def stop_texts(self) -> list[str]:
+        """Texts that end an answer: EOS, and a conversation's end-of-turn markers."""
+        return list(self._renderer.stop_texts)
+
     @classmethod
     def from_config(cls, cfg: Any, *, prompter: str = "dataset", dataset_index: int = 0) -> PromptBuilder:
         """The builder for ``cfg``: its dataset's format, or raw text when ``prompter == "none"``."""

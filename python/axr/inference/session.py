@@ -7,7 +7,7 @@ import sys
 from typing import Any, TextIO
 
 from axr.errors import AxrError
-from axr.inference.generate import GenerationSettings, generate
+from axr.inference.generate import GenerationSettings, cut_at_stop, generate
 from axr.inference.model import LoadedModel
 from axr.inference.prompts import PromptBuilder
 
@@ -27,7 +27,7 @@ def answer(
 ) -> str:
     """Render ``text`` as the dataset's prompt, generate, return the new text."""
     prompt = builder.render_input(text)
-    return generate(loaded, prompt.input_ids, settings, stream=stream)
+    return generate(loaded, prompt.input_ids, settings, stream=stream, stop_texts=builder.stop_texts)
 
 
 def interactive(
@@ -63,10 +63,11 @@ def interactive(
         if builder.is_chat:
             history.append(("user", line))
             prompt = builder.render_messages(history)
-            reply = generate(loaded, prompt.input_ids, settings, stream=out)
+            reply = generate(loaded, prompt.input_ids, settings, stream=out, stop_texts=builder.stop_texts)
             history.append(("assistant", reply.strip()))
         else:
-            generate(loaded, builder.render_input(line).input_ids, settings, stream=out)
+            prompt = builder.render_input(line)
+            generate(loaded, prompt.input_ids, settings, stream=out, stop_texts=builder.stop_texts)
 
 
 def launch_gradio(loaded: LoadedModel, builder: PromptBuilder, settings: GenerationSettings) -> None:
@@ -84,13 +85,15 @@ def launch_gradio(loaded: LoadedModel, builder: PromptBuilder, settings: Generat
         prompt = builder.render_input(text)
         streamer = TextIteratorStreamer(loaded.tokenizer, skip_prompt=True, skip_special_tokens=True)
         worker = threading.Thread(
-            target=generate, args=(loaded, prompt.input_ids, chosen), kwargs={"streamer": streamer}
+            target=generate,
+            args=(loaded, prompt.input_ids, chosen),
+            kwargs={"streamer": streamer, "stop_texts": builder.stop_texts},
         )
         worker.start()
         produced = ""
         for piece in streamer:
             produced += piece
-            yield produced
+            yield cut_at_stop(produced, builder.stop_texts)
         worker.join()
 
     page = gr.Interface(

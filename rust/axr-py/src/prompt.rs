@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use axr_core::chat::render::TemplateMessage;
 use axr_core::encode::{AddedTokens, Encoder};
-use axr_core::format::{PromptRequest, render_prompt};
+use axr_core::format::{PromptRequest, render_prompt, stop_texts};
 use axr_core::{Error, FormatSpec, RenderedText, Sample, TokenizerInfo};
 use numpy::{IntoPyArray, PyArray1};
 use pyo3::prelude::*;
@@ -25,6 +25,7 @@ pub struct PyPromptRenderer {
     spec: FormatSpec,
     encoder: Encoder,
     info: TokenizerInfo,
+    stop_texts: Vec<String>,
 }
 
 #[pymethods]
@@ -45,7 +46,13 @@ impl PyPromptRenderer {
         let info = encoder.info();
         // Build once so a bad format is an error at load time, not at the first prompt.
         render_prompt(&spec, &info, &PromptRequest::Text(String::new())).map_err(PyAxrError::from)?;
-        Ok(Self { spec, encoder, info })
+        let stop_texts = stop_texts(&spec, &info).map_err(PyAxrError::from)?;
+        Ok(Self {
+            spec,
+            encoder,
+            info,
+            stop_texts,
+        })
     }
 
     /// `(prompt text, input ids, fields read as empty)` for exactly one of: `row` (a JSON
@@ -101,6 +108,12 @@ impl PyPromptRenderer {
     #[getter]
     fn eos_token(&self) -> Option<String> {
         self.info.eos.clone()
+    }
+
+    /// Texts that end an answer (EOS, a conversation's end-of-turn markers).
+    #[getter]
+    fn stop_texts(&self) -> Vec<String> {
+        self.stop_texts.clone()
     }
 }
 

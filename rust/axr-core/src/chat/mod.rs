@@ -491,6 +491,11 @@ impl ChatFormatter {
         &self.template
     }
 
+    /// The texts that end a turn (longest first): where generation stops.
+    pub fn end_of_turn(&self) -> &[String] {
+        &self.end_of_turn
+    }
+
     fn map_role(&self, role: &str, field: &str) -> Result<String, FieldError> {
         let table = &self.roles;
         table.get(role).cloned().ok_or_else(|| {

@@ -29,7 +29,7 @@ use serde_json::{Map, Value};
 
 use crate::{Error, FieldError, Result, RowFormatter, TokenizerInfo};
 
-pub use prompt::{Prompt, PromptRequest, render_prompt};
+pub use prompt::{Prompt, PromptRequest, render_prompt, stop_texts};
 pub use text_builder::TextBuilder;
 
 /// The format part of one `datasets` entry, with Axolotl's key names.

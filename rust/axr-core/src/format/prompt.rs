@@ -128,6 +128,15 @@ pub fn render_prompt(spec: &FormatSpec, tokenizer: &TokenizerInfo, request: &Pro
     }
 }
 
+/// Texts that end the answer besides the EOS token: a conversation's
+/// end-of-turn markers (`<|im_end|>`, ...), which generation should stop at.
+pub fn stop_texts(spec: &FormatSpec, tokenizer: &TokenizerInfo) -> Result<Vec<String>> {
+    Ok(match prompt_formatter(spec, tokenizer)? {
+        PromptFormatter::Chat(chat) => chat.end_of_turn().to_vec(),
+        _ => tokenizer.eos.iter().cloned().collect(),
+    })
+}
+
 fn chat_prompt(rendered: Result<String, FieldError>) -> Result<Prompt> {
     let text = rendered.map_err(|error| Error::Data {
         path: "<prompt>".into(),
@@ -389,6 +398,16 @@ mod tests {
             from_history.text,
             "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\nhello<|im_end|>\n<|im_start|>user\nagain<|im_end|>\n<|im_start|>assistant\n"
         );
+    }
+
+    #[test]
+    fn conversations_stop_at_the_end_of_turn() {
+        let chat = FormatSpec {
+            chat_template: Some("chatml".into()),
+            ..spec("chat_template")
+        };
+        assert!(stop_texts(&chat, &info()).unwrap().contains(&"<|im_end|>".to_owned()));
+        assert_eq!(stop_texts(&spec("alpaca"), &info()).unwrap(), vec!["</s>".to_owned()]);
     }
 
     #[test]
