@@ -141,6 +141,14 @@ def _load_weights(model: Any, folder: Path) -> None:
         raise ConfigError(
             f"resume_from_checkpoint: {folder} has weights this model lacks: {result.unexpected_keys[:5]}"
         )
+    # save_pretrained writes one copy of tied weights (lm_head tied to embed_tokens); other gaps are errors.
+    names_by_tensor: dict[int, list[str]] = {}
+    for name, parameter in model.named_parameters(remove_duplicate=False):
+        names_by_tensor.setdefault(id(parameter), []).append(name)
+    tied = {name for names in names_by_tensor.values() if len(names) > 1 for name in names}
+    missing = [name for name in result.missing_keys if name not in tied]
+    if missing:
+        raise ConfigError(f"resume_from_checkpoint: {folder} lacks weights of this model: {missing[:5]}")
 
 
 def load_checkpoint(
