@@ -99,3 +99,23 @@ def test_merge_without_an_adapter_is_a_clear_error(
     assert "--lora_model_dir" in err
     assert main(["merge-lora", str(config), "--adapter="]) == 2
     assert "lora_model_dir" in capsys.readouterr().err
+
+
+def test_inference_with_the_adapter_equals_inference_with_the_merged_model(
+    tmp_path: Path, tiny_llama_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "rows.jsonl").write_text('{"instruction": "a", "output": "b"}\n')
+    adapter = make_adapter(tiny_llama_dir, tmp_path / "adapter", seed=2)
+    config = write_config(tmp_path, tiny_llama_dir)
+    assert main(["merge-lora", str(config), f"--lora_model_dir={adapter}"]) == 0
+    greedy = ["--prompt", "Name a colour.", "--temperature=0", "--max_new_tokens=8", "--repetition_penalty=1"]
+    capsys.readouterr()
+    assert main(["inference", str(config), f"--lora_model_dir={adapter}", *greedy]) == 0
+    with_adapter = capsys.readouterr()
+    assert f"adapter {adapter} |" in with_adapter.err
+    merged = ["--adapter=", f"--base_model={adapter / 'merged'}"]
+    assert main(["inference", str(config), *merged, *greedy]) == 0
+    from_merged = capsys.readouterr()
+    assert "adapter none" in from_merged.err
+    assert with_adapter.out.strip()
+    assert from_merged.out == with_adapter.out
