@@ -1,6 +1,7 @@
 """Type stubs of the native extension. Users import from axr.* modules, not from here."""
 
 from collections.abc import Callable
+from typing import final
 
 import numpy as np
 from numpy.typing import NDArray
@@ -73,8 +74,9 @@ def chat_style_source(name: str) -> str: ...
 def chat_style_names() -> list[str]: ...
 
 # --- inference prompts (rust/axr-py/src/prompt.rs); users call axr.inference.PromptBuilder ---
+@final
 class PromptRenderer:
-    def __init__(self, format_spec: str, tokenizer_dir: str, added_tokens: str = "{}") -> None: ...
+    def __new__(cls, format_spec: str, tokenizer_dir: str, added_tokens: str = "{}") -> PromptRenderer: ...
     def render(
         self,
         *,
