@@ -47,7 +47,7 @@ test-python: $(PY)  ## pytest (CPU, offline, tiny models)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 .PHONY: test
-test: install build-dev lint-rust lint-python test-rust test-python  ## Everything CI runs
+test: install lint-rust lint-python test-rust test-python  ## Everything CI runs
 
 .PHONY: bench
 bench:  ## Rust criterion benchmarks (packing)
