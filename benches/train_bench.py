@@ -1,6 +1,6 @@
 """CPU training throughput: packed vs padded batches on the same data and model; data-wait share.
 
-    python benches/train_bench.py [--steps 30] [--hidden 128] [--sequence-len 512]
+    python benches/train_bench.py [--steps 12] [--hidden 512] [--layers 4] [--sequence-len 512]
 
 Both runs train the same tiny random Llama (built locally, Mistral tokenizer) on
 the same synthetic rows (log-normal lengths, as in SFT sets; the first third of
@@ -9,7 +9,9 @@ path: the rows are written as pretokenized JSONL, `train` builds the prepared
 store (memory-mapped) and reads it through the packing sampler or the padded
 plan. Throughput counts real tokens only (padding is work, not progress). The
 data-wait share is the time spent building a step's batches (sampler + reading
-the store + collating) over the step time. Prints one JSON object.
+the store + collating) over the step time. On a shared machine compare the
+tokens per CPU-second (this process's CPU time, all threads): wall time there
+measures the neighbours too. Prints one JSON object.
 """
 
 from __future__ import annotations
@@ -108,12 +110,14 @@ def run(
     timed = [line for line in lines if "tokens" in line][args.warmup :]
     tokens = sum(line["tokens"] for line in timed)
     seconds = sum(line["step_seconds"] for line in timed)
+    cpu_seconds = sum(line["step_cpu_seconds"] for line in timed)
     data_seconds = sum(line["data_seconds"] for line in timed)
     return {
         "rows_per_micro_batch": args.packed_rows if packing else rows_per_step,
         "timed_steps": len(timed),
         "real_tokens": tokens,
         "tokens_per_second": tokens / seconds,
+        "tokens_per_cpu_second": tokens / cpu_seconds,
         "median_step_seconds": statistics.median(line["step_seconds"] for line in timed),
         "data_wait_share": data_seconds / seconds,
         "final_loss": result.losses[-1],
@@ -163,6 +167,8 @@ def main() -> int:
         "packed": packed,
         "padded": padded,
         "packed_over_padded_tokens_per_second": packed["tokens_per_second"] / padded["tokens_per_second"],
+        "packed_over_padded_tokens_per_cpu_second": packed["tokens_per_cpu_second"]
+        / padded["tokens_per_cpu_second"],
     }
     print(json.dumps(report, indent=2))
     return 0

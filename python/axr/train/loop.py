@@ -284,7 +284,7 @@ def train(cfg: Any, *, data: TrainingData | None = None) -> TrainResult:
     watchdog_strikes = 0
     device = accelerator.device
     for step in range(state["step"], total_steps):
-        step_start = time.perf_counter()
+        step_start, step_cpu_start = time.perf_counter(), time.process_time()
         # 1. this step's micro-batches: never across an epoch boundary
         batches: list[dict[str, Any]] = []
         for _ in range(accumulation):
@@ -338,6 +338,8 @@ def train(cfg: Any, *, data: TrainingData | None = None) -> TrainResult:
             "tokens": int(tokens),
             "tokens_per_second": tokens / seconds,
             "step_seconds": seconds,
+            # CPU time of this process (all threads): comparable between runs on a shared machine.
+            "step_cpu_seconds": time.process_time() - step_cpu_start,
             "data_seconds": data_seconds,
         }
         should_log = (step + 1) % logging_steps == 0 or step + 1 == total_steps
