@@ -140,6 +140,12 @@ def options_from_config(cfg: Any) -> dict[str, Any]:
         "prepared_dir": str(getattr(cfg, "dataset_prepared_path", None) or DEFAULT_PREPARED_DIR),
         "num_threads": getattr(cfg, "dataset_processes", None),
     }
+    # Axolotl's top-level chat template becomes the tokenizer's own for this run: conversation
+    # datasets that name none use it, and it is saved with the tokenizer for inference.
+    if getattr(cfg, "chat_template", None) is not None:
+        options["chat_template"] = cfg.chat_template
+        if getattr(cfg, "chat_template_jinja", None) is not None:
+            options["chat_template_jinja"] = cfg.chat_template_jinja
     return options
 
 

@@ -186,6 +186,17 @@ impl Encoder {
         })
     }
 
+    /// Use `source` as the tokenizer's chat template (Axolotl's top-level `chat_template`):
+    /// formatters see it as `tokenizer_default`, [`Encoder::save`] writes it into
+    /// tokenizer_config.json so inference renders the same way, and the fingerprint changes.
+    pub fn set_chat_template(&mut self, source: String) {
+        self.fingerprint.push(0);
+        self.fingerprint.extend_from_slice(source.as_bytes());
+        self.config
+            .insert("chat_template".into(), Value::String(source.clone()));
+        self.info.chat_template = Some(source);
+    }
+
     /// What formatters need to know: BOS/EOS text and the chat template.
     pub fn info(&self) -> TokenizerInfo {
         self.info.clone()

@@ -64,6 +64,13 @@ pub struct PreprocessOptions {
     /// Tokens per store shard file. Not part of the fingerprint.
     #[serde(default = "default_shard_tokens")]
     pub shard_tokens: u64,
+    /// Top-level `chat_template` (a style, `tokenizer_default[_fallback_<style>]` or `jinja`): set as
+    /// the tokenizer's template, used by conversation datasets that name none, saved with the tokenizer.
+    #[serde(default)]
+    pub chat_template: Option<String>,
+    /// Top-level `chat_template_jinja`: the template text or file for `chat_template = "jinja"`.
+    #[serde(default)]
+    pub chat_template_jinja: Option<String>,
 }
 
 /// Where one dataset's rows come from, and how they are formatted.

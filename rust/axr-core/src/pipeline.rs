@@ -776,12 +776,19 @@ impl PipelineTokenizer for Encoder {
     }
 }
 
-fn load_encoder(options: &PreprocessOptions) -> Result<Encoder> {
+/// The tokenizer these options prepare data with (added tokens, top-level chat template);
+/// inference prompts are tokenized by the same one.
+pub fn load_encoder(options: &PreprocessOptions) -> Result<Encoder> {
     let added = AddedTokens {
         special_tokens: options.special_tokens.clone(),
         tokens: options.tokens.clone(),
     };
-    Encoder::from_dir(&options.tokenizer_dir, &added)
+    let mut encoder = Encoder::from_dir(&options.tokenizer_dir, &added)?;
+    if let Some(name) = &options.chat_template {
+        let jinja = options.chat_template_jinja.as_deref();
+        encoder.set_chat_template(crate::chat::template_source(name, jinja, &encoder.info())?);
+    }
+    Ok(encoder)
 }
 
 /// The formatter of one dataset entry: its format keys through [`FormatSpec`] and [`format::build`],

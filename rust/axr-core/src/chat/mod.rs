@@ -239,8 +239,24 @@ fn resolve_template(
         (None, None) if kind.is_sharegpt_family() => ("conversation", "vicuna_v1.1".to_owned()),
         (None, None) => ("chat_template", "tokenizer_default".to_owned()),
     };
+    resolve_named(key, &requested, options.chat_template_jinja.as_deref(), tokenizer)
+}
+
+/// The Jinja source of a template named the way configs name it (a style,
+/// `tokenizer_default[_fallback_<style>]` or `jinja`), e.g. for the top-level
+/// `chat_template` that is saved with the tokenizer.
+pub fn template_source(name: &str, jinja: Option<&str>, tokenizer: &TokenizerInfo) -> Result<String> {
+    resolve_named("chat_template", name, jinja, tokenizer).map(|(_, source, _)| source)
+}
+
+fn resolve_named(
+    key: &str,
+    requested: &str,
+    jinja: Option<&str>,
+    tokenizer: &TokenizerInfo,
+) -> Result<(String, String, Option<&'static styles::Style>)> {
     if requested == "jinja" {
-        let Some(jinja) = &options.chat_template_jinja else {
+        let Some(jinja) = jinja else {
             return Err(config_error(
                 "chat_template_jinja",
                 "chat_template = \"jinja\" needs chat_template_jinja (the template text or a file path)",
@@ -250,14 +266,17 @@ fn resolve_template(
         let source = if !looks_like_template && Path::new(jinja).is_file() {
             fs_err::read_to_string(jinja)?
         } else {
-            jinja.clone()
+            jinja.to_owned()
         };
         return Ok(("chat_template_jinja".to_owned(), source, None));
     }
     let fallback = requested.strip_prefix("tokenizer_default_fallback_");
     if requested == "tokenizer_default" || fallback.is_some() {
         if let Some(source) = &tokenizer.chat_template {
-            return Ok(("tokenizer_default".to_owned(), source.clone(), None));
+            // A built-in style saved as the tokenizer's template (the top-level chat_template)
+            // keeps its end-of-turn marker.
+            let style = styles::STYLES.iter().find(|style| style.source == source);
+            return Ok(("tokenizer_default".to_owned(), source.clone(), style));
         }
         let Some(style_name) = fallback else {
             return Err(config_error(
@@ -271,7 +290,7 @@ fn resolve_template(
         };
         return style_source(key, style_name);
     }
-    style_source(key, &requested)
+    style_source(key, requested)
 }
 
 fn style_source(key: &str, name: &str) -> Result<(String, String, Option<&'static styles::Style>)> {
@@ -390,14 +409,12 @@ pub fn build(kind: ConversationType, options: &ChatOptions, tokenizer: &Tokenize
     let bos = tokenizer.bos.clone().unwrap_or_default();
     let eos = tokenizer.eos.clone().unwrap_or_default();
     let template = ChatTemplate::new(&name, &source, &bos, &eos).map_err(|message| {
-        config_error(
-            if style.is_some() {
-                "chat_template"
-            } else {
-                "chat_template_jinja"
-            },
-            message,
-        )
+        let key = if name == "chat_template_jinja" {
+            "chat_template_jinja"
+        } else {
+            "chat_template"
+        };
+        config_error(key, message)
     })?;
 
     let (table, extra_output_roles) = role_table(kind, options);

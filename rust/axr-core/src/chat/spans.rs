@@ -16,7 +16,8 @@
 //! edges   outer:  ⟨i "  Hi  " i⟩           content untouched by the template
 //!         inner:  "  " ⟨i "Hi" i⟩ "  "     templates that .strip()/|trim content
 //! empties all marked, then those of untrained roles left bare, then all left
-//!         bare (templates that test `{% if message.content %}`)
+//!         bare (templates that test `{% if message.content %}`); with inner
+//!         wrapping, all-whitespace content counts as empty
 //! ```
 //! Outer wrappings come first (with each treatment of empties), so a template
 //! that keeps edge whitespace trains it.
@@ -62,14 +63,16 @@ fn is_marker(character: char) -> bool {
 fn wrap(content: &str, index: usize, (edges, empties): (Edges, Empties), trained: bool) -> String {
     let open = char::from_u32(OPEN_BASE + index as u32).expect("index below MAX_MESSAGES");
     let close = char::from_u32(CLOSE_BASE + index as u32).expect("index below MAX_MESSAGES");
-    let leave_bare = content.is_empty()
+    // After a trim, all-whitespace content is as empty as "" to `{% if %}`.
+    let empty = content.is_empty() || (edges == Edges::Inner && content.trim().is_empty());
+    let leave_bare = empty
         && match empties {
             Empties::Marked => false,
             Empties::BareWhenUntrained => !trained,
             Empties::Bare => true,
         };
     if leave_bare {
-        return String::new();
+        return content.to_owned();
     }
     if edges == Edges::Outer {
         return format!("{open}{content}{close}");
@@ -143,7 +146,7 @@ pub fn content_spans(
     let has_edge_whitespace = messages
         .iter()
         .any(|message| message.content.trim().len() != message.content.len());
-    let has_empty = messages.iter().any(|message| message.content.is_empty());
+    let has_empty = messages.iter().any(|message| message.content.trim().is_empty());
     let edges: &[Edges] = if has_edge_whitespace {
         &[Edges::Outer, Edges::Inner]
     } else {
@@ -281,6 +284,22 @@ mod tests {
         .unwrap();
         assert_eq!(found.text, "<x><>");
         assert_eq!(shown(&found), vec![vec!["x"], vec![""], vec![]]);
+    }
+
+    #[test]
+    fn emptiness_tests_after_trimming() {
+        // gemma-style: a system prompt that trims to nothing is not shown at all.
+        let source = "{% set system = messages[0].content | trim %}{% if system %}[{{ system }}]{% endif %}\
+                      {% for m in messages[1:] %}<{{ m.content | trim }}>{% endfor %}";
+        let template = ChatTemplate::new("t", source, "", "").unwrap();
+        let found = content_spans(
+            &template,
+            &messages(&[("system", " \t "), ("user", " q"), ("assistant", "a ")]),
+            &[false, false, true],
+        )
+        .unwrap();
+        assert_eq!(found.text, "<q><a>");
+        assert_eq!(shown(&found), vec![vec![], vec!["q"], vec!["a"]]);
     }
 
     #[test]

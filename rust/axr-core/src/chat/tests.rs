@@ -443,3 +443,37 @@ fn format_build_dispatches_conversation_types() {
         .to_string();
     assert!(error.contains("did you mean 'sharegpt'"), "{error}");
 }
+
+#[test]
+fn template_source_resolves_config_names() {
+    assert_eq!(
+        template_source("chatml", None, &mistral_info(None)).unwrap(),
+        styles::find("chatml").unwrap().source
+    );
+    assert_eq!(
+        template_source("tokenizer_default", None, &mistral_info(Some("{{ x }}"))).unwrap(),
+        "{{ x }}"
+    );
+    assert_eq!(
+        template_source("jinja", Some("{{ y }}"), &mistral_info(None)).unwrap(),
+        "{{ y }}"
+    );
+    assert!(template_source("jinja", None, &mistral_info(None)).is_err());
+}
+
+#[test]
+fn a_style_saved_as_the_tokenizer_template_keeps_its_end_of_turn() {
+    let llama3 = styles::find("llama3").unwrap().source;
+    let formatter = build(
+        ConversationType::ChatTemplate,
+        &ChatOptions::default(),
+        &mistral_info(Some(llama3)),
+    )
+    .unwrap();
+    let rendered = formatter
+        .render_row(&row(
+            r#"{"messages":[{"role":"user","content":"q"},{"role":"assistant","content":"a"}]}"#,
+        ))
+        .unwrap();
+    assert_eq!(trained_texts(&rendered), vec!["a<|eot_id|>"]);
+}

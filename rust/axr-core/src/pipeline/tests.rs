@@ -102,6 +102,8 @@ fn options(dir: &Path, files: &[&Path]) -> PreprocessOptions {
         shuffle_merged_datasets: false,
         val_set_size: 0.0,
         seed: 42,
+        chat_template: None,
+        chat_template_jinja: None,
         dataset_shard_num: None,
         dataset_shard_idx: None,
         prepared_dir: dir.join("prepared"),
