@@ -549,9 +549,11 @@ pub fn preprocess_with(
     progress: &mut dyn Progress,
 ) -> Result<Prepared> {
     let started = Instant::now();
-    let plan = plan(options, tokenizer, progress)?;
+    options.validate()?;
+    // Formatters first: a wrong format key fails before the inputs are hashed.
     let train_formatters = build_formatters(&options.datasets, "datasets", build)?;
     let eval_formatters = build_formatters(&options.test_datasets, "test_datasets", build)?;
+    let plan = plan(options, tokenizer, progress)?;
     let root = options.prepared_dir.join(&plan.fingerprint);
     if let Some(stores) = existing(&root)? {
         return Ok(Prepared {
