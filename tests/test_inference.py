@@ -96,15 +96,23 @@ def test_train_on_inputs_does_not_change_the_prompt(tmp_path: Path, mistral_toke
         assert expected.endswith("<|im_start|>assistant\n")
 
 
+@pytest.mark.parametrize(
+    ("dataset", "top"),
+    [
+        ('type = "chat_template"\nchat_template = "chatml"', ""),
+        # The top-level template becomes the tokenizer's, which the dataset uses by default.
+        ('type = "chat_template"', 'chat_template = "chatml"'),
+    ],
+    ids=["dataset-template", "top-level-template"],
+)
 def test_chat_prompt_ids_are_the_preprocessed_ids_before_the_last_answer(
-    tmp_path: Path, mistral_tokenizer_dir: Path
+    tmp_path: Path, mistral_tokenizer_dir: Path, dataset: str, top: str
 ) -> None:
     from transformers import AutoTokenizer
 
     from axr._native import chat_style_source
 
-    dataset = 'type = "chat_template"\nchat_template = "chatml"'
-    config = write_config(tmp_path, mistral_tokenizer_dir, CHAT_ROWS, dataset)
+    config = write_config(tmp_path, mistral_tokenizer_dir, CHAT_ROWS, dataset, top=top)
     prepared = prepared_rows(config)
     assert len(prepared) == len(CHAT_ROWS)
     builder = PromptBuilder.from_config(load_config(config))

@@ -48,21 +48,20 @@ class RenderedPrompt:
     empty_fields: list[str] = field(default_factory=list)
 
 
-def _added_tokens(cfg: Any) -> dict[str, Any]:
-    """``special_tokens`` and ``tokens`` of the config, as preprocessing adds them."""
+def preprocess_options_of(cfg: Any) -> dict[str, Any]:
+    """The preprocessing options of ``cfg`` (``axr.data.options_from_config``): how preprocessing set
+    the tokenizer up. A config without datasets (raw prompts only) gets a placeholder entry, which
+    reads no file."""
     from axr.data import options_from_config
 
     if cfg.datasets:
-        options = options_from_config(cfg)
-        return {"special_tokens": options["special_tokens"], "tokens": options["tokens"]}
-    special = cfg.special_tokens.model_dump(exclude_none=True) if cfg.special_tokens else {}
-    return {"special_tokens": special, "tokens": list(cfg.tokens or [])}
+        return options_from_config(cfg)
+    placeholder = {"path": "-", "type": RAW_FORMAT["type"]}
+    return options_from_config(cfg.model_copy(update={"datasets": [placeholder]}))
 
 
 def format_keys_of(cfg: Any, dataset_index: int = 0) -> dict[str, Any]:
     """The format keys of ``datasets[dataset_index]`` exactly as preprocessing receives them."""
-    from axr.data import options_from_config
-
     if not cfg.datasets:
         raise ConfigError(
             "datasets: the prompt format comes from a datasets entry; add the one the model was trained "
@@ -73,20 +72,22 @@ def format_keys_of(cfg: Any, dataset_index: int = 0) -> dict[str, Any]:
             f"--dataset {dataset_index}: the config has {len(cfg.datasets)} datasets entries "
             f"(0..{len(cfg.datasets) - 1})"
         )
-    format_keys: dict[str, Any] = options_from_config(cfg)["datasets"][dataset_index]["format"]
+    format_keys: dict[str, Any] = preprocess_options_of(cfg)["datasets"][dataset_index]["format"]
     return format_keys
 
 
 class PromptBuilder:
     """Renders prompts with one dataset's format and the training tokenizer (loaded once)."""
 
-    def __init__(self, format_keys: dict[str, Any], tokenizer_dir: str, added_tokens: dict[str, Any]) -> None:
+    def __init__(self, options: dict[str, Any], format_keys: dict[str, Any]) -> None:
+        """``options``: the config's preprocessing options (tokenizer set-up); ``format_keys``: the
+        format of one dataset entry (``options["datasets"][i]["format"]``)."""
         from axr._native import PromptRenderer
 
         self.format_keys = dict(format_keys)
         self.raw = self.format_keys == RAW_FORMAT
         self.is_chat = self.format_keys.get("type") in CONVERSATION_TYPES
-        self._renderer = PromptRenderer(json.dumps(self.format_keys), tokenizer_dir, json.dumps(added_tokens))
+        self._renderer = PromptRenderer(json.dumps(options), json.dumps(self.format_keys))
 
     @property
     def stop_texts(self) -> list[str]:
@@ -96,12 +97,10 @@ class PromptBuilder:
     @classmethod
     def from_config(cls, cfg: Any, *, prompter: str = "dataset", dataset_index: int = 0) -> PromptBuilder:
         """The builder for ``cfg``: its dataset's format, or raw text when ``prompter == "none"``."""
-        from axr.data.preprocess import tokenizer_dir_for
-
         if prompter not in PROMPTERS:
             raise ConfigError(f"--prompter: {prompter!r} is not one of {', '.join(PROMPTERS)}")
         keys = RAW_FORMAT if prompter == "none" else format_keys_of(cfg, dataset_index)
-        return cls(keys, str(tokenizer_dir_for(cfg)), _added_tokens(cfg))
+        return cls(preprocess_options_of(cfg), keys)
 
     def render_text(self, text: str) -> RenderedPrompt:
         """The user's text as the instruction (or user message, or text to continue)."""

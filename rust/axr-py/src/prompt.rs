@@ -1,11 +1,11 @@
 //! Binding of `axr_core::format::render_prompt`: inference prompts rendered by
 //! the training formatters and tokenized by the training tokenizer.
 
-use std::path::PathBuf;
-
 use axr_core::chat::render::TemplateMessage;
-use axr_core::encode::{AddedTokens, Encoder};
+use axr_core::encode::Encoder;
 use axr_core::format::{PromptRequest, render_prompt, stop_texts};
+use axr_core::options::PreprocessOptions;
+use axr_core::pipeline;
 use axr_core::{Error, FormatSpec, RenderedText, Sample, TokenizerInfo};
 use numpy::{IntoPyArray, PyArray1};
 use pyo3::prelude::*;
@@ -30,18 +30,17 @@ pub struct PyPromptRenderer {
 
 #[pymethods]
 impl PyPromptRenderer {
-    /// `format_spec`: the dataset's format keys as JSON (what preprocessing gets);
-    /// `added_tokens`: `{"special_tokens": {...}, "tokens": [...]}` as JSON.
+    /// `options_json`: the preprocessing options of the config (`axr.data.options_from_config`),
+    /// which say how the tokenizer is set up (added tokens, top-level chat template);
+    /// `format_spec`: the format keys of the dataset whose prompt format to use, as JSON.
     #[new]
-    #[pyo3(signature = (format_spec, tokenizer_dir, added_tokens = "{}"))]
-    fn new(py: Python<'_>, format_spec: &str, tokenizer_dir: &str, added_tokens: &str) -> PyResult<Self> {
+    fn new(py: Python<'_>, options_json: &str, format_spec: &str) -> PyResult<Self> {
+        let options: PreprocessOptions =
+            serde_json::from_str(options_json).map_err(|error| config_error("preprocess options", &error))?;
         let spec: FormatSpec =
             serde_json::from_str(format_spec).map_err(|error| config_error("format_spec", &error))?;
-        let added: AddedTokens =
-            serde_json::from_str(added_tokens).map_err(|error| config_error("added_tokens", &error))?;
-        let directory = PathBuf::from(tokenizer_dir);
         let encoder = py
-            .detach(|| Encoder::from_dir(&directory, &added))
+            .detach(|| pipeline::load_encoder(&options))
             .map_err(PyAxrError::from)?;
         let info = encoder.info();
         // Build once so a bad format is an error at load time, not at the first prompt.
