@@ -258,6 +258,7 @@ TRAINED_QUESTIONS = [
 ]
 
 
+@pytest.mark.slow
 def test_a_model_trained_by_axr_train_answers_through_axr_inference(
     tmp_path: Path, tiny_llama_dir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
