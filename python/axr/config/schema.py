@@ -490,6 +490,8 @@ class AxrConfig(BaseModel):
     """ReLoRA: merge LoRA weights on the CPU at restarts."""
 
     # ---- tracking -----------------------------------------------------------
+    use_tensorboard: bool = False
+    """Log to TensorBoard under ``output_dir`` (needs the tensorboard package)."""
     wandb_mode: str | None = None
     """wandb mode: ``online``, ``offline`` or ``disabled``."""
     wandb_project: str | None = None
@@ -619,6 +621,8 @@ class AxrConfig(BaseModel):
     """Fuse part of the MLP."""
     sdp_attention: bool | None = None
     """Use PyTorch scaled-dot-product attention."""
+    eager_attention: bool | None = None
+    """Use transformers' eager (plain PyTorch) attention, for debugging."""
     s2_attention: bool | None = None
     """Shifted-sparse attention (Llama only)."""
 
