@@ -1,0 +1,22 @@
+"""Fixtures of the conversation tests: a byte-level BPE tokenizer and the shared corpus."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from axr.testing.conversations import generate_conversations
+from axr.testing.tokenizers import build_tekken_tokenizer
+
+
+@pytest.fixture(scope="session")
+def tekken_tokenizer_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Mistral's tekken (tiktoken-style byte-level BPE, 131k vocab) as a tokenizer.json folder."""
+    return build_tekken_tokenizer(tmp_path_factory.mktemp("tekken-tokenizer"))
+
+
+@pytest.fixture(scope="session")
+def conversations() -> list[list[dict[str, str]]]:
+    """240 awkward conversations (see axr.testing.conversations)."""
+    return generate_conversations(240, seed=0)
