@@ -40,7 +40,8 @@ lint-python: $(PY)  ## ruff lint + format check, mypy on python/axr
 
 .PHONY: test-rust
 test-rust:  ## Rust unit, property and integration tests of the core
-	cargo test --workspace --exclude axr-py
+	# --release shares compiled dependencies with the extension build (maturin builds release).
+	cargo test --release --workspace --exclude axr-py
 
 .PHONY: test-python
 test-python: $(PY)  ## pytest (CPU, offline, tiny models)
