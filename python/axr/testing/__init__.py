@@ -5,6 +5,11 @@ ship (``mistral-common``), and models are random-initialised from a config.
 """
 
 from axr.testing.models import build_tiny_llama
-from axr.testing.tokenizers import build_mistral_tokenizer, mistral_common_data_dir
+from axr.testing.tokenizers import build_mistral_tokenizer, build_tekken_tokenizer, mistral_common_data_dir
 
-__all__ = ["build_mistral_tokenizer", "build_tiny_llama", "mistral_common_data_dir"]
+__all__ = [
+    "build_mistral_tokenizer",
+    "build_tekken_tokenizer",
+    "build_tiny_llama",
+    "mistral_common_data_dir",
+]
