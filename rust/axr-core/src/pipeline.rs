@@ -812,11 +812,15 @@ fn build_formatter(info: &TokenizerInfo, format_keys: &Value, key: &str) -> Resu
 /// `axr preprocess`: build the stores the options describe, or reuse them when an identical
 /// run already did (same inputs' bytes, tokenizer, formats and settings).
 pub fn preprocess(options: &PreprocessOptions, progress: &mut dyn Progress) -> Result<Prepared> {
+    let started = Instant::now();
     options.validate()?;
     let encoder = load_encoder(options)?;
     let info = encoder.info();
     let build = |format_keys: &Value, key: &str| build_formatter(&info, format_keys, key);
-    preprocess_with(options, &encoder, &build, progress)
+    let mut prepared = preprocess_with(options, &encoder, &build, progress)?;
+    // The reported time includes loading the tokenizer, part of every run, reused or not.
+    prepared.seconds = started.elapsed().as_secs_f64();
+    Ok(prepared)
 }
 
 /// Where [`preprocess`] puts (or found) the stores of these options, without building them.
