@@ -57,7 +57,10 @@ pub struct FieldError {
 impl FieldError {
     /// A new error about `field`.
     pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
-        Self { field: field.into(), message: message.into() }
+        Self {
+            field: field.into(),
+            message: message.into(),
+        }
     }
 }
 
