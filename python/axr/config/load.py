@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import contextlib
 import os
+import tomllib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
-import tomllib
 import yaml
 from pydantic import TypeAdapter, ValidationError
 
