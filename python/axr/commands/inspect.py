@@ -30,6 +30,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--index", type=int, action="append", help="show this sample (repeatable)")
     parser.add_argument("--ids", action="store_true", help="also print every token as piece(id, label)")
     parser.add_argument("--split", default="train", help="train or eval, for a config or prepared root")
+    parser.add_argument(
+        "--doctor", action="store_true", help="report data problems (see docs/chat.md) instead of samples"
+    )
+    parser.add_argument("--json", action="store_true", help="with --doctor: print the report as JSON")
     parser.set_defaults(func=run, accepts_overrides=True)
 
 
@@ -55,7 +59,10 @@ def run(args: argparse.Namespace) -> int:
     from axr.data import PreparedDataset
     from axr.errors import ConfigError
 
-    dataset = PreparedDataset(_store_path(args.target, args.split, args.overrides))
+    store = _store_path(args.target, args.split, args.overrides)
+    if args.doctor:
+        return _doctor(store, as_json=args.json)
+    dataset = PreparedDataset(store)
     tokenizer = Tokenizer.from_file(str(dataset.tokenizer_dir / "tokenizer.json"))
     indices = args.index if args.index else list(range(min(args.n, len(dataset))))
     colour = sys.stdout.isatty()
@@ -63,11 +70,21 @@ def run(args: argparse.Namespace) -> int:
     for index in indices:
         if not -len(dataset) <= index < len(dataset):
             raise ConfigError(f"--index {index}: the store has {len(dataset)} samples")
-        input_ids, labels = dataset[index]
+    samples = {index: dataset[index] for index in indices}
+    conversations = _conversation_rows(dataset.path, samples)
+    for index in indices:
+        input_ids, labels = samples[index]
         ids = [int(token) for token in input_ids]
         trained = [int(label) != -100 for label in labels]
         print(f"\n--- sample {index}: {len(ids)} tokens, {sum(trained)} trained ---")
-        print(render_marked(tokenizer, ids, trained, colour=colour))
+        found = conversations.get(index)
+        if found is None:
+            print(render_marked(tokenizer, ids, trained, colour=colour))
+        else:
+            print(f"(source {found[0]})")
+            for role, start, end in found[1]:
+                text = render_marked(tokenizer, ids, trained, colour=colour, start=start, end=end)
+                print(f"[{role}] {text}")
         if args.ids:
             print(render_ids(tokenizer, ids, [int(label) for label in labels]))
     return 0
@@ -83,22 +100,102 @@ def _runs(trained: list[bool]) -> list[tuple[int, int, bool]]:
     return runs
 
 
-def render_marked(tokenizer: Any, ids: list[int], trained: list[bool], *, colour: bool) -> str:
-    """The sample's text with trained runs marked; runs are cut out of prefix decodes so the
-    text reads exactly as the whole sample decodes (no spaces lost at run boundaries)."""
+def render_marked(
+    tokenizer: Any,
+    ids: list[int],
+    trained: list[bool],
+    *,
+    colour: bool,
+    start: int = 0,
+    end: int | None = None,
+) -> str:
+    """The text of tokens ``start:end`` with trained runs marked; runs are cut out of prefix decodes
+    so the text reads exactly as the whole sample decodes (no spaces lost at run boundaries)."""
     pieces: list[str] = []
-    previous = ""
-    for start, end, is_trained in _runs(trained):
-        decoded = tokenizer.decode(ids[:end], skip_special_tokens=False)
+    stop = len(ids) if end is None else end
+    previous = tokenizer.decode(ids[:start], skip_special_tokens=False) if start else ""
+    for run_start, run_end, is_trained in _runs(trained[start:stop]):
+        start_at, end_at = start + run_start, start + run_end
+        decoded = tokenizer.decode(ids[:end_at], skip_special_tokens=False)
         if decoded.startswith(previous):
             text = decoded[len(previous) :]
         else:  # a multi-byte character split across runs: decode the run on its own
-            text = tokenizer.decode(ids[start:end], skip_special_tokens=False)
+            text = tokenizer.decode(ids[start_at:end_at], skip_special_tokens=False)
         previous = decoded
         if is_trained:
             text = f"{_GREEN}{text}{_RESET}" if colour else f"[[{text}]]"
         pieces.append(text)
     return "".join(pieces)
+
+
+def _doctor(store: Path, *, as_json: bool) -> int:
+    import json
+
+    from axr.data.doctor import diagnose, report_lines
+
+    report = diagnose(store)
+    print(json.dumps(report, indent=2) if as_json else "\n".join(report_lines(report)))
+    return 0
+
+
+def _conversation_rows(
+    store: Path, samples: dict[int, Any]
+) -> dict[int, tuple[str, list[tuple[str, int, int]]]]:
+    """For samples of conversation datasets: their source row and turns as ``(role, first token,
+    end token)``. A store keeps no sample → row map, so the source rows are encoded again (natively,
+    as preprocessing did) until each sample's exact ids are found: the cost of one pass over the
+    conversation datasets at most. Samples not found, or whose token offsets the Python tokenizer
+    cannot reproduce, are shown whole."""
+    from axr.data.doctor import CONVERSATION_TYPES, StoreRows
+
+    rows = StoreRows(store)
+    if not any(entry["format"].get("type") in CONVERSATION_TYPES for _, entry in rows.datasets()):
+        return {}
+    wanted: dict[tuple[int, ...], list[int]] = {}
+    for index, (input_ids, _) in samples.items():
+        wanted.setdefault(tuple(int(token) for token in input_ids), []).append(index)
+    found: dict[int, tuple[str, list[tuple[str, int, int]]]] = {}
+    for key, entry in rows.datasets():
+        if entry["format"].get("type") not in CONVERSATION_TYPES:
+            continue
+        for row in rows.rows(entry, key):
+            if not wanted:
+                return found
+            if row is None or tuple(row.ids) not in wanted:
+                continue
+            starts = rows.token_starts(row)
+            indices = wanted.pop(tuple(row.ids))
+            if starts is None or not row.turns:
+                continue
+            turns = _turn_tokens(row, starts)
+            for index in indices:
+                found[index] = (row.location, turns)
+    return found
+
+
+def _turn_tokens(row: Any, starts: list[int]) -> list[tuple[str, int, int]]:
+    """Each turn's tokens: from the end of the previous turn (its end-of-turn text, else its
+    content) to the end of its own; template text before a turn's content (role headers) belongs
+    to it, and whatever follows the last turn to the last."""
+    bounds = []
+    for turn in row.turns:
+        ends = [end for _, end in turn.content]
+        if turn.end_of_turn is not None:
+            ends.append(turn.end_of_turn[1])
+        bounds.append(max(ends) if ends else None)
+    turns: list[tuple[str, int, int]] = []
+    first = 0
+    for number, (turn, bound) in enumerate(zip(row.turns, bounds, strict=True)):
+        if number == len(row.turns) - 1:
+            last = len(starts)
+        elif bound is None:
+            last = first
+        else:
+            last = next((position for position, byte in enumerate(starts) if byte >= bound), len(starts))
+            last = max(last, first)
+        turns.append((turn.role, first, last))
+        first = last
+    return turns
 
 
 def render_ids(tokenizer: Any, ids: list[int], labels: list[int]) -> str:

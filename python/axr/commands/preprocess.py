@@ -18,6 +18,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("config", help="the config file (.toml, .yaml or .yml)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar, even on a terminal")
+    parser.add_argument(
+        "--no-doctor", action="store_true", help="skip the data doctor (it reads the datasets once more)"
+    )
     parser.set_defaults(func=run, accepts_overrides=True)
 
 
@@ -29,6 +32,11 @@ def run(args: argparse.Namespace) -> int:
     result = preprocess(cfg, progress=False if args.no_progress else None)
     for line in summary_lines(result, cfg):
         print(line)
+    if not args.no_doctor and "train" in result.stores:
+        from axr.data.doctor import diagnose, report_lines
+
+        for line in report_lines(diagnose(result.stores["train"])):
+            print(line)
     return 0
 
 

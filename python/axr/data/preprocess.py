@@ -182,6 +182,10 @@ def preprocess(
     else:
         report = json.loads(native_preprocess(options_json, progress=callback))
     stores = {split: Path(path) for split, path in report["stores"].items()}
+    if getattr(cfg, "special_tokens_in_text", "report") == "error" and "train" in stores:
+        from axr.data.doctor import StoreRows, check_special_tokens
+
+        check_special_tokens(StoreRows(stores["train"]))
     return PreprocessResult(
         root=Path(report["root"]),
         fingerprint=report["fingerprint"],
