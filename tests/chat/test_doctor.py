@@ -128,3 +128,14 @@ def test_inspect_shows_turns_and_doctor(preprocess_workspace: Any, capsys: Any) 
     assert main(["inspect", str(store), "--doctor"]) == 0
     out = capsys.readouterr().out
     assert "missing bos: 4" in out
+
+
+def test_preprocess_summary_carries_the_doctor(preprocess_workspace: Any, capsys: Any) -> None:
+    rows = [_chat("hi", "hello"), _chat("what is </s>?", "a token")]
+    data, config, _ = _store(preprocess_workspace, rows, dataset='chat_template = "chatml"')
+    assert main(["preprocess", str(config)]) == 0
+    out = capsys.readouterr().out
+    assert "doctor 2 rows examined" in out
+    assert f"special tokens in text: 1 (e.g. {data}:2)" in out
+    assert main(["preprocess", str(config), "--no-doctor"]) == 0
+    assert "doctor" not in capsys.readouterr().out

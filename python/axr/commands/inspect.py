@@ -57,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
     from tokenizers import Tokenizer
 
     from axr.data import PreparedDataset
-    from axr.errors import ConfigError
+    from axr.errors import AxrError, ConfigError
 
     store = _store_path(args.target, args.split, args.overrides)
     if args.doctor:
@@ -71,7 +71,11 @@ def run(args: argparse.Namespace) -> int:
         if not -len(dataset) <= index < len(dataset):
             raise ConfigError(f"--index {index}: the store has {len(dataset)} samples")
     samples = {index: dataset[index] for index in indices}
-    conversations = _conversation_rows(dataset.path, samples)
+    try:
+        conversations = _conversation_rows(dataset.path, samples)
+    except AxrError as error:  # sources no longer readable (moved, parquet): whole samples
+        print(f"(turns not shown: {error})")
+        conversations = {}
     for index in indices:
         input_ids, labels = samples[index]
         ids = [int(token) for token in input_ids]

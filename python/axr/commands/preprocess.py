@@ -34,8 +34,13 @@ def run(args: argparse.Namespace) -> int:
         print(line)
     if not args.no_doctor and "train" in result.stores:
         from axr.data.doctor import diagnose, report_lines
+        from axr.errors import AxrError
 
-        for line in report_lines(diagnose(result.stores["train"])):
+        try:
+            lines = report_lines(diagnose(result.stores["train"]))
+        except AxrError as error:  # a source the doctor cannot read (parquet, arrow)
+            lines = [f"doctor skipped: {error}"]
+        for line in lines:
             print(line)
     return 0
 
