@@ -139,3 +139,21 @@ def test_preprocess_summary_carries_the_doctor(preprocess_workspace: Any, capsys
     assert f"special tokens in text: 1 (e.g. {data}:2)" in out
     assert main(["preprocess", str(config), "--no-doctor"]) == 0
     assert "doctor" not in capsys.readouterr().out
+
+
+def test_eval_store_of_test_datasets_is_read_from_them(preprocess_workspace: Any, capsys: Any) -> None:
+    train = preprocess_workspace.write_rows("train.jsonl", [_chat("train q", "train a")])
+    held_out = preprocess_workspace.write_rows("held_out.jsonl", [_chat("eval q", "<s> eval a")])
+    config = preprocess_workspace.config(
+        train,
+        type="chat_template",
+        top='chat_template = "mistral"',
+        dataset=f'[[test_datasets]]\npath = "{held_out}"\ntype = "chat_template"\n',
+    )
+    stores = preprocess(load_config(config), progress=False).stores
+    report = diagnose(stores["eval"])
+    assert report["rows"] == 1
+    assert report["findings"]["special_tokens_in_text"]["examples"] == [f"{held_out}:1"]
+    assert diagnose(stores["train"])["findings"]["special_tokens_in_text"]["count"] == 0
+    assert main(["inspect", str(config), "--split", "eval"]) == 0
+    assert f"(source {held_out}:1)" in capsys.readouterr().out

@@ -167,9 +167,14 @@ class StoreRows:
             self.chat_template = None
 
     def datasets(self) -> list[tuple[str, dict[str, Any]]]:
+        """``(key, entry)`` of the datasets the store's rows come from: ``test_datasets`` for an eval
+        store built from them, else ``datasets`` (an eval store cut by ``val_set_size`` included)."""
+        group = "datasets"
+        if self.meta.get("split") == "eval" and self.options.get("test_datasets"):
+            group = "test_datasets"
         return [
-            (entry["source"].get("key") or f"datasets[{index}]", entry)
-            for index, entry in enumerate(self.options["datasets"])
+            (entry["source"].get("key") or f"{group}[{index}]", entry)
+            for index, entry in enumerate(self.options[group])
         ]
 
     def rows(self, entry: dict[str, Any], key: str) -> Iterator[Row | None]:
