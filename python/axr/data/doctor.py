@@ -40,7 +40,7 @@ FINDINGS = (
 )
 EXAMPLES = 5
 TEMPLATE_SAMPLE = 32
-_BATCH = 256
+_BATCH = 2048
 CONVERSATION_TYPES = {
     "sharegpt",
     "sharegpt.load_role",
@@ -94,6 +94,7 @@ class Row:
     text: str | None = None
     turns: list[Turn] = field(default_factory=list)
     dataset_type: str | None = None
+    truncated: bool = False
 
 
 @dataclass
@@ -209,14 +210,15 @@ class StoreRows:
                 if item is None:
                     yield None
                     continue
-                ids = [int(token) for token in item[0]]
-                trained = [bool(flag) for flag in item[1]]
-                if len(ids) > limit:
+                ids: list[int] = item[0].tolist()
+                trained: list[bool] = item[1].tolist()
+                truncated = len(ids) > limit
+                if truncated:
                     if not truncate:
                         yield None  # dropped as too long, counted by preprocessing
                         continue
                     ids, trained = ids[:limit], trained[:limit]
-                row = Row(location, ids, trained, dataset_type=dataset_type)
+                row = Row(location, ids, trained, dataset_type=dataset_type, truncated=truncated)
                 if render is not None:
                     row.text = render[0]
                     row.turns = [Turn(*turn) for turn in render[2]]
@@ -287,12 +289,17 @@ def _end_of_turn_missing(rows: StoreRows, row: Row, train_on_eos: str) -> bool:
         expected = {len(row.turns) - 1}
     if not expected:
         return False
+    if any(row.turns[index].end_of_turn is None for index in expected):
+        return True
+    if not row.truncated:
+        # The mask is built from these very spans, so only truncation can leave one untrained.
+        return any(not row.turns[index].end_of_turn_trained for index in expected)
     starts = rows.token_starts(row)
     for index in sorted(expected):
         turn = row.turns[index]
-        if turn.end_of_turn is None:
+        if not turn.end_of_turn_trained:
             return True
-        if starts is None:
+        if starts is None or turn.end_of_turn is None:
             continue
         start, end = turn.end_of_turn
         covered = [position for position, byte in enumerate(starts) if start <= byte < end]

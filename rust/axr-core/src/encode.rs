@@ -20,6 +20,7 @@ use std::collections::BTreeMap;
 use std::ops::Range;
 use std::path::Path;
 
+use rayon::prelude::*;
 use serde_json::{Map, Value};
 use tokenizers::processors::template::TemplateProcessing;
 use tokenizers::{AddedToken, Tokenizer};
@@ -292,7 +293,10 @@ impl Encoder {
 /// instead. Errors name the row (1-based) as the line of the file `<rows>`.
 pub fn render_json_rows(rows: &[String], spec: &FormatSpec, info: &TokenizerInfo) -> Result<Vec<Sample>> {
     let formatter = crate::format::build(spec, info)?;
-    rows.iter()
+    // Parallel over rows (rayon's global pool), then the first error in row order, as a
+    // sequential loop would report it.
+    let results: Vec<Result<Sample>> = rows
+        .par_iter()
         .enumerate()
         .map(|(index, row)| {
             let data_error = |field: String, message: String| Error::Data {
@@ -307,14 +311,15 @@ pub fn render_json_rows(rows: &[String], spec: &FormatSpec, info: &TokenizerInfo
                 .format(&row)
                 .map_err(|error| data_error(error.field, error.message))
         })
-        .collect()
+        .collect();
+    results.into_iter().collect()
 }
 
 /// [`render_json_rows`], then [`Encoder::encode`] each sample.
 pub fn encode_json_rows(rows: &[String], spec: &FormatSpec, encoder: &Encoder) -> Result<Vec<Encoded>> {
     let samples = render_json_rows(rows, spec, &encoder.info())?;
-    samples
-        .iter()
+    let results: Vec<Result<Encoded>> = samples
+        .par_iter()
         .enumerate()
         .map(|(index, sample)| {
             encoder.encode(sample).map_err(|error| Error::Data {
@@ -324,7 +329,8 @@ pub fn encode_json_rows(rows: &[String], spec: &FormatSpec, encoder: &Encoder) -
                 message: error.message,
             })
         })
-        .collect()
+        .collect();
+    results.into_iter().collect()
 }
 
 /// `<bos>:0 $A:0 <eos>:0` as transformers builds it from add_bos_token/add_eos_token.
