@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from axr.testing import build_mistral_tokenizer
+from preprocess_support import PreprocessWorkspace
 
 
 @pytest.fixture(scope="session")
@@ -21,44 +22,6 @@ def tiny_llama_dir(tmp_path_factory: pytest.TempPathFactory, mistral_tokenizer_d
     from axr.testing import build_tiny_llama
 
     return build_tiny_llama(tmp_path_factory.mktemp("tiny-llama"), mistral_tokenizer_dir)
-
-
-class PreprocessWorkspace:
-    """A folder with a config file and JSONL data for `axr preprocess` tests (C2)."""
-
-    def __init__(self, root: Path, tokenizer_dir: Path) -> None:
-        self.root = root
-        self.tokenizer_dir = tokenizer_dir
-        self.prepared = root / "prepared"
-
-    def write_rows(self, name: str, rows: list[dict[str, object]]) -> Path:
-        import json
-
-        path = self.root / name
-        path.write_text("".join(json.dumps(row) + "\n" for row in rows))
-        return path
-
-    def config(
-        self, data: Path, *, type: str = "alpaca", top: str = "", dataset: str = "", name: str = "config.toml"
-    ) -> Path:
-        path = self.root / name
-        path.write_text(
-            f'base_model = "{self.tokenizer_dir}"\nsequence_len = 256\n'
-            f'dataset_prepared_path = "{self.prepared}"\n{top}\n'
-            f'[[datasets]]\npath = "{data}"\ntype = "{type}"\n{dataset}\n'
-        )
-        return path
-
-
-def alpaca_rows(count: int) -> list[dict[str, object]]:
-    return [
-        {
-            "instruction": f"Say the number {index}",
-            "input": "" if index % 3 else f"ctx {index}",
-            "output": f"It is {index}.",
-        }
-        for index in range(count)
-    ]
 
 
 @pytest.fixture

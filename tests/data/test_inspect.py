@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from axr.cli import main
-from conftest import PreprocessWorkspace, alpaca_rows
+from preprocess_support import PreprocessWorkspace, alpaca_rows
 
 
 def test_inspect_marks_trained_tokens_and_prints_labels(

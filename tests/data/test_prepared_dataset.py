@@ -11,7 +11,7 @@ import pytest
 from axr.config import load_config
 from axr.data import PreparedDataset, preprocess
 from axr.errors import FormatError
-from conftest import PreprocessWorkspace, alpaca_rows
+from preprocess_support import PreprocessWorkspace, alpaca_rows
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ import pytest
 from axr.cli import main
 from axr.config import load_config
 from axr.data import PreparedDataset, prepared_store_for, preprocess
-from conftest import PreprocessWorkspace, alpaca_rows
+from preprocess_support import PreprocessWorkspace, alpaca_rows
 
 
 def _run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
