@@ -157,3 +157,17 @@ def test_eval_store_of_test_datasets_is_read_from_them(preprocess_workspace: Any
     assert diagnose(stores["train"])["findings"]["special_tokens_in_text"]["count"] == 0
     assert main(["inspect", str(config), "--split", "eval"]) == 0
     assert f"(source {held_out}:1)" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(("train_on_eos", "flagged"), [("turn", 2), ("last", 2), ("none", 0)])
+def test_template_without_end_of_turn(preprocess_workspace: Any, train_on_eos: str, flagged: int) -> None:
+    # Nothing marks the end of an answer, so there is no end-of-turn to train.
+    template = "{% for m in messages %}<|{{ m.role }}|>{{ m.content }}{% endfor %}"
+    rows = [_chat("hi", "hello"), _chat("yo", "hey")]
+    _, _, store = _store(
+        preprocess_workspace,
+        rows,
+        top=f'chat_template = "jinja"\nchat_template_jinja = "{template}"',
+        dataset=f'train_on_eos = "{train_on_eos}"',
+    )
+    assert diagnose(store)["findings"]["end_of_turn_not_trained"]["count"] == flagged

@@ -279,29 +279,32 @@ def special_tokens_in_row(row: Row, specials: list[str]) -> list[tuple[int, str]
 
 
 def _end_of_turn_missing(rows: StoreRows, row: Row, train_on_eos: str) -> bool:
-    trained_turns = [index for index, turn in enumerate(row.turns) if turn.trained]
-    expected: set[int] = set()
+    """Whether an end-of-turn text ``train_on_eos`` asks to train is absent or untrained: after each
+    trained turn (``turn``), after each trained turn and every turn that has one (``all``), the last
+    one of the conversation (``last``)."""
+    trained_turns = {index for index, turn in enumerate(row.turns) if turn.trained}
+    with_end = [index for index, turn in enumerate(row.turns) if turn.end_of_turn is not None]
     if train_on_eos == "turn":
-        expected = set(trained_turns)
+        expected = trained_turns
     elif train_on_eos == "all":
-        expected = set(range(len(row.turns)))
-    elif train_on_eos == "last" and row.turns:
-        expected = {len(row.turns) - 1}
-    if not expected:
+        expected = trained_turns | set(with_end)
+    elif train_on_eos == "last":
+        if not with_end:
+            return bool(row.turns)
+        expected = {with_end[-1]}
+    else:
         return False
     if any(row.turns[index].end_of_turn is None for index in expected):
         return True
+    if any(not row.turns[index].end_of_turn_trained for index in expected):
+        return True
     if not row.truncated:
-        # The mask is built from these very spans, so only truncation can leave one untrained.
-        return any(not row.turns[index].end_of_turn_trained for index in expected)
+        return False  # the mask is built from these very spans: only truncation can cut one off
     starts = rows.token_starts(row)
+    if starts is None:
+        return False
     for index in sorted(expected):
-        turn = row.turns[index]
-        if not turn.end_of_turn_trained:
-            return True
-        if starts is None or turn.end_of_turn is None:
-            continue
-        start, end = turn.end_of_turn
+        start, end = row.turns[index].end_of_turn or (0, 0)
         covered = [position for position, byte in enumerate(starts) if start <= byte < end]
         if not covered or not all(row.trained[position] for position in covered):
             return True
