@@ -182,10 +182,14 @@ def preprocess(
     else:
         report = json.loads(native_preprocess(options_json, progress=callback))
     stores = {split: Path(path) for split, path in report["stores"].items()}
-    if getattr(cfg, "special_tokens_in_text", "report") == "error" and "train" in stores:
+    if getattr(cfg, "special_tokens_in_text", "report") == "error":
         from axr.data.doctor import StoreRows, check_special_tokens
 
-        check_special_tokens(StoreRows(stores["train"]))
+        # An eval store cut by val_set_size reads the train datasets again: check it only when it
+        # has datasets of its own.
+        for split, path in stores.items():
+            if split == "train" or getattr(cfg, "test_datasets", None):
+                check_special_tokens(StoreRows(path))
     return PreprocessResult(
         root=Path(report["root"]),
         fingerprint=report["fingerprint"],
