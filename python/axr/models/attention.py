@@ -69,7 +69,7 @@ def select_attention(cfg: Any) -> str:
         if not torch.cuda.is_available():
             raise ConfigError(f"flash_attention: no CUDA device is available. {FLASH_INSTALL_HINT}")
         return FLASH_ATTENTION
-    implementation = EAGER if cfg.eager_attention else SDPA
+    implementation = EAGER if getattr(cfg, "eager_attention", False) else SDPA
     if getattr(cfg, "sample_packing", False):
         check_packed_mask_support()
     return implementation

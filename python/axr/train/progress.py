@@ -16,7 +16,7 @@ TRACKER_PACKAGES = {"tensorboard": "tensorboard", "wandb": "wandb", "mlflow": "m
 def trackers_of(cfg: Any) -> list[str]:
     """accelerate ``log_with`` names the config asks for; a missing package is a ConfigError."""
     wanted: list[tuple[str, str]] = []
-    if cfg.use_tensorboard:
+    if getattr(cfg, "use_tensorboard", False):
         wanted.append(("tensorboard", "use_tensorboard"))
     if getattr(cfg, "wandb_project", None) and getattr(cfg, "wandb_mode", None) != "disabled":
         wanted.append(("wandb", "wandb_project"))
