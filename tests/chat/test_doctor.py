@@ -45,6 +45,17 @@ def test_clean_conversations_have_no_findings(preprocess_workspace: Any) -> None
     assert (report["template_checked"], report["template_skipped"]) == (32, 0)
 
 
+def test_row_limit_examines_a_prefix_and_says_so(preprocess_workspace: Any, capsys: Any) -> None:
+    rows = [_chat("hi", "hello") for _ in range(5)]
+    _, config, store = _store(preprocess_workspace, rows, dataset='chat_template = "chatml"')
+    limited = diagnose(store, max_rows_per_dataset=2)
+    assert (limited["rows"], limited["limited"], _counts(limited)["missing_bos"]) == (2, True, 2)
+    whole = diagnose(store, max_rows_per_dataset=5)
+    assert (whole["rows"], whole["limited"], _counts(whole)["missing_bos"]) == (5, False, 5)
+    assert main(["preprocess", str(config), "--no-progress", "--doctor-rows", "2"]) == 0
+    assert "2 rows examined (the first of each dataset" in capsys.readouterr().out
+
+
 def test_missing_bos_and_template_the_tokenizer_lacks(preprocess_workspace: Any) -> None:
     # chatml writes no BOS while the Mistral tokenizer adds one to plain text; the tokenizer has no
     # template of its own, so the prompt check is skipped and counted.

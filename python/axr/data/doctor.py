@@ -336,9 +336,12 @@ def _template_check(rows: StoreRows, template_tokenizer: Any, row: Row) -> bool 
     return bool(prompt == data[: row.turns[last].content[0][0]].decode("utf-8"))
 
 
-def diagnose(store: str | Path, *, template_sample: int = TEMPLATE_SAMPLE) -> dict[str, Any]:
+def diagnose(
+    store: str | Path, *, template_sample: int = TEMPLATE_SAMPLE, max_rows_per_dataset: int | None = None
+) -> dict[str, Any]:
     """The doctor's report of a store (JSON-ready): ``findings`` (name → ``count``, ``examples``),
-    ``rows`` examined, ``template_checked``, ``template_skipped``."""
+    ``rows`` examined, ``template_checked``, ``template_skipped``, ``limited`` (whether
+    ``max_rows_per_dataset`` cut a dataset short: the counts then describe its first rows only)."""
     rows = StoreRows(store)
     findings = {name: Finding() for name in FINDINGS}
     bos_id = rows.tokenizer.token_to_id(rows.bos_token) if rows.bos_token else None
@@ -346,13 +349,18 @@ def diagnose(store: str | Path, *, template_sample: int = TEMPLATE_SAMPLE) -> di
     specials = _special_strings(rows)
     template_tokenizer = _template_tokenizer(rows)
     examined = checked = skipped = 0
+    limited = False
     no_trainable = Finding()
     for key, entry in rows.datasets():
         train_on_eos = str(entry["format"].get("train_on_eos") or "turn")
-        sampled = 0
+        sampled = in_dataset = 0
         for row in rows.rows(entry, key):
             if row is None:
                 continue
+            if max_rows_per_dataset is not None and in_dataset >= max_rows_per_dataset:
+                limited = True
+                break
+            in_dataset += 1
             examined += 1
             if not any(row.trained):
                 no_trainable.add(row.location)
@@ -383,6 +391,7 @@ def diagnose(store: str | Path, *, template_sample: int = TEMPLATE_SAMPLE) -> di
         "rows": examined,
         "template_checked": checked,
         "template_skipped": skipped,
+        "limited": limited,
         "findings": {name: {"count": f.count, "examples": f.examples} for name, f in findings.items()},
     }
 
@@ -397,9 +406,11 @@ def _template_tokenizer(rows: StoreRows) -> Any:
 
 def report_lines(report: dict[str, Any]) -> list[str]:
     """The doctor's report as summary lines."""
+    scope = " (the first of each dataset: axr inspect --doctor examines all)" if report.get("limited") else ""
     lines = [
-        f"doctor {report['rows']:,} rows examined; template prompt checked on {report['template_checked']:,} "
-        f"rows, {report['template_skipped']:,} skipped (the tokenizer's template renders them otherwise)"
+        f"doctor {report['rows']:,} rows examined{scope}; template prompt checked on "
+        f"{report['template_checked']:,} rows, {report['template_skipped']:,} skipped "
+        "(the tokenizer's template renders them otherwise)"
     ]
     for name, finding in report["findings"].items():
         if finding["count"]:
