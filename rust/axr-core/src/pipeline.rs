@@ -391,6 +391,36 @@ struct MetaContext<'a> {
     tokenizer: &'a dyn PipelineTokenizer,
 }
 
+impl MetaContext<'_> {
+    /// The meta.json of a store of `split` holding `contents`.
+    fn meta(
+        &self,
+        split: &str,
+        token_dtype: TokenDtype,
+        contents: StoreContents,
+        counts: RunCounts,
+        options: Value,
+    ) -> StoreMeta {
+        StoreMeta {
+            format_version: FORMAT_VERSION,
+            data_version: DATA_VERSION,
+            axr_version: crate::VERSION.into(),
+            split: split.into(),
+            fingerprint: self.fingerprint.into(),
+            tokenizer_hash: self.tokenizer_hash.clone(),
+            token_dtype,
+            vocab_size: self.vocab_size,
+            samples: contents.samples,
+            tokens: contents.tokens,
+            trainable_tokens: contents.trainable_tokens,
+            longest: contents.longest,
+            shards: contents.shards,
+            counts,
+            options,
+        }
+    }
+}
+
 fn finish_store(writer: StoreWriter, split: &str, counts: &RunCounts, context: &MetaContext<'_>) -> Result<StoreMeta> {
     let dir = writer.dir().to_path_buf();
     let dtype = writer.dtype();
@@ -398,23 +428,7 @@ fn finish_store(writer: StoreWriter, split: &str, counts: &RunCounts, context: &
     let tokenizer_dir = dir.join(TOKENIZER_DIR);
     fs_err::create_dir_all(&tokenizer_dir)?;
     context.tokenizer.save(&tokenizer_dir)?;
-    let meta = StoreMeta {
-        format_version: FORMAT_VERSION,
-        data_version: DATA_VERSION,
-        axr_version: crate::VERSION.into(),
-        split: split.into(),
-        fingerprint: context.fingerprint.into(),
-        tokenizer_hash: context.tokenizer_hash.clone(),
-        token_dtype: dtype,
-        vocab_size: context.vocab_size,
-        samples: contents.samples,
-        tokens: contents.tokens,
-        trainable_tokens: contents.trainable_tokens,
-        longest: contents.longest,
-        shards: contents.shards,
-        counts: counts.clone(),
-        options: context.options.clone(),
-    };
+    let meta = context.meta(split, dtype, contents, counts.clone(), context.options.clone());
     meta.write(&dir)?;
     Ok(meta)
 }
@@ -727,24 +741,9 @@ fn write_staging_meta(
     dtype: TokenDtype,
     context: &MetaContext<'_>,
 ) -> Result<()> {
-    StoreMeta {
-        format_version: FORMAT_VERSION,
-        data_version: DATA_VERSION,
-        axr_version: crate::VERSION.into(),
-        split: "staging".into(),
-        fingerprint: context.fingerprint.into(),
-        tokenizer_hash: context.tokenizer_hash.clone(),
-        token_dtype: dtype,
-        vocab_size: context.vocab_size,
-        samples: contents.samples,
-        tokens: contents.tokens,
-        trainable_tokens: contents.trainable_tokens,
-        longest: contents.longest,
-        shards: contents.shards.clone(),
-        counts: RunCounts::default(),
-        options: Value::Null,
-    }
-    .write(dir)
+    context
+        .meta("staging", dtype, contents.clone(), RunCounts::default(), Value::Null)
+        .write(dir)
 }
 
 fn no_samples(key: &str, counts: &RunCounts) -> Error {
