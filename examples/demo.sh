@@ -34,6 +34,15 @@ echo "==> axr train $CONFIG"
 "$AXR" train "$CONFIG"
 
 OUT=$("$PYTHON" -c "from axr.config import load_config; print(load_config('$CONFIG').output_dir)")
+"$PYTHON" - "$OUT/metrics.jsonl" <<'PY'
+import json
+import sys
+
+losses = [(r["step"], r["loss"]) for r in map(json.loads, open(sys.argv[1])) if "loss" in r]
+if losses:
+    (first_step, first), (last_step, last) = losses[0], losses[-1]
+    print(f"training loss: {first:.3f} at step {first_step} -> {last:.3f} at step {last_step}")
+PY
 echo
 echo "Done. The LoRA adapter is in $OUT (adapter_model.safetensors, adapter_config.json),"
 echo "with the tokenizer, the resolved config (axr_config.json) and the training log (metrics.jsonl)."
