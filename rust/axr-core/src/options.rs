@@ -84,6 +84,17 @@ pub struct DatasetOptions {
     pub format: serde_json::Value,
 }
 
+impl DatasetOptions {
+    /// The config key that names this entry in messages: the one Python gave, else `list[index]`.
+    pub fn key(&self, list: &str, index: usize) -> String {
+        if self.source.key.is_empty() {
+            format!("{list}[{index}]")
+        } else {
+            self.source.key.clone()
+        }
+    }
+}
+
 /// The source keys of one `datasets` entry.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -225,11 +236,7 @@ impl PreprocessOptions {
             if let Some(shards) = dataset.source.shards {
                 let idx = dataset.source.shards_idx.unwrap_or(0);
                 if shards == 0 || idx >= shards {
-                    let key = if dataset.source.key.is_empty() {
-                        format!("datasets[{index}]")
-                    } else {
-                        dataset.source.key.clone()
-                    };
+                    let key = dataset.key("datasets", index);
                     return config(
                         &format!("{key}.shards"),
                         format!("shards_idx {idx} must be below shards {shards}"),

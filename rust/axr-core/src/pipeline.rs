@@ -438,11 +438,7 @@ fn resolve_group(datasets: &[DatasetOptions], list: &str) -> Result<Vec<DatasetF
         .iter()
         .enumerate()
         .map(|(index, dataset)| {
-            let key = if dataset.source.key.is_empty() {
-                format!("{list}[{index}]")
-            } else {
-                dataset.source.key.clone()
-            };
+            let key = dataset.key(list, index);
             let files = source::resolve(&dataset.source, &key)?;
             let shard = dataset
                 .source
@@ -462,11 +458,7 @@ fn build_formatters(
         .iter()
         .enumerate()
         .map(|(index, dataset)| {
-            let key = if dataset.source.key.is_empty() {
-                format!("{list}[{index}]")
-            } else {
-                dataset.source.key.clone()
-            };
+            let key = dataset.key(list, index);
             build(&dataset.format, &key)
         })
         .collect()
