@@ -26,22 +26,10 @@ from pathlib import Path
 
 import numpy as np
 
-
-class Rows:
-    """In-memory rows with the PreparedDataset interface."""
-
-    def __init__(self, rows: list[tuple[np.ndarray, np.ndarray]]) -> None:
-        self.rows = rows
-        self.lengths = np.array([len(ids) for ids, _ in rows], dtype=np.int64)
-
-    def __len__(self) -> int:
-        return len(self.rows)
-
-    def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
-        return self.rows[index]
+from axr.testing import InMemoryDataset
 
 
-def synthetic_rows(count: int, sequence_len: int, seed: int) -> Rows:
+def synthetic_rows(count: int, sequence_len: int, seed: int) -> InMemoryDataset:
     generator = np.random.default_rng(seed)
     lengths = np.clip(
         generator.lognormal(mean=np.log(sequence_len / 6), sigma=0.8, size=count), 8, sequence_len
@@ -52,10 +40,10 @@ def synthetic_rows(count: int, sequence_len: int, seed: int) -> Rows:
         labels = ids.copy()
         labels[: length // 3] = -100
         rows.append((ids, labels))
-    return Rows(rows)
+    return InMemoryDataset(rows)
 
 
-def write_pretokenized(path: Path, rows: Rows) -> Path:
+def write_pretokenized(path: Path, rows: InMemoryDataset) -> Path:
     """The rows as pretokenized JSONL (input_ids, attention_mask, labels), for `axr preprocess`."""
     with path.open("w") as stream:
         for ids, labels in rows.rows:
@@ -67,7 +55,7 @@ def write_pretokenized(path: Path, rows: Rows) -> Path:
 def run(
     workdir: Path,
     model_dir: Path,
-    rows: Rows,
+    rows: InMemoryDataset,
     *,
     packing: bool,
     args: argparse.Namespace,
@@ -138,6 +126,8 @@ def main() -> int:
     parser.add_argument("--hidden", type=int, default=512)
     parser.add_argument("--layers", type=int, default=4)
     args = parser.parse_args()
+    if args.steps <= args.warmup:
+        parser.error(f"--steps ({args.steps}) must exceed --warmup ({args.warmup}): nothing would be timed")
 
     import torch
 

@@ -7,6 +7,9 @@ from pathlib import Path
 import numpy as np
 from transformers import AutoTokenizer
 
+# Re-exported: the train tests import it from here with the row builders.
+from axr.testing import InMemoryDataset as InMemoryDataset
+
 QUESTIONS = [
     ("What colour is the sky?", "Blue as the sea."),
     ("Name a fruit.", "Apple pie is sweet."),
@@ -17,20 +20,6 @@ QUESTIONS = [
     ("Best season?", "Summer with sun."),
     ("A musical instrument?", "The violin sings."),
 ]
-
-
-class InMemoryDataset:
-    """The PreparedDataset interface over Python lists (tests only)."""
-
-    def __init__(self, rows: list[tuple[np.ndarray, np.ndarray]]) -> None:
-        self.rows = rows
-        self.lengths = np.array([len(ids) for ids, _ in rows], dtype=np.int64)
-
-    def __len__(self) -> int:
-        return len(self.rows)
-
-    def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
-        return self.rows[index]
 
 
 def prompt_of(question: str) -> str:
