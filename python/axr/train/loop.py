@@ -28,9 +28,10 @@ from typing import Any
 from axr.errors import AxrError, ConfigError
 from axr.models.adapters import apply_adapter, check_adapter_supported
 from axr.models.attention import select_attention
-from axr.models.load import load_model, load_tokenizer, resolve_precision
+from axr.models.load import check_sequence_len, load_model, load_tokenizer, resolve_precision
 from axr.train.batches import MicroBatchPlan, build_plan, collate_micro_batch
-from axr.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from axr.train.checkpoint import load_checkpoint, newest_verified_checkpoint, save_checkpoint
+from axr.train.health import check_step, check_weights
 from axr.train.loss import forward_summed_loss, supports_position_selection
 from axr.train.optim import build_optimizer, build_scheduler, check_names
 from axr.train.progress import Progress, project_name_of, tracker_init_kwargs, trackers_of
@@ -161,6 +162,7 @@ def train(cfg: Any, *, data: TrainingData | None = None) -> TrainResult:
     # ---- setup ---------------------------------------------------------------------------------
     check_adapter_supported(cfg)
     check_names(cfg)
+    check_sequence_len(cfg)
     attention = select_attention(cfg)
     device_type = "cuda" if torch.cuda.is_available() else "cpu"
     precision = resolve_precision(cfg, device_type, adapter=bool(cfg.adapter))
@@ -249,7 +251,7 @@ def train(cfg: Any, *, data: TrainingData | None = None) -> TrainResult:
     }
     resume_from = cfg.resume_from_checkpoint
     if resume_from is None and cfg.auto_resume_from_checkpoints:
-        found = latest_checkpoint(output_dir)
+        found = newest_verified_checkpoint(output_dir, warn=accelerator.is_main_process)
         resume_from = str(found) if found else None
     if resume_from:
         state = load_checkpoint(accelerator, model, optimizer, scheduler, resume_from)
@@ -344,6 +346,7 @@ def train(cfg: Any, *, data: TrainingData | None = None) -> TrainResult:
         }
         should_log = (step + 1) % logging_steps == 0 or step + 1 == total_steps
         progress.step(record, log=should_log)
+        check_step(record, progress, loss_scaling=accelerator.scaler is not None)
         if should_log and trackers:
             accelerator.log(
                 {
@@ -401,6 +404,7 @@ def train(cfg: Any, *, data: TrainingData | None = None) -> TrainResult:
     # ---- save ----------------------------------------------------------------------------------
     result.steps = state["step"]
     progress.close()
+    check_weights(accelerator, model, step=state["step"], what="final model")
     accelerator.wait_for_everyone()
     state_dict = accelerator.get_state_dict(model)  # every rank: a collective under FSDP/DeepSpeed
     if accelerator.is_main_process:
