@@ -19,9 +19,9 @@ from safetensors.torch import load_file, save_file
 from axr.config import load_config
 from axr.errors import ConfigError
 from axr.train.checkpoint import write_manifest
-from axr.train.health import NonFiniteError
+from axr.train.health import NonFiniteError, check_step
 from axr.train.loop import TrainingData, train
-from axr.train.progress import metrics_line, truncate_metrics
+from axr.train.progress import Progress, metrics_line, truncate_metrics
 from axr.train.state_file import load_state, save_state
 
 ALPACA_SAMPLE = Path(__file__).resolve().parents[2] / "examples" / "data" / "alpaca_sample.jsonl"
@@ -228,3 +228,17 @@ def test_metrics_lines_are_strict_json(tmp_path):
     ]
     truncate_metrics(path, 0)  # a fresh run starts the file empty
     assert path.read_text() == ""
+
+
+def test_an_infinite_gradient_norm_stops_training_unless_the_loss_scaler_skips_it(tmp_path):
+    record = {"step": 5, "loss": 1.5, "grad_norm": float("inf")}
+    progress = Progress(total_steps=9, initial_step=4, metrics_path=tmp_path / "metrics.jsonl", enabled=True)
+    # fp16: the GradScaler skips a step whose gradients overflowed and lowers its scale; not an error.
+    check_step(record, progress, loss_scaling=True)
+    assert not (tmp_path / "metrics.jsonl").exists()
+    with pytest.raises(NonFiniteError, match=r"training stopped at step 5: non-finite gradient norm inf\. "):
+        check_step(record, progress, loss_scaling=False)
+    # The stopping step is on file even when logging_steps would have skipped it.
+    assert _strict((tmp_path / "metrics.jsonl").read_text()) == [
+        {"step": 5, "loss": 1.5, "grad_norm": None, "nonfinite": ["grad_norm"]}
+    ]

@@ -69,12 +69,6 @@ def list_checkpoints(output_dir: str | Path) -> list[Path]:
     return [path for _, path in sorted(found)]
 
 
-def latest_checkpoint(output_dir: str | Path) -> Path | None:
-    """The newest complete checkpoint in ``output_dir``, if any."""
-    checkpoints = list_checkpoints(output_dir)
-    return checkpoints[-1] if checkpoints else None
-
-
 def rng_state() -> dict[str, Any]:
     """Every random generator a training step draws from."""
     import torch
