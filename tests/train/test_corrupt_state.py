@@ -18,7 +18,7 @@ from safetensors.torch import load_file, save_file
 
 from axr.config import load_config
 from axr.errors import ConfigError
-from axr.train.checkpoint import write_manifest
+from axr.train.checkpoint import verify_checkpoint, write_manifest
 from axr.train.health import NonFiniteError, check_step
 from axr.train.loop import TrainingData, train
 from axr.train.progress import Progress, metrics_line, truncate_metrics
@@ -242,3 +242,25 @@ def test_an_infinite_gradient_norm_stops_training_unless_the_loss_scaler_skips_i
     assert _strict((tmp_path / "metrics.jsonl").read_text()) == [
         {"step": 5, "loss": 1.5, "grad_norm": None, "nonfinite": ["grad_norm"]}
     ]
+
+
+def test_the_manifest_catches_added_missing_and_misdescribed_files(tmp_path, run):
+    folder = _copy(run / "checkpoint-1", tmp_path, "planted")
+    verify_checkpoint(folder)
+    (folder / "notes.txt").write_text("added later")
+    with pytest.raises(ConfigError, match=r"planted/notes\.txt is not in the checkpoint's manifest\.json"):
+        verify_checkpoint(folder)
+    (folder / "notes.txt").unlink()
+    (folder / "scheduler.safetensors").unlink()
+    with pytest.raises(ConfigError, match=r"planted/scheduler\.safetensors is missing \(listed in"):
+        verify_checkpoint(folder)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["files"]["../../outside"] = {"bytes": 1, "sha256": "0"}
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(
+        ConfigError, match=r"manifest\.json is damaged \('\.\./\.\./outside' is not a path inside"
+    ):
+        verify_checkpoint(folder)
+    (folder / "manifest.json").unlink()
+    with pytest.raises(ConfigError, match=r"planted has no manifest\.json"):
+        verify_checkpoint(folder)

@@ -232,12 +232,20 @@ def _sha256(file: Path) -> str:
     return digest.hexdigest()
 
 
+def _files_of(folder: Path) -> dict[str, Path]:
+    """Every file under ``folder`` but the manifest, by its path relative to ``folder``."""
+    return {
+        path.relative_to(folder).as_posix(): path
+        for path in sorted(folder.rglob("*"))
+        if not path.is_dir() and path != folder / MANIFEST_FILE
+    }
+
+
 def write_manifest(folder: Path) -> None:
-    """Record the size and sha256 of every file in ``folder`` in its manifest.json."""
+    """Record the size and sha256 of every file under ``folder`` in its manifest.json."""
     files = {
-        child.name: {"bytes": child.stat().st_size, "sha256": _sha256(child)}
-        for child in sorted(folder.iterdir())
-        if child.is_file() and child.name != MANIFEST_FILE
+        name: {"bytes": path.stat().st_size, "sha256": _sha256(path)}
+        for name, path in _files_of(folder).items()
     }
     text = json.dumps({"format": _MANIFEST_FORMAT, "files": files}, indent=2) + "\n"
     (folder / MANIFEST_FILE).write_text(text)
@@ -258,9 +266,12 @@ def verify_checkpoint(folder: Path, key: str = "resume_from_checkpoint") -> None
             raise ValueError(f"format is {manifest.get('format')!r}, not {_MANIFEST_FORMAT!r}")
         files = manifest["files"].items()
         listed = {name: (int(entry["bytes"]), str(entry["sha256"])) for name, entry in files}
+        outside = [name for name in listed if Path(name).is_absolute() or ".." in Path(name).parts]
+        if outside:
+            raise ValueError(f"{outside[0]!r} is not a path inside the checkpoint")
     except (UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError) as error:
         raise ConfigError(f"{key}: {manifest_file} is damaged ({error})") from None
-    present = {child.name for child in folder.iterdir() if child.name != MANIFEST_FILE}
+    present = set(_files_of(folder))
     unlisted = sorted(present - set(listed))
     if unlisted:
         raise ConfigError(
