@@ -329,7 +329,7 @@ TOP_LEVEL: dict[str, Entry] = {
     "dynamic_checkpoint": not_yet("save a checkpoint when a trigger file appears"),
     "max_steps": used(LOOP, f"{_EFFECTS}::test_loop_keys"),
     "eval_table_size": not_yet("log generated predictions to wandb at each evaluation"),
-    "eval_max_new_tokens": not_yet("tokens generated per logged prediction"),
+    "eval_max_new_tokens": no_effect("only read for eval_table_size's predictions, which axr does not log yet"),
     "eval_causal_lm_metrics": not_yet("compute generation metrics (sacrebleu, comet, ...) at evaluation"),
     "do_causal_lm_eval": not_yet("compute generation metrics at evaluation"),
     "do_bench_eval": not_yet("run a benchmark at evaluation"),

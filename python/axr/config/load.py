@@ -205,9 +205,12 @@ def _ledger_review(normalized: Normalized) -> tuple[list[str], list[str]]:
             aside = {
                 key[len(prefix) :]: value for key, value in normalized.set_aside.items() if key.startswith(prefix)
             }
-            found, noted = ledger.review({**entry, **aside}, prefix=prefix, dataset=True)
-            problems += found
-            notes += noted
+            in_type = {key[len("type.") :]: value for key, value in aside.items() if key.startswith("type.")}
+            rest = {key: value for key, value in aside.items() if not key.startswith("type.")}
+            for table, where in (({**entry, **rest}, prefix), (in_type, prefix + "type.")):
+                found, noted = ledger.review(table, prefix=where, dataset=True)
+                problems += found
+                notes += noted
     return problems, notes
 
 
@@ -224,7 +227,10 @@ def explain_config(data: Mapping[str, Any]) -> list[str]:
                 if isinstance(entry, Mapping):
                     prefix = f"{list_key}[{index}]."
                     aside = {k[len(prefix) :]: v for k, v in normalized.set_aside.items() if k.startswith(prefix)}
-                    tables.append((prefix, {**entry, **aside}, True))
+                    rest = {k: v for k, v in aside.items() if not k.startswith("type.")}
+                    in_type = {k[5:]: v for k, v in aside.items() if k.startswith("type.")}
+                    tables.append((prefix, {**entry, **rest}, True))
+                    tables.append((prefix + "type.", in_type, True))
     for prefix, table, dataset in tables:
         for key in table:
             entry = ledger.entry_for(key, dataset=dataset)
