@@ -67,7 +67,11 @@ EXPECTED: dict[str, set[str]] = {
     "today-qwen3-chat-template.yaml": {"activation_offloading"},
     "today-sdp-flag.yaml": set(),
 }
-NEEDS_FLASH_ATTENTION = {"2024-deepspeed-zero3.yml", "2024-mistral-qlora.yml", "today-qwen3-chat-template.yaml"}
+NEEDS_FLASH_ATTENTION = {
+    "2024-deepspeed-zero3.yml",
+    "2024-mistral-qlora.yml",
+    "today-qwen3-chat-template.yaml",
+}
 
 
 def outcome(path: Path) -> tuple[set[str], list[str]]:
@@ -76,7 +80,9 @@ def outcome(path: Path) -> tuple[set[str], list[str]]:
         load_config(path)
     except ConfigError as error:
         lines = [line.strip() for line in str(error).splitlines()[1:]]
-        refused = {line.split(": not supported yet: ", 1)[0] for line in lines if ": not supported yet: " in line}
+        refused = {
+            line.split(": not supported yet: ", 1)[0] for line in lines if ": not supported yet: " in line
+        }
         return refused, [line for line in lines if ": not supported yet: " not in line]
     return set(), []
 
@@ -117,7 +123,10 @@ def test_the_corpus_uses_every_old_spelling():
     used = set().union(*(_keys_in(path) for path in FILES))
     spellings = set(ledger.ALIASES) | set(ledger.ATTENTION_FLAGS) | {"gc_steps", "flash_attn_d512"}
     spellings |= {"fsdp_config.version", "datasets[].message_field_role", "datasets[].message_field_content"}
-    spellings |= {f"fsdp_config.fsdp_{key}" for key in ("offload_params", "state_dict_type", "cpu_ram_efficient_loading")}
+    spellings |= {
+        f"fsdp_config.fsdp_{key}"
+        for key in ("offload_params", "state_dict_type", "cpu_ram_efficient_loading")
+    }
     assert sorted(spellings - used) == []
     values = [read_config_file(path).get("gradient_checkpointing") for path in FILES]
     assert {"offload", "offload_disk"} <= set(values)

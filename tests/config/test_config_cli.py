@@ -71,9 +71,7 @@ def test_each_conflict_exits_2_naming_both_keys(tmp_path, capsys, keys, named):
 
 
 def test_conflicting_pairs_are_accepted_one_at_a_time(tmp_path, capsys):
-    code, _, err = run_validate(
-        tmp_path, 'warmup_steps = 10\nadapter = "lora"\nsave_steps = 5\n', capsys
-    )
+    code, _, err = run_validate(tmp_path, 'warmup_steps = 10\nadapter = "lora"\nsave_steps = 5\n', capsys)
     assert code == 0, err
 
 

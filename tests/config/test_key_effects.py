@@ -236,14 +236,18 @@ def _tiny_model(tmp_path: Path, tiny_llama_dir: Path, **keys: Any) -> Any:
 
     cfg = validated(tmp_path, {"base_model": str(tiny_llama_dir), **keys})
     tokenizer, _ = load_tokenizer(cfg)
-    return load_model(cfg, tokenizer, precision=resolve_precision(cfg, "cpu", adapter=False), attention="sdpa")
+    return load_model(
+        cfg, tokenizer, precision=resolve_precision(cfg, "cpu", adapter=False), attention="sdpa"
+    )
 
 
 def test_resize_token_embeddings_to_32x(tmp_path, tiny_llama_dir):
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
     plain = _tiny_model(tmp_path / "a", tiny_llama_dir, tokens=["<new>"])
-    rounded = _tiny_model(tmp_path / "b", tiny_llama_dir, tokens=["<new>"], resize_token_embeddings_to_32x=True)
+    rounded = _tiny_model(
+        tmp_path / "b", tiny_llama_dir, tokens=["<new>"], resize_token_embeddings_to_32x=True
+    )
     rows = plain.get_input_embeddings().num_embeddings
     assert rounded.get_input_embeddings().num_embeddings == -(-rows // 32) * 32 != rows
 
@@ -343,7 +347,9 @@ def test_optimizer_keys(tmp_path, key):
 
 
 def test_adam_beta1_zero_is_kept_and_optim_args_string_is_parsed(tmp_path):
-    cfg = validated(tmp_path, {"base_model": "m", "adam_beta1": 0.0, "optim_args": "amsgrad=true,foreach=False"})
+    cfg = validated(
+        tmp_path, {"base_model": "m", "adam_beta1": 0.0, "optim_args": "amsgrad=true,foreach=False"}
+    )
     assert cfg.optim_args == {"amsgrad": True, "foreach": False}
     _, groups = _optimizer_summary(cfg)
     assert groups[0]["betas"] == (0.0, 0.999)
@@ -383,7 +389,9 @@ def test_attn_implementation(tmp_path):
     from axr.models.attention import select_attention
 
     assert select_attention(validated(tmp_path, {"base_model": "m"})) == "sdpa"
-    assert select_attention(validated(tmp_path, {"base_model": "m", "attn_implementation": "eager"})) == "eager"
+    assert (
+        select_attention(validated(tmp_path, {"base_model": "m", "attn_implementation": "eager"})) == "eager"
+    )
     assert select_attention(validated(tmp_path, {"base_model": "m", "eager_attention": True})) == "eager"
 
 

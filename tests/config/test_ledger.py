@@ -22,7 +22,11 @@ def _literal_keys(table_name: str) -> list[str]:
     """The keys of a dict literal in ledger.py, duplicates included (a dict would silently keep one)."""
     tree = ast.parse(LEDGER_SOURCE.read_text(encoding="utf-8"))
     for node in ast.walk(tree):
-        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and node.target.id == table_name:
+        if (
+            isinstance(node, ast.AnnAssign)
+            and isinstance(node.target, ast.Name)
+            and node.target.id == table_name
+        ):
             assert isinstance(node.value, ast.Dict)
             return [key.value for key in node.value.keys if isinstance(key, ast.Constant)]
     raise AssertionError(f"{table_name} not found in ledger.py")
@@ -42,9 +46,15 @@ def test_every_schema_key_is_in_exactly_one_set(table_name, model):
         assert isinstance(entry, ledger.Used | ledger.NotYet | ledger.NoEffect), key
 
 
-@pytest.mark.parametrize(("table", "model"), [(ledger.TOP_LEVEL, AxrConfig), (ledger.DATASET_ENTRY, DatasetConfig)])
+@pytest.mark.parametrize(
+    ("table", "model"), [(ledger.TOP_LEVEL, AxrConfig), (ledger.DATASET_ENTRY, DatasetConfig)]
+)
 def test_used_keys_have_a_typed_field(table, model):
-    untyped = sorted(key for key, entry in table.items() if isinstance(entry, ledger.Used) and key not in model.model_fields)
+    untyped = sorted(
+        key
+        for key, entry in table.items()
+        if isinstance(entry, ledger.Used) and key not in model.model_fields
+    )
     assert untyped == [], f"used keys need a typed field in schema.py: {untyped}"
 
 
@@ -96,10 +106,12 @@ def test_each_used_key_names_a_test_that_exercises_it():
 
 def test_old_spellings_point_at_ledger_keys():
     for old, new in ledger.ALIASES.items():
-        assert old not in ledger.TOP_LEVEL and old not in AxrConfig.model_fields, old
+        assert old not in ledger.TOP_LEVEL, old
+        assert old not in AxrConfig.model_fields, old
         assert new in ledger.TOP_LEVEL, (old, new)
     for flag in ledger.ATTENTION_FLAGS:
-        assert flag not in ledger.TOP_LEVEL and flag not in AxrConfig.model_fields, flag
+        assert flag not in ledger.TOP_LEVEL, flag
+        assert flag not in AxrConfig.model_fields, flag
 
 
 def test_counts_add_up():
@@ -117,28 +129,43 @@ def write(tmp_path: Path, text: str) -> Path:
 def test_not_yet_keys_fail_validation_all_at_once(tmp_path, capsys):
     path = write(
         tmp_path,
-        "base_model: m\ndeepspeed: zero3.json\nload_in_4bit: true\nadapter: qlora\nrl: dpo\ntorch_compile: true\n"
-        "save_strategy: best\nlora_r: 8\ndatasets:\n  - path: d.jsonl\n    type: alpaca\n    field_chosen: chosen\n",
+        "base_model: m\ndeepspeed: zero3.json\nload_in_4bit: true\nadapter: qlora\nrl: dpo\n"
+        "torch_compile: true\nsave_strategy: best\nlora_r: 8\n"
+        "datasets:\n  - path: d.jsonl\n    type: alpaca\n    field_chosen: chosen\n",
     )
     assert main(["validate", str(path)]) == 2
     err = capsys.readouterr().err
     lines = [line.strip() for line in err.splitlines()[1:]]
     assert err.startswith(f"axr: error: invalid config {path} (6 problems):"), err
-    for key in ("deepspeed", "load_in_4bit", "rl", "torch_compile", "save_strategy", "datasets[0].field_chosen"):
+    for key in (
+        "deepspeed",
+        "load_in_4bit",
+        "rl",
+        "torch_compile",
+        "save_strategy",
+        "datasets[0].field_chosen",
+    ):
         assert any(line.startswith(f"{key}: not supported yet: ") for line in lines), (key, err)
-    assert "deepspeed: not supported yet: train with DeepSpeed ZeRO, configured by this file (issue 13)" in lines
+    assert (
+        "deepspeed: not supported yet: train with DeepSpeed ZeRO, configured by this file (issue 13)" in lines
+    )
 
 
 def test_off_values_of_not_yet_keys_validate(tmp_path):
     config = load_config(
-        write(tmp_path, "base_model: m\nload_in_8bit: false\ngptq: false\ndeepspeed:\nfsdp: []\ntorch_compile: false\n")
+        write(
+            tmp_path,
+            "base_model: m\nload_in_8bit: false\ngptq: false\ndeepspeed:\nfsdp: []\ntorch_compile: false\n",
+        )
     )
     assert config.load_in_8bit is False
     assert config.deepspeed is None
 
 
 def test_no_effect_keys_validate_with_one_note_each(tmp_path, capsys):
-    config = load_config(write(tmp_path, "base_model: m\nstrict: true\ngptq_groupsize: 128\nlora_qkv_kernel: true\n"))
+    config = load_config(
+        write(tmp_path, "base_model: m\nstrict: true\ngptq_groupsize: 128\nlora_qkv_kernel: true\n")
+    )
     assert config.notes == [
         "strict: has no effect in axr: axr lets command-line overrides set any key",
         "gptq_groupsize: has no effect in axr: setting of Axolotl's old GPTQ loader; Axolotl ignores it too",
@@ -184,8 +211,13 @@ def test_explain_still_reports_not_yet_keys(tmp_path, capsys):
 
 @pytest.mark.parametrize(
     ("typo", "meant"),
-    [("lora_rr", "lora_r"), ("learning_rat", "learning_rate"), ("micro_batchsize", "micro_batch_size"),
-     ("context_parapllel_size", "context_parallel_size"), ("rms_norm_liger", "liger_rms_norm")],
+    [
+        ("lora_rr", "lora_r"),
+        ("learning_rat", "learning_rate"),
+        ("micro_batchsize", "micro_batch_size"),
+        ("context_parapllel_size", "context_parallel_size"),
+        ("rms_norm_liger", "liger_rms_norm"),
+    ],
 )
 def test_typos_suggest_the_key_they_misspell(tmp_path, typo, meant):
     with pytest.raises(ConfigError) as error:
@@ -198,7 +230,10 @@ def test_keys_of_other_meanings_are_known_keys_not_typos(key):
     assert key in known_top_level_keys()
 
 
-@pytest.mark.parametrize(("unknown", "not_suggested"), [("train_batch_size", "eval_batch_size"), ("liger_norm", "flash_attn_rms_norm")])
+@pytest.mark.parametrize(
+    ("unknown", "not_suggested"),
+    [("train_batch_size", "eval_batch_size"), ("liger_norm", "flash_attn_rms_norm")],
+)
 def test_no_suggestion_of_a_key_with_another_meaning(tmp_path, unknown, not_suggested):
     with pytest.raises(ConfigError) as error:
         load_config(write(tmp_path, f"base_model: m\n{unknown}: 1\n"))

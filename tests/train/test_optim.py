@@ -4,33 +4,31 @@ from __future__ import annotations
 
 import itertools
 import math
-from types import SimpleNamespace
+import tempfile
+from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
+from axr.config import load_config
 from axr.errors import ConfigError
 from axr.train.optim import build_optimizer, build_scheduler, parameter_groups, supported_optimizers
 
 
 def config(**keys):
-    defaults = {
+    """A real validated config (written to a YAML file and loaded) with these keys over the base ones."""
+    values = {
+        "base_model": "m",
         "optimizer": "adamw_torch",
         "learning_rate": 1e-3,
         "weight_decay": 0.1,
-        "adam_beta1": None,
-        "adam_beta2": None,
-        "adam_epsilon": None,
-        "optim_args": None,
-        "lr_scheduler": "cosine",
-        "warmup_steps": None,
-        "warmup_ratio": None,
-        "cosine_min_lr_ratio": None,
-        "cosine_constant_lr_ratio": None,
-        "lr_div_factor": None,
+        **keys,
     }
-    defaults.update(keys)
-    return SimpleNamespace(**defaults)
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "config.yaml"
+        path.write_text(yaml.safe_dump(values), encoding="utf-8")
+        return load_config(path)
 
 
 def tiny_model():

@@ -52,7 +52,7 @@ def attention_problems(config: AxrConfig) -> list[str]:
             return []
         return [
             f"attn_implementation: flash_attention_2 cannot run on this machine: {reason}; "
-            'use attn_implementation: sdpa here'
+            "use attn_implementation: sdpa here"
         ]
     if value in NOT_YET:
         return [f"attn_implementation: not supported yet: {value} ({NOT_YET[value]}); use sdpa or eager"]

@@ -87,7 +87,9 @@ _INTERNAL = "set internally by Axolotl; axr works it out itself"
 TOP_LEVEL: dict[str, Entry] = {
     # ---- model and tokenizer ----------------------------------------------------------------
     "base_model": used(MODEL_LOAD, f"{_EFFECTS}::test_model_load_keys"),
-    "base_model_ignore_patterns": not_yet("skip these file patterns when downloading base_model from the hub", 15),
+    "base_model_ignore_patterns": not_yet(
+        "skip these file patterns when downloading base_model from the hub", 15
+    ),
     "base_model_config": used(MODEL_LOAD, f"{_EFFECTS}::test_model_load_keys"),
     "revision_of_model": not_yet("load base_model at this hub branch, tag or commit", 15),
     "tokenizer_config": used(PREPROCESS, f"{_EFFECTS}::test_preprocess_option_keys"),
@@ -105,7 +107,9 @@ TOP_LEVEL: dict[str, Entry] = {
     "overrides_of_model_kwargs": not_yet("pass extra keyword arguments to the model's from_pretrained"),
     "rope_scaling": not_yet("rope scaling at the top level (removed in Axolotl); set it under model_config"),
     "cls_model_config": not_yet("load the model config with this transformers config class"),
-    "tokenizer_use_mistral_common": not_yet("tokenize with Mistral's mistral-common instead of tokenizer.json"),
+    "tokenizer_use_mistral_common": not_yet(
+        "tokenize with Mistral's mistral-common instead of tokenizer.json"
+    ),
     "tokenizer_save_jinja_files": no_effect("axr saves the chat template inside tokenizer_config.json"),
     "processor_type": not_yet("load a multimodal processor (images, audio)"),
     "processor_kwargs": not_yet("pass extra options to the multimodal processor"),
@@ -117,8 +121,12 @@ TOP_LEVEL: dict[str, Entry] = {
     "reinit_weights": not_yet("start from random weights instead of the pretrained ones"),
     "chat_template_kwargs": not_yet("pass extra variables to the chat template"),
     "num_labels": not_yet("train a classification or reward head with this many labels"),
-    "low_cpu_mem_usage": no_effect("transformers always loads with low CPU memory use in the versions axr needs"),
-    "experimental_skip_move_to_device": no_effect("accelerate places the model; there is no separate move to skip"),
+    "low_cpu_mem_usage": no_effect(
+        "transformers always loads with low CPU memory use in the versions axr needs"
+    ),
+    "experimental_skip_move_to_device": no_effect(
+        "accelerate places the model; there is no separate move to skip"
+    ),
     "use_kernels": no_effect(_GPU_KERNEL),
     "use_onebitllms": not_yet("1.58-bit (BitNet) training through onebitllms"),
     "trainer_cls": not_yet("train with a custom Trainer class"),
@@ -135,7 +143,9 @@ TOP_LEVEL: dict[str, Entry] = {
     "gptq_disable_exllama": no_effect("dropped by Axolotl's validation, so never read there either"),
     "load_in_8bit": not_yet("load the base model's weights in 8 bits (bitsandbytes)", 14),
     "load_in_4bit": not_yet("load the base model's weights in 4 bits (bitsandbytes), as QLoRA does", 14),
-    "model_quantization_config": not_yet("load the model with a transformers quantization config (MXFP4, FP8)"),
+    "model_quantization_config": not_yet(
+        "load the model with a transformers quantization config (MXFP4, FP8)"
+    ),
     "model_quantization_config_kwargs": not_yet("options of model_quantization_config"),
     "quantize_moe_experts": not_yet("quantize MoE expert weights on load"),
     "qat": not_yet("quantization-aware training"),
@@ -151,13 +161,18 @@ TOP_LEVEL: dict[str, Entry] = {
     "fp32_norms": not_yet("keep normalisation layers in fp32 under FSDP2", 13),
     "fp32_norm_classes": not_yet("normalisation classes kept in fp32 under FSDP2", 13),
     "gpu_memory_limit": used(MODEL_LOAD, f"{_EFFECTS}::test_model_load_keys"),
-    "lora_on_cpu": used("merge.merge_lora (merges on the CPU)", "tests/test_merge.py::test_merged_model_computes_the_adapter_models_logits"),
+    "lora_on_cpu": used(
+        "merge.merge_lora (merges on the CPU)",
+        "tests/test_merge.py::test_merged_model_computes_the_adapter_models_logits",
+    ),
     # ---- data -------------------------------------------------------------------------------
     "datasets": used(PREPROCESS, f"{_EFFECTS}::test_preprocess_option_keys"),
     "shuffle_merged_datasets": used(PREPROCESS, f"{_EFFECTS}::test_preprocess_option_keys"),
     "shuffle_before_merging_datasets": not_yet("shuffle each dataset before merging them"),
     "test_datasets": used(PREPROCESS, f"{_EFFECTS}::test_preprocess_option_keys"),
-    "rl": not_yet("preference training (DPO, IPO, KTO, ORPO, SimPO, GRPO) instead of supervised fine-tuning", 16),
+    "rl": not_yet(
+        "preference training (DPO, IPO, KTO, ORPO, SimPO, GRPO) instead of supervised fine-tuning", 16
+    ),
     "chat_template": used(PREPROCESS, f"{_EFFECTS}::test_preprocess_option_keys"),
     "chat_template_jinja": used(PREPROCESS, f"{_EFFECTS}::test_preprocess_option_keys"),
     "default_system_message": used(PREPROCESS, f"{_EFFECTS}::test_preprocess_option_keys"),
@@ -165,7 +180,9 @@ TOP_LEVEL: dict[str, Entry] = {
     "dataset_prepared_path": used(PREPROCESS, f"{_EFFECTS}::test_preprocess_option_keys"),
     "push_dataset_to_hub": not_yet("upload the prepared dataset to this hub repo", 15),
     "dataset_num_proc": used(PREPROCESS, f"{_EFFECTS}::test_preprocess_option_keys"),
-    "dataset_keep_in_memory": no_effect("the native pipeline streams rows in bounded memory; there is no dataset to keep"),
+    "dataset_keep_in_memory": no_effect(
+        "the native pipeline streams rows in bounded memory; there is no dataset to keep"
+    ),
     "dataset_exact_deduplication": not_yet("drop rows identical to an earlier row"),
     "hub_model_id": not_yet("push checkpoints and the result to this hub repo", 15),
     "hub_strategy": not_yet("when checkpoints are pushed to the hub", 15),
@@ -193,7 +210,9 @@ TOP_LEVEL: dict[str, Entry] = {
     "sample_packing_eff_est": no_effect("axr packs exactly and needs no efficiency estimate"),
     "sample_packing_group_size": no_effect("axr packs all samples at once; there are no groups"),
     "sample_packing_bin_size": not_yet("limit the number of samples in one packed row"),
-    "sample_packing_sequentially": not_yet("pack samples in dataset order (packing_strategy = \"sequential\" does this)"),
+    "sample_packing_sequentially": not_yet(
+        'pack samples in dataset order (packing_strategy = "sequential" does this)'
+    ),
     "sample_packing_mp_start_method": no_effect("axr packs in Rust, without Python worker processes"),
     "multipack_real_batches": not_yet("micro-batches of several packed rows instead of one"),
     "batch_flattening": not_yet("padding-free batches without packing"),
@@ -201,15 +220,23 @@ TOP_LEVEL: dict[str, Entry] = {
     "pose_split_on_token_ids": not_yet("PoSE: token ids to split on"),
     "pose_max_context_len": not_yet("PoSE: the target context length"),
     "pose_num_chunks": not_yet("PoSE: number of chunks"),
-    "skip_prepare_dataset": no_effect("axr's prepared store is built once and streamed; tokenizing on the fly would give the same rows"),
+    "skip_prepare_dataset": no_effect(
+        "axr's prepared store is built once and streamed; tokenizing on the fly would give the same rows"
+    ),
     "num_dataset_shards_to_save": no_effect("axr's prepared store has its own file layout"),
     "total_num_tokens": no_effect(_INTERNAL),
     "total_supervised_tokens": no_effect(_INTERNAL),
     "is_preprocess": no_effect(_INTERNAL),
     "preprocess_iterable": no_effect("declared by Axolotl but never read there"),
-    "dataloader_num_workers": no_effect("axr's batches come from a memory-mapped store without worker processes"),
-    "dataloader_pin_memory": no_effect("axr's batches come from a memory-mapped store without worker processes"),
-    "dataloader_prefetch_factor": no_effect("axr's batches come from a memory-mapped store without worker processes"),
+    "dataloader_num_workers": no_effect(
+        "axr's batches come from a memory-mapped store without worker processes"
+    ),
+    "dataloader_pin_memory": no_effect(
+        "axr's batches come from a memory-mapped store without worker processes"
+    ),
+    "dataloader_prefetch_factor": no_effect(
+        "axr's batches come from a memory-mapped store without worker processes"
+    ),
     "dataloader_drop_last": not_yet("drop the last partial batch of an epoch"),
     "remove_unused_columns": no_effect("prepared stores hold only the columns training reads"),
     "accelerator_config": not_yet("pass these options to accelerate"),
@@ -329,7 +356,9 @@ TOP_LEVEL: dict[str, Entry] = {
     "dynamic_checkpoint": not_yet("save a checkpoint when a trigger file appears"),
     "max_steps": used(LOOP, f"{_EFFECTS}::test_loop_keys"),
     "eval_table_size": not_yet("log generated predictions to wandb at each evaluation"),
-    "eval_max_new_tokens": no_effect("only read for eval_table_size's predictions, which axr does not log yet"),
+    "eval_max_new_tokens": no_effect(
+        "only read for eval_table_size's predictions, which axr does not log yet"
+    ),
     "eval_causal_lm_metrics": not_yet("compute generation metrics (sacrebleu, comet, ...) at evaluation"),
     "do_causal_lm_eval": not_yet("compute generation metrics at evaluation"),
     "do_bench_eval": not_yet("run a benchmark at evaluation"),
@@ -360,7 +389,9 @@ TOP_LEVEL: dict[str, Entry] = {
     "tiled_mlp_num_shards": not_yet("ALST tiled MLP for long sequences"),
     "tiled_mlp_use_original_mlp": not_yet("ALST tiled MLP for long sequences"),
     "chunked_cross_entropy": no_effect("axr computes the loss only on trained positions, in one pass"),
-    "chunked_cross_entropy_num_chunks": no_effect("axr computes the loss only on trained positions, in one pass"),
+    "chunked_cross_entropy_num_chunks": no_effect(
+        "axr computes the loss only on trained positions, in one pass"
+    ),
     "use_eaft": not_yet("entropy-aware focal training loss"),
     "eaft_alpha": not_yet("entropy-aware focal training loss"),
     "eaft_k": not_yet("entropy-aware focal training loss"),
@@ -403,7 +434,9 @@ TOP_LEVEL: dict[str, Entry] = {
     "qgalore_gamma_proj": not_yet("the Q-GaLore optimizer"),
     "qgalore_queue_size": not_yet("the Q-GaLore optimizer"),
     "max_grad_norm": used(LOOP, f"{_EFFECTS}::test_loop_keys"),
-    "neftune_noise_alpha": used(LOOP, f"{_FEATURES}::test_bf16_autocast_gradient_checkpointing_and_neftune_train"),
+    "neftune_noise_alpha": used(
+        LOOP, f"{_FEATURES}::test_bf16_autocast_gradient_checkpointing_and_neftune_train"
+    ),
     # ---- attention and kernels --------------------------------------------------------------
     "attn_implementation": used("models.attention.select_attention", f"{_EFFECTS}::test_attn_implementation"),
     "flash_optimum": no_effect("BetterTransformer swaps in PyTorch's fused attention; axr already uses SDPA"),
@@ -422,7 +455,9 @@ TOP_LEVEL: dict[str, Entry] = {
     "scaling_softmax_bias": not_yet("scalable softmax (SSMax) attention"),
     # ---- checkpoints, run, distributed ------------------------------------------------------
     "resume_from_checkpoint": used(LOOP, f"{_LOOP}::test_resume_gives_the_same_losses"),
-    "auto_resume_from_checkpoints": used(LOOP, f"{_LOOP}::test_auto_resume_on_packed_bins_gives_the_same_losses"),
+    "auto_resume_from_checkpoints": used(
+        LOOP, f"{_LOOP}::test_auto_resume_on_packed_bins_gives_the_same_losses"
+    ),
     "local_rank": no_effect("set by the launcher; axr reads the rank from the launcher's environment"),
     "world_size": no_effect("set by the launcher; axr reads it from the launcher's environment"),
     "device": no_effect("axr picks the device from the launcher's environment"),
@@ -481,7 +516,9 @@ TOP_LEVEL: dict[str, Entry] = {
     "ebft": not_yet("energy-based fine-tuning"),
     # ---- plugins and their keys -------------------------------------------------------------
     "plugins": used("config.plugins.plugin_problems_and_notes", f"{_EFFECTS}::test_plugins"),
-    "cut_cross_entropy": no_effect("axr computes the loss only on trained positions; the fused kernel gives the same loss"),
+    "cut_cross_entropy": no_effect(
+        "axr computes the loss only on trained positions; the fused kernel gives the same loss"
+    ),
     "liger_rope": no_effect(_GPU_KERNEL),
     "liger_rms_norm": no_effect(_GPU_KERNEL),
     "liger_rms_norm_gated": no_effect(_GPU_KERNEL),
@@ -571,7 +608,10 @@ TOP_LEVEL: dict[str, Entry] = {
     # ---- axr-only ---------------------------------------------------------------------------
     "on_bad_row": used(PREPROCESS, f"{_EFFECTS}::test_preprocess_option_keys"),
     "excess_length_strategy": used(PREPROCESS, f"{_EFFECTS}::test_preprocess_option_keys"),
-    "special_tokens_in_text": used("data.preprocess.preprocess", "tests/chat/test_doctor.py::test_special_token_text_is_reported_or_an_error"),
+    "special_tokens_in_text": used(
+        "data.preprocess.preprocess",
+        "tests/chat/test_doctor.py::test_special_token_text_is_reported_or_an_error",
+    ),
     "packing_strategy": used("train.batches.build_plan", f"{_EFFECTS}::test_loop_keys"),
 }
 
@@ -582,7 +622,9 @@ DATASET_ENTRY: dict[str, Entry] = {
     "data_files": used(PREPROCESS, f"{_EFFECTS}::test_dataset_entry_keys"),
     "shards": used(PREPROCESS, f"{_EFFECTS}::test_dataset_entry_keys"),
     "shards_idx": used(PREPROCESS, f"{_EFFECTS}::test_dataset_entry_keys"),
-    "preprocess_shards": no_effect("the native pipeline tokenizes in bounded memory without sequential chunks"),
+    "preprocess_shards": no_effect(
+        "the native pipeline tokenizes in bounded memory without sequential chunks"
+    ),
     "name": not_yet("load this subset (configuration) of a hub dataset", 15),
     "split": used(PREPROCESS, f"{_EFFECTS}::test_dataset_entry_keys"),
     "train_on_split": used(PREPROCESS, f"{_EFFECTS}::test_dataset_entry_keys"),
@@ -658,7 +700,11 @@ class ValueRule:
 
 VALUE_RULES: tuple[ValueRule, ...] = (
     ValueRule("save_strategy", "best", 'save_strategy "best": keep the checkpoint with the best metric'),
-    ValueRule("gradient_checkpointing", "unsloth", 'gradient_checkpointing "unsloth": offload checkpointed activations'),
+    ValueRule(
+        "gradient_checkpointing",
+        "unsloth",
+        'gradient_checkpointing "unsloth": offload checkpointed activations',
+    ),
 )
 
 ALIASES: dict[str, str] = {
@@ -727,7 +773,9 @@ def no_effect_line(key: str, entry: NoEffect) -> str:
     return f"{key}: has no effect in axr: {entry.why}"
 
 
-def review(data: Mapping[str, Any], *, prefix: str = "", dataset: bool = False) -> tuple[list[str], list[str]]:
+def review(
+    data: Mapping[str, Any], *, prefix: str = "", dataset: bool = False
+) -> tuple[list[str], list[str]]:
     """(problems, notes) for the keys of one table: not-yet keys that are set, no-effect notes."""
     problems: list[str] = []
     notes: list[str] = []

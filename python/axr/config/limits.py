@@ -95,7 +95,8 @@ def check_sizes(data: Any, source: str, where: str = "") -> None:
     elif isinstance(data, list):
         if len(data) > MAX_LIST_ITEMS:
             raise ConfigError(
-                f"{source}: {where or '(config)'}: a list of {len(data):,} items; the limit is {MAX_LIST_ITEMS:,}"
+                f"{source}: {where or '(config)'}: a list of {len(data):,} items; "
+                f"the limit is {MAX_LIST_ITEMS:,}"
             )
         for index, item in enumerate(data):
             check_sizes(item, source, _path(where, index))

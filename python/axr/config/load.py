@@ -203,7 +203,9 @@ def _ledger_review(normalized: Normalized) -> tuple[list[str], list[str]]:
                 continue
             prefix = f"{list_key}[{index}]."
             aside = {
-                key[len(prefix) :]: value for key, value in normalized.set_aside.items() if key.startswith(prefix)
+                key[len(prefix) :]: value
+                for key, value in normalized.set_aside.items()
+                if key.startswith(prefix)
             }
             in_type = {key[len("type.") :]: value for key, value in aside.items() if key.startswith("type.")}
             rest = {key: value for key, value in aside.items() if not key.startswith("type.")}
@@ -226,7 +228,9 @@ def explain_config(data: Mapping[str, Any]) -> list[str]:
             for index, entry in enumerate(entries):
                 if isinstance(entry, Mapping):
                     prefix = f"{list_key}[{index}]."
-                    aside = {k[len(prefix) :]: v for k, v in normalized.set_aside.items() if k.startswith(prefix)}
+                    aside = {
+                        k[len(prefix) :]: v for k, v in normalized.set_aside.items() if k.startswith(prefix)
+                    }
                     rest = {k: v for k, v in aside.items() if not k.startswith("type.")}
                     in_type = {k[5:]: v for k, v in aside.items() if k.startswith("type.")}
                     tables.append((prefix, {**entry, **rest}, True))

@@ -76,7 +76,9 @@ def drop_blanks(table: Mapping[str, Any], model: type[BaseModel] | None) -> dict
             if key == "peft" and isinstance(value.get("loftq_config"), Mapping):
                 value["loftq_config"] = drop_blanks(value["loftq_config"], None)
         elif model is AxrConfig and key in _DATASET_LISTS and isinstance(value, list):
-            value = [drop_blanks(entry, DatasetConfig) if isinstance(entry, Mapping) else entry for entry in value]
+            value = [
+                drop_blanks(entry, DatasetConfig) if isinstance(entry, Mapping) else entry for entry in value
+            ]
         elif model is DatasetConfig and key == "type" and isinstance(value, Mapping):
             value = drop_blanks(value, None)
         result[key] = value
@@ -199,4 +201,3 @@ def normalize(raw: Mapping[str, Any]) -> Normalized:
             out.set_aside[key] = data.pop(key)
     out.data = data
     return out
-

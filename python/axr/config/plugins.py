@@ -24,7 +24,9 @@ PLUGINS: dict[str, NoEffect | NotYet] = {
     "axolotl.integrations.expert_parallel.ExpertParallelPlugin": NotYet("expert parallelism for MoE models"),
     "axolotl.integrations.swanlab.SwanLabPlugin": NotYet("logging to SwanLab"),
     "axolotl.integrations.diffusion.DiffusionPlugin": NotYet("diffusion language-model training"),
-    "axolotl.integrations.llm_compressor.LLMCompressorPlugin": NotYet("model compression with LLM Compressor"),
+    "axolotl.integrations.llm_compressor.LLMCompressorPlugin": NotYet(
+        "model compression with LLM Compressor"
+    ),
     "axolotl.integrations.spectrum.SpectrumPlugin": NotYet("Spectrum layer selection"),
     "axolotl.integrations.lm_eval.LMEvalPlugin": NotYet("lm-eval-harness evaluation"),
     "axolotl.integrations.grokfast.GrokfastPlugin": NotYet("Grokfast gradient filtering"),

@@ -130,11 +130,15 @@ def options_from_config(cfg: Any) -> dict[str, Any]:
             special_tokens[role] = value
     options: dict[str, Any] = {
         "datasets": [
-            _dataset_options(entry, f"datasets[{index}]", train_on_inputs=train_on_inputs, for_eval=False, cfg=cfg)
+            _dataset_options(
+                entry, f"datasets[{index}]", train_on_inputs=train_on_inputs, for_eval=False, cfg=cfg
+            )
             for index, entry in enumerate(cfg.datasets)
         ],
         "test_datasets": [
-            _dataset_options(entry, f"test_datasets[{index}]", train_on_inputs=train_on_inputs, for_eval=True, cfg=cfg)
+            _dataset_options(
+                entry, f"test_datasets[{index}]", train_on_inputs=train_on_inputs, for_eval=True, cfg=cfg
+            )
             for index, entry in enumerate(cfg.test_datasets or [])
         ],
         "tokenizer_dir": str(tokenizer_dir_for(cfg)),

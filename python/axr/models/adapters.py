@@ -7,6 +7,7 @@ from typing import Any
 
 from axr.errors import ConfigError
 
+
 def check_adapter_supported(cfg: Any) -> None:
     """Adapter settings that only make sense together, checked before any model is loaded.
 

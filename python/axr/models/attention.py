@@ -53,7 +53,9 @@ def select_attention(cfg: AxrConfig) -> str:
 
         reason = flash_attention_missing()
         if reason is not None:
-            raise ConfigError(f"attn_implementation: flash_attention_2 cannot run here: {reason}. {FLASH_INSTALL_HINT}")
+            raise ConfigError(
+                f"attn_implementation: flash_attention_2 cannot run here: {reason}. {FLASH_INSTALL_HINT}"
+            )
         return FLASH_ATTENTION
     if implementation not in (SDPA, EAGER):
         raise ConfigError(f"attn_implementation: {implementation!r} is not supported; use sdpa or eager")
