@@ -26,7 +26,7 @@ EXPECTED: dict[str, set[str]] = {
     "2024-dpo.yml": {"rl", "rl_beta"},
     "2024-fsdp.yml": {"fsdp", "fsdp_config"},
     "2024-llama2-lora.yml": set(),
-    "2024-mistral-qlora.yml": {"load_in_4bit"},
+    "2024-mistral-qlora.yml": {"load_in_4bit", "optimizer"},
     "2024-pretraining.yml": {
         "pretraining_dataset",
         "pretraining_dataset[0].name",

@@ -13,6 +13,9 @@ typed field in ``schema.py`` when the key has none yet: keys without one are acc
 only, which is enough to refuse them or note them). ``tests/config/test_ledger.py`` fails when
 a schema key has no entry, when a used key has no typed field or names a missing test.
 
+Values of used keys that axr does not handle yet are refused the same way: ``VALUE_RULES`` below,
+optimizer and schedule names in ``axr.config.names``, backends in ``axr.config.attention``.
+
 A key counts as *set* when its value asks for something: blanks, ``false``, empty strings,
 lists and tables ask for nothing (``load_in_8bit: false`` is what axr does anyway).
 """

@@ -23,6 +23,7 @@ from axr.config.attention import attention_problems
 from axr.config.conflicts import dataset_conflicts, top_level_conflicts
 from axr.config.limits import check_file_size, check_sizes, load_yaml
 from axr.config.messages import error_lines, known_top_level_keys, suggest
+from axr.config.names import name_problems
 from axr.config.normalize import Normalized, normalize
 from axr.config.plugins import plugin_problems_and_notes
 from axr.config.schema import AxrConfig
@@ -179,6 +180,7 @@ def validate_config(data: Mapping[str, Any], *, source: str | None = None) -> Ax
         lines += [line for line in _raw_conflicts(normalized.data) if line not in lines]
         raise ConfigError(_report(lines, source)) from None
     lines += attention_problems(config)
+    lines += name_problems(config)
     if lines:
         raise ConfigError(_report(lines, source))
     config._source_path = source
