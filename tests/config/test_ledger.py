@@ -151,6 +151,15 @@ def test_not_yet_keys_fail_validation_all_at_once(tmp_path, capsys):
     )
 
 
+def test_a_gguf_base_model_is_not_supported_yet(tmp_path):
+    with pytest.raises(ConfigError) as error:
+        load_config(write(tmp_path, "base_model: ./models/SmolLM2-135M-Instruct.Q4_1.gguf\n"))
+    assert str(error.value).splitlines()[1:] == [
+        "  base_model: not supported yet: a GGUF file as the base model (converted to a model folder) "
+        "(issue 12)"
+    ]
+
+
 def test_off_values_of_not_yet_keys_validate(tmp_path):
     config = load_config(
         write(

@@ -22,7 +22,7 @@ lists and tables ask for nothing (``load_in_8bit: false`` is what axr does anywa
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -693,21 +693,32 @@ DATASET_ENTRY: dict[str, Entry] = {
 
 @dataclass(frozen=True)
 class ValueRule:
-    """A value of a used key that asks for something axr does not do yet."""
+    """Values of a used key that ask for something axr does not do yet."""
 
     key: str
-    value: Any
+    matches: Callable[[Any], bool]
     would: str
     issue: int | None = None
 
 
+def _is_gguf(value: Any) -> bool:
+    return isinstance(value, str) and value.lower().endswith(".gguf")
+
+
 VALUE_RULES: tuple[ValueRule, ...] = (
-    ValueRule("save_strategy", "best", 'save_strategy "best": keep the checkpoint with the best metric'),
+    ValueRule(
+        "save_strategy",
+        lambda value: value == "best",
+        'save_strategy "best": keep the checkpoint with the best metric',
+    ),
     ValueRule(
         "gradient_checkpointing",
-        "unsloth",
+        lambda value: value == "unsloth",
         'gradient_checkpointing "unsloth": offload checkpointed activations',
     ),
+    ValueRule("base_model", _is_gguf, "a GGUF file as the base model (converted to a model folder)", 12),
+    ValueRule("base_model_config", _is_gguf, "a GGUF file as the model config", 12),
+    ValueRule("tokenizer_config", _is_gguf, "the tokenizer of a GGUF file", 12),
 )
 
 ALIASES: dict[str, str] = {
@@ -792,7 +803,7 @@ def review(
             notes.append(no_effect_line(prefix + key, entry))
     if not dataset:
         for rule in VALUE_RULES:
-            if data.get(rule.key) == rule.value:
+            if rule.key in data and rule.matches(data[rule.key]):
                 problems.append(not_yet_line(prefix + rule.key, NotYet(rule.would, rule.issue)))
     return problems, notes
 
