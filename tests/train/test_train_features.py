@@ -104,8 +104,14 @@ def test_flash_attention_without_the_package_is_a_config_error():
 @pytest.mark.parametrize(
     ("keys", "message"),
     [
-        ({"adapter": "qlora", "load_in_4bit": True}, "qlora .* comes in a later axr release"),
-        ({"adapter": "lora", "relora_steps": 10, "lora_target_linear": True}, "relora_steps: ReLoRA"),
+        (
+            {"adapter": "lora", "relora_steps": 10, "lora_target_linear": True},
+            "relora_steps: ReLoRA .* not supported yet",
+        ),
+        (
+            {"adapter": "lora", "relora": True, "jagged_restart_steps": 10, "lora_target_linear": True},
+            "relora: ReLoRA",
+        ),
         ({"adapter": "lora"}, "lora_target_modules: .* needs the modules to adapt"),
     ],
 )

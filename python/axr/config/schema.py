@@ -476,6 +476,16 @@ class AxrConfig(BaseModel):
     """Modules trained in full and saved with the adapter (e.g. ``embed_tokens``, ``lm_head``)."""
     lora_fan_in_fan_out: bool = False
     """The target layers store weights as (fan_in, fan_out) (GPT-2 Conv1D)."""
+    lora_target_parameters: str | list[str] | None = None
+    """Parameters (not modules) that get LoRA weights, e.g. MoE expert tensors (PEFT
+    ``target_parameters``); needs ``lora_dropout = 0``."""
+    peft_use_dora: bool | None = None
+    """DoRA: weight-decomposed LoRA (PEFT ``use_dora``)."""
+    peft_use_rslora: bool | None = None
+    """Rank-stabilised LoRA: scale by alpha / sqrt(r) instead of alpha / r (PEFT ``use_rslora``)."""
+    unfrozen_parameters: list[str] | None = None
+    """Full fine-tune: train only the parameters whose names match these patterns (regex, dots literal,
+    matched from the start; an optional row range such as ``[:32000]``); all others stay frozen."""
     peft: PeftConfig | None = None
     """Extra PEFT options (LoftQ)."""
     relora_steps: PositiveInt | None = None
@@ -488,6 +498,16 @@ class AxrConfig(BaseModel):
     """ReLoRA: optimizer magnitude pruning threshold."""
     relora_cpu_offload: bool | None = None
     """ReLoRA: merge LoRA weights on the CPU at restarts."""
+    relora: bool | None = None
+    """ReLoRA (Axolotl's current name): restarts every ``jagged_restart_steps``."""
+    relora_prune_method: Literal["magnitude", "random", "reset"] | None = None
+    """ReLoRA: how optimizer state is pruned at each restart."""
+    jagged_restart_steps: PositiveInt | None = None
+    """ReLoRA / jagged schedule: steps between restarts (Axolotl's name for ``relora_steps``)."""
+    jagged_restart_warmup_steps: NonNegativeInt | None = None
+    """Warmup steps after each restart (Axolotl's name for ``relora_warmup_steps``)."""
+    jagged_restart_anneal_steps: NonNegativeInt | None = None
+    """Anneal steps before each restart (Axolotl's name for ``relora_anneal_steps``)."""
 
     # ---- tracking -----------------------------------------------------------
     use_tensorboard: bool = False

@@ -16,15 +16,26 @@ from axr.errors import ConfigError
 TORCH_ADAMW = {"adamw_torch", "adamw_hf", "adamw_torch_fused"}
 """adamw_hf was transformers' own AdamW, removed from transformers; torch's AdamW computes the same update."""
 BITSANDBYTES_OPTIMIZERS = {
-    "adamw_bnb_8bit": "AdamW8bit",
-    "adamw_8bit": "AdamW8bit",
-    "paged_adamw_8bit": "PagedAdamW8bit",
-    "paged_adamw_32bit": "PagedAdamW32bit",
-    "lion_8bit": "Lion8bit",
-    "lion_32bit": "Lion32bit",
-    "paged_lion_8bit": "PagedLion8bit",
-    "paged_lion_32bit": "PagedLion32bit",
+    "adamw_bnb_8bit": "AdamW",
+    "adamw_8bit": "AdamW",
+    "paged_adamw_8bit": "AdamW",
+    "paged_adamw_32bit": "AdamW",
+    "lion_8bit": "Lion",
+    "lion_32bit": "Lion",
+    "paged_lion_8bit": "Lion",
+    "paged_lion_32bit": "Lion",
+    "rmsprop_bnb": "RMSprop",
+    "rmsprop_bnb_8bit": "RMSprop",
+    "rmsprop_bnb_32bit": "RMSprop",
+    "ademamix": "AdEMAMix",
+    "ademamix_8bit": "AdEMAMix",
+    "paged_ademamix_8bit": "AdEMAMix",
 }
+"""transformers' bitsandbytes optimizer names (Axolotl passes them through): the bitsandbytes class,
+with 8-bit state when the name says ``8bit`` and paged state when it says ``paged`` (on a CPU,
+bitsandbytes warns and keeps the state unpaged). Only parameters of at least ``min_8bit_size``
+(default 4096) elements get 8-bit state; ``optim_args`` can lower it. ``paged_ademamix_32bit`` is
+left out: bitsandbytes 0.50 fails on it on the CPU."""
 OTHER_OPTIMIZERS = {"sgd", "adagrad", "adafactor"}
 SCHEDULERS = ("cosine", "linear", "constant", "constant_with_warmup", "one_cycle")
 
@@ -60,6 +71,35 @@ def parameter_groups(model: Any, weight_decay: float) -> list[dict[str, Any]]:
     return groups
 
 
+def _number_or_text(text: str) -> Any:
+    lowered = text.strip().lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    for convert in (int, float):
+        try:
+            return convert(text)
+        except ValueError:
+            pass
+    return text.strip()
+
+
+def optim_args_of(cfg: Any) -> dict[str, Any]:
+    """``optim_args`` as keyword arguments: a table, or transformers' ``"key=value,key=value"`` text
+    (numbers and true/false converted)."""
+    given = getattr(cfg, "optim_args", None)
+    if not given:
+        return {}
+    if isinstance(given, dict):
+        return dict(given)
+    options: dict[str, Any] = {}
+    for item in given.split(","):
+        key, separator, value = item.partition("=")
+        if not separator or not key.strip():
+            raise ConfigError(f'optim_args: {item!r} is not key=value (expected e.g. "min_8bit_size=1024")')
+        options[key.strip()] = _number_or_text(value)
+    return options
+
+
 def build_optimizer(cfg: Any, model: Any) -> Any:
     """The optimizer named by ``cfg.optimizer`` over the model's trainable parameters."""
     import torch
@@ -69,7 +109,7 @@ def build_optimizer(cfg: Any, model: Any) -> Any:
     learning_rate = cfg.learning_rate
     betas = (cfg.adam_beta1 or 0.9, cfg.adam_beta2 or 0.999)
     epsilon = cfg.adam_epsilon or 1e-8
-    extra = dict(getattr(cfg, "optim_args", None) or {})
+    extra = optim_args_of(cfg)
     if name in TORCH_ADAMW:
         fused = name == "adamw_torch_fused"
         return torch.optim.AdamW(groups, lr=learning_rate, betas=betas, eps=epsilon, fused=fused, **extra)
@@ -84,20 +124,49 @@ def build_optimizer(cfg: Any, model: Any) -> Any:
         options = {"scale_parameter": False, "relative_step": False, "warmup_init": False} | extra
         return Adafactor(groups, lr=learning_rate, **options)
     if name in BITSANDBYTES_OPTIMIZERS:
-        if importlib.util.find_spec("bitsandbytes") is None:
-            raise ConfigError(
-                f"optimizer: {name!r} needs the bitsandbytes package, which is not installed: "
-                "pip install 'axr[bnb]' (or pick adamw_torch)"
-            )
-        import bitsandbytes
-
-        optimizer_class = getattr(bitsandbytes.optim, BITSANDBYTES_OPTIMIZERS[name])
-        if "lion" in name:
-            return optimizer_class(groups, lr=learning_rate, betas=betas, **extra)
-        return optimizer_class(groups, lr=learning_rate, betas=betas, eps=epsilon, **extra)
+        return _bitsandbytes_optimizer(name, groups, learning_rate, betas, epsilon, extra)
     raise ConfigError(
         f"optimizer: unknown optimizer {name!r}; supported: {', '.join(supported_optimizers())}"
     )
+
+
+def _bitsandbytes_optimizer(
+    name: str,
+    groups: list[dict[str, Any]],
+    learning_rate: float,
+    betas: tuple[float, float],
+    epsilon: float,
+    extra: dict[str, Any],
+) -> Any:
+    """transformers' recipe for its bitsandbytes names, so a config trains as it does under Axolotl."""
+    if importlib.util.find_spec("bitsandbytes") is None:
+        raise ConfigError(
+            f"optimizer: {name!r} needs the bitsandbytes package, which is not installed: "
+            "pip install 'axr[bnb]' (or pick adamw_torch)"
+        )
+    import bitsandbytes
+
+    family = BITSANDBYTES_OPTIMIZERS[name]
+    optimizer_class = getattr(bitsandbytes.optim, family)
+    options: dict[str, Any] = {"optim_bits": 8 if "8bit" in name else 32}
+    if family != "RMSprop":
+        options["is_paged"] = "paged" in name
+    if family == "AdamW":
+        options |= {"betas": betas, "eps": epsilon}
+    elif family == "Lion":
+        options["betas"] = betas
+    elif family == "AdEMAMix":
+        # AdEMAMix's third beta, alpha and schedules come from optim_args, as in transformers.
+        options |= {
+            "betas": (
+                float(extra.pop("beta1", betas[0])),
+                float(extra.pop("beta2", betas[1])),
+                float(extra.pop("beta3", 0.9999)),
+            ),
+            "alpha": float(extra.pop("alpha", 5.0)),
+            "eps": float(extra.pop("eps", epsilon)),
+        }
+    return optimizer_class(groups, lr=learning_rate, **(options | extra))
 
 
 def warmup_steps_of(cfg: Any, total_steps: int) -> int:
