@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from axr.errors import ConfigError
+from axr.models.load import refuse_pickle_weights
 from axr.models.quantization import (
     check_quantization_supported,
     is_quantized,
@@ -245,6 +246,7 @@ def apply_adapter(cfg: Any, model: Any, *, tokens_added: bool, precision: Any = 
         adapter_dir = Path(cfg.lora_model_dir)
         if not (adapter_dir / "adapter_config.json").exists():
             raise ConfigError(f"lora_model_dir: {adapter_dir} has no adapter_config.json")
+        refuse_pickle_weights(adapter_dir, "lora_model_dir", "adapter_model.safetensors")
         peft_model = PeftModel.from_pretrained(model, str(adapter_dir), is_trainable=True)
     else:
         if loftq_bits_of(cfg) is not None:
