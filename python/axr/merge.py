@@ -54,7 +54,7 @@ def merge_lora(cfg: Any, *, log: TextIO | None = None) -> MergeResult:
     print(f"axr merge-lora: loaded {loaded.describe()}", file=log)
     if quantized:
         print(
-            f"axr merge-lora: the adapter was trained on {quantized} base weights; merging into the "
+            f"axr merge-lora: the adapter was trained on {quantized[0]}-bit base weights; merging into the "
             f"unquantized base in {loaded.dtype}",
             file=log,
         )
