@@ -106,33 +106,37 @@ def _target_parameters_of(cfg: Any) -> list[str] | None:
     return [listed] if isinstance(listed, str) else list(listed)
 
 
-def lora_config_of(cfg: Any, modules_to_save: list[str]) -> Any:
-    """``peft.LoraConfig`` of the config's LoRA keys."""
-    from peft import LoftQConfig, LoraConfig
-
+def lora_config_kwargs(cfg: Any, modules_to_save: list[str]) -> dict[str, Any]:
+    """``peft.LoraConfig`` keyword arguments of the config's LoRA keys."""
     target_parameters = _target_parameters_of(cfg)
     has_modules = bool(cfg.lora_target_linear or cfg.lora_target_modules)
     # Parameters alone: an empty module list, or PEFT would pick its default modules for the architecture.
     target_modules: str | list[str] = target_modules_of(cfg) if has_modules or not target_parameters else []
-    options: dict[str, Any] = {}
+    options: dict[str, Any] = {
+        "r": cfg.lora_r,
+        "lora_alpha": cfg.lora_alpha,
+        "lora_dropout": cfg.lora_dropout,
+        "target_modules": target_modules,
+        "target_parameters": target_parameters,
+        "fan_in_fan_out": cfg.lora_fan_in_fan_out,
+        "layers_to_transform": getattr(cfg, "peft_layers_to_transform", None),
+        "use_dora": bool(getattr(cfg, "peft_use_dora", False)),
+        "use_rslora": bool(getattr(cfg, "peft_use_rslora", False)),
+        "modules_to_save": modules_to_save or None,
+        "bias": "none",
+        "task_type": "CAUSAL_LM",
+    }
     loftq_bits = loftq_bits_of(cfg)
     if loftq_bits is not None:
-        options = {"init_lora_weights": "loftq", "loftq_config": LoftQConfig(loftq_bits=loftq_bits)}
-    return LoraConfig(
-        r=cfg.lora_r,
-        lora_alpha=cfg.lora_alpha,
-        lora_dropout=cfg.lora_dropout,
-        target_modules=target_modules,
-        target_parameters=target_parameters,
-        fan_in_fan_out=cfg.lora_fan_in_fan_out,
-        layers_to_transform=getattr(cfg, "peft_layers_to_transform", None),
-        use_dora=bool(getattr(cfg, "peft_use_dora", False)),
-        use_rslora=bool(getattr(cfg, "peft_use_rslora", False)),
-        modules_to_save=modules_to_save or None,
-        bias="none",
-        task_type="CAUSAL_LM",
-        **options,
-    )
+        options |= {"init_lora_weights": "loftq", "loftq_config": {"loftq_bits": loftq_bits, "loftq_iter": 1}}
+    return options
+
+
+def lora_config_of(cfg: Any, modules_to_save: list[str]) -> Any:
+    """``peft.LoraConfig`` of the config's LoRA keys."""
+    from peft import LoraConfig
+
+    return LoraConfig(**lora_config_kwargs(cfg, modules_to_save))
 
 
 _RANGE = re.compile(r"^(.+)\[([0-9]*)(?::([0-9]*))?\]$")
@@ -258,6 +262,8 @@ def apply_adapter(cfg: Any, model: Any, *, tokens_added: bool, precision: Any = 
 
 
 def _check_loftq_device() -> None:
+    import importlib.util
+
     import torch
 
     if not (torch.cuda.is_available() or (hasattr(torch, "xpu") and torch.xpu.is_available())):
@@ -265,3 +271,5 @@ def _check_loftq_device() -> None:
             "peft.loftq_config: PEFT's LoftQ initialisation runs on a CUDA (or XPU) device only, "
             "and none is available here"
         )
+    if importlib.util.find_spec("scipy") is None:
+        raise ConfigError("peft.loftq_config: PEFT's LoftQ initialisation needs scipy: pip install scipy")
