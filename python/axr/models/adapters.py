@@ -23,14 +23,14 @@ from axr.models.quantization import (
 )
 
 RELORA_MISSING = (
-    "ReLoRA (periodic merge and restart of the adapter) is not supported yet; "
-    "remove it to train one LoRA adapter throughout"
+    "ReLoRA (periodic merge and restart of the adapter) is not supported yet; remove it to train one "
+    "LoRA adapter throughout (jagged_restart_steps alone, the restarting learning-rate schedule, works)"
 )
 
 
 def relora_key_of(cfg: Any) -> str | None:
     """The ReLoRA key the config sets (old or new name), if any."""
-    for key in ("relora", "relora_steps", "jagged_restart_steps"):
+    for key in ("relora", "relora_steps"):
         if getattr(cfg, key, None):
             return key
     return None

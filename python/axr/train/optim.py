@@ -226,6 +226,11 @@ def build_scheduler(cfg: Any, optimizer: Any, total_steps: int) -> Any:
             return (step + 1) / (warmup + 1) if step < warmup else 1.0
 
     elif name == "one_cycle":
+        if getattr(cfg, "jagged_restart_steps", None):
+            raise ConfigError(
+                "jagged_restart_steps: jagged restarts scale a cosine, linear or constant schedule, "
+                "not one_cycle; pick one of those for lr_scheduler or drop jagged_restart_steps"
+            )
         div_factor = cfg.lr_div_factor or 25.0
         return torch.optim.lr_scheduler.OneCycleLR(
             optimizer,
@@ -239,4 +244,36 @@ def build_scheduler(cfg: Any, optimizer: Any, total_steps: int) -> Any:
         )
     else:
         raise ConfigError(f"lr_scheduler: unknown schedule {name!r}; supported: {', '.join(SCHEDULERS)}")
+    every = getattr(cfg, "jagged_restart_steps", None)
+    if every:
+        inner = factor
+        restart_warmup = cfg.jagged_restart_warmup_steps
+        restart_anneal = cfg.jagged_restart_anneal_steps
+        options: dict[str, Any] = {
+            "every": int(every),
+            # Axolotl's defaults: 10 warmup steps, 1 anneal step, a floor of cosine_min_lr_ratio or 0.001.
+            "warmup": 10 if restart_warmup is None else int(restart_warmup),
+            "anneal": 1 if restart_anneal is None else int(restart_anneal),
+            "min_scale": cfg.cosine_min_lr_ratio or 0.001,
+        }
+
+        def factor(step: int) -> float:
+            return inner(step) * jagged_scale(step, **options)
+
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def jagged_scale(step: int, *, every: int, warmup: int, anneal: int, min_scale: float) -> float:
+    """Axolotl's jagged restarts: every ``every`` steps the learning rate drops to ``min_scale`` of the
+    schedule's and warms back up over ``warmup`` steps; it anneals over the ``anneal`` steps before
+    each restart. Nothing changes before the first restart's warmup would begin."""
+    if step < every - warmup:
+        return 1.0
+    progress = step % every
+    if progress < warmup:
+        cycle = min(1.0, progress / warmup)
+    elif progress > every - anneal:
+        cycle = min(1.0, (every - progress) / anneal)
+    else:
+        cycle = 1.0
+    return cycle * (1.0 - min_scale) + min_scale
