@@ -272,3 +272,91 @@ def test_quantization_errors_name_the_key(tmp_path, tiny_llama_dir, keys, messag
     cfg = config_of(tmp_path, "bad", tiny_llama_dir, **keys)
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
         train(cfg, data=TrainingData(train=InMemoryDataset(random_rows(2))))
+
+
+# Axolotl's examples/llama-2/qlora.yml of early 2024, with local paths for the model and data and
+# flash_attention off (flash-attn needs CUDA).
+AXOLOTL_2024_QLORA = """\
+base_model: {base_model}
+model_type: LlamaForCausalLM
+tokenizer_type: LlamaTokenizer
+load_in_8bit: false
+load_in_4bit: true
+strict: false
+datasets:
+  - path: {dataset}
+    type: alpaca
+dataset_prepared_path: {folder}/prepared
+val_set_size: 0.05
+output_dir: {folder}/qlora-out
+adapter: qlora
+lora_model_dir:
+sequence_len: 4096
+sample_packing: true
+pad_to_sequence_len: true
+lora_r: 32
+lora_alpha: 16
+lora_dropout: 0.05
+lora_target_modules:
+lora_target_linear: true
+lora_fan_in_fan_out:
+wandb_project:
+wandb_entity:
+wandb_watch:
+wandb_name:
+wandb_log_model:
+gradient_accumulation_steps: 4
+micro_batch_size: 1
+num_epochs: 4
+optimizer: paged_adamw_32bit
+lr_scheduler: cosine
+learning_rate: 0.0002
+train_on_inputs: false
+group_by_length: false
+bf16: auto
+fp16:
+tf32: false
+gradient_checkpointing: true
+early_stopping_patience:
+resume_from_checkpoint:
+local_rank:
+logging_steps: 1
+xformers_attention:
+flash_attention: false  # true in the example; flash-attn needs CUDA
+warmup_steps: 10
+evals_per_epoch: 4
+eval_table_size:
+saves_per_epoch: 1
+debug:
+deepspeed:
+weight_decay: 0.0
+fsdp:
+fsdp_config:
+special_tokens:
+"""
+
+
+@pytest.mark.slow
+def test_axolotls_2024_qlora_example_trains_as_written(tmp_path, tiny_llama_dir, capsys):
+    from pathlib import Path
+
+    from axr.cli import main
+
+    dataset = Path(__file__).resolve().parents[2] / "examples" / "data" / "alpaca_sample.jsonl"
+    config = tmp_path / "qlora.yml"
+    config.write_text(AXOLOTL_2024_QLORA.format(base_model=tiny_llama_dir, dataset=dataset, folder=tmp_path))
+    assert main(["train", str(config), "--max_steps=2"]) == 0
+    printed = "".join(capsys.readouterr())
+    assert f"base weights: {LINEAR_LAYERS} linear layers in 4-bit nf4 double-quantized" in printed
+    assert "eval loss" in printed  # evals_per_epoch with val_set_size
+    out = tmp_path / "qlora-out"
+    adapter = json_of(out / "adapter_config.json")
+    assert adapter["r"] == 32
+    assert adapter["lora_alpha"] == 16
+    assert (out / "adapter_model.safetensors").is_file()
+
+
+def json_of(path):
+    import json
+
+    return json.loads(path.read_text())

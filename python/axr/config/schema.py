@@ -474,7 +474,7 @@ class AxrConfig(BaseModel):
     """Layer indices to adapt; default: all."""
     lora_modules_to_save: list[str] | None = None
     """Modules trained in full and saved with the adapter (e.g. ``embed_tokens``, ``lm_head``)."""
-    lora_fan_in_fan_out: bool = False
+    lora_fan_in_fan_out: bool | None = None
     """The target layers store weights as (fan_in, fan_out) (GPT-2 Conv1D)."""
     lora_target_parameters: str | list[str] | None = None
     """Parameters (not modules) that get LoRA weights, e.g. MoE expert tensors (PEFT

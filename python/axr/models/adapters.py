@@ -118,7 +118,7 @@ def lora_config_kwargs(cfg: Any, modules_to_save: list[str]) -> dict[str, Any]:
         "lora_dropout": cfg.lora_dropout,
         "target_modules": target_modules,
         "target_parameters": target_parameters,
-        "fan_in_fan_out": cfg.lora_fan_in_fan_out,
+        "fan_in_fan_out": bool(cfg.lora_fan_in_fan_out),
         "layers_to_transform": getattr(cfg, "peft_layers_to_transform", None),
         "use_dora": bool(getattr(cfg, "peft_use_dora", False)),
         "use_rslora": bool(getattr(cfg, "peft_use_rslora", False)),
