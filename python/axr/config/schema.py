@@ -373,7 +373,7 @@ class AxrConfig(BaseModel):
     bnb_config_kwargs: BnbConfigKwargs | None = None
     """bitsandbytes quantization options for ``load_in_4bit``/``load_in_8bit``."""
     gptq: bool = False
-    """The model is a 4-bit GPTQ quantized model."""
+    """The model is a 4-bit GPTQ quantized model (not supported yet: transformers needs gptqmodel)."""
     load_in_8bit: bool = False
     """Load the base model in 8 bits (bitsandbytes)."""
     load_in_4bit: bool = False
@@ -473,7 +473,8 @@ class AxrConfig(BaseModel):
     peft_layers_to_transform: list[NonNegativeInt] | None = None
     """Layer indices to adapt; default: all."""
     lora_modules_to_save: list[str] | None = None
-    """Modules trained in full and saved with the adapter (e.g. ``embed_tokens``, ``lm_head``)."""
+    """Modules trained in full and saved with the adapter (e.g. ``embed_tokens``, ``lm_head``); float32
+    under bf16/fp16 autocast."""
     lora_fan_in_fan_out: bool | None = None
     """The target layers store weights as (fan_in, fan_out) (GPT-2 Conv1D)."""
     lora_target_parameters: str | list[str] | None = None
@@ -489,7 +490,7 @@ class AxrConfig(BaseModel):
     peft: PeftConfig | None = None
     """Extra PEFT options (LoftQ)."""
     relora_steps: PositiveInt | None = None
-    """ReLoRA: steps per restart (needs an adapter)."""
+    """ReLoRA: steps per restart (needs an adapter; ReLoRA is not supported yet)."""
     relora_warmup_steps: NonNegativeInt | None = None
     """ReLoRA: warmup steps after each restart."""
     relora_anneal_steps: NonNegativeInt | None = None
@@ -499,7 +500,8 @@ class AxrConfig(BaseModel):
     relora_cpu_offload: bool | None = None
     """ReLoRA: merge LoRA weights on the CPU at restarts."""
     relora: bool | None = None
-    """ReLoRA (Axolotl's current name): restarts every ``jagged_restart_steps``."""
+    """ReLoRA (Axolotl's current name): merges and restarts the adapter every ``jagged_restart_steps``
+    (not supported yet)."""
     relora_prune_method: Literal["magnitude", "random", "reset"] | None = None
     """ReLoRA: how optimizer state is pruned at each restart."""
     jagged_restart_steps: PositiveInt | None = None
