@@ -8,6 +8,8 @@
    installed, the flash-attn varlen path in bf16 (tolerances printed with the result).
 2. Training tokens/s, packed vs padded, same data, same model: flash-attn varlen when
    installed (else SDPA), LoRA on every linear layer, bf16 autocast.
+3. QLoRA: packed equals unpacked on a 4-bit nf4 base (bf16 compute), and a packed QLoRA
+   training run (tokens/s, first and last loss, the quantized layers axr reported loading).
 
 Prints one JSON object.
 """
@@ -44,18 +46,36 @@ TINY = {
 }
 
 
-def packed_equals_unpacked(model_dir: Path, attention: str, dtype: str, device: str) -> dict[str, Any]:
+def packed_equals_unpacked(
+    model_dir: Path, attention: str, dtype: str, device: str, *, four_bit: bool = False
+) -> dict[str, Any]:
     import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
+    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
 
     from axr.data.collate import collate_packed, collate_padded
     from axr.train.loss import forward_summed_loss
 
     torch.manual_seed(0)
-    model = AutoModelForCausalLM.from_pretrained(
-        model_dir, dtype=getattr(torch, dtype), attn_implementation=attention
-    )
+    if four_bit:
+        quantization = BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=getattr(torch, dtype),
+        )
+        model = AutoModelForCausalLM.from_pretrained(
+            model_dir,
+            dtype=getattr(torch, dtype),
+            attn_implementation=attention,
+            quantization_config=quantization,
+            device_map={"": device},
+        )
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+    else:
+        model = AutoModelForCausalLM.from_pretrained(
+            model_dir, dtype=getattr(torch, dtype), attn_implementation=attention
+        )
     model = get_peft_model(
         model, LoraConfig(r=8, lora_alpha=16, target_modules="all-linear", init_lora_weights=False)
     )
@@ -94,10 +114,50 @@ def packed_equals_unpacked(model_dir: Path, attention: str, dtype: str, device: 
     return {
         "attention": attention,
         "dtype": dtype,
+        "base_weights": "4-bit nf4" if four_bit else dtype,
         "packed_loss": packed_loss,
         "unpacked_loss": single_loss,
         "loss_relative_difference": abs(packed_loss - single_loss) / abs(single_loss),
         "worst_gradient_difference_over_max": worst,
+    }
+
+
+def qlora_check(
+    workdir: Path, model_dir: Path, rows: Any, options: argparse.Namespace, device: str, has_flash: bool
+) -> dict[str, Any]:
+    """Packed vs unpacked on a 4-bit base, then a packed QLoRA run (bitsandbytes needed)."""
+    import importlib.util
+
+    if importlib.util.find_spec("bitsandbytes") is None:
+        return {"skipped": "bitsandbytes is not installed"}
+    dtype = "bfloat16" if device == "cuda" else "float32"
+    checks = [packed_equals_unpacked(model_dir, "sdpa", dtype, device, four_bit=True)]
+    folder = workdir / "qlora"
+    folder.mkdir()
+    extra = [
+        'adapter = "qlora"',
+        "load_in_4bit = true",
+        "lora_r = 16",
+        "lora_alpha = 32",
+        "lora_target_linear = true",
+        f"bf16 = {'true' if device == 'cuda' else 'false'}",
+        "flash_attention = true" if has_flash else "sdp_attention = true",
+    ]
+    import contextlib
+    import io
+
+    messages = io.StringIO()
+    with contextlib.redirect_stderr(messages):
+        speed = run_training(folder, model_dir, rows, packing=True, args=options, extra=extra)
+    metrics = [json.loads(line) for line in (folder / "packed" / "metrics.jsonl").read_text().splitlines()]
+    losses = [line["loss"] for line in metrics if "loss" in line]
+    loaded = [line for line in messages.getvalue().splitlines() if "base weights:" in line]
+    return {
+        "packed_equals_unpacked": checks,
+        "training": speed,
+        "first_loss": losses[0],
+        "last_loss": losses[-1],
+        "loaded": loaded,
     }
 
 
@@ -157,6 +217,7 @@ def main() -> int:
             "packed_over_padded_tokens_per_second": packed["tokens_per_second"] / padded["tokens_per_second"],
         }
         report["mean_sample_tokens"] = float(np.mean(rows.lengths))
+        report["qlora"] = qlora_check(workdir, model_dir, rows, options, device, has_flash)
     print(json.dumps(report, indent=2))
     return 0
 

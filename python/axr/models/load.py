@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from axr.errors import ConfigError
+from axr.models.quantization import quantized_load_kwargs
 
 
 @dataclass(frozen=True)
@@ -233,6 +234,7 @@ def load_model(cfg: Any, tokenizer: Any, *, precision: Precision, attention: str
         max_memory = dict.fromkeys(range(torch.cuda.device_count()), limit)
     if max_memory is not None:
         kwargs["max_memory"] = max_memory
+    kwargs.update(quantized_load_kwargs(cfg, precision))
     refuse_pickle_weights(cfg.base_model, "base_model", "*.safetensors")
     if not pickle_weights_allowed():
         kwargs["use_safetensors"] = True

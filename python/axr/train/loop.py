@@ -30,6 +30,7 @@ from axr.errors import AxrError, ConfigError
 from axr.models.adapters import apply_adapter, check_adapter_supported
 from axr.models.attention import select_attention
 from axr.models.load import check_sequence_len, load_model, load_tokenizer, resolve_precision
+from axr.models.quantization import quantized_layer_summary
 from axr.train.batches import MicroBatchPlan, build_plan, collate_micro_batch
 from axr.train.checkpoint import load_checkpoint, newest_verified_checkpoint, save_checkpoint
 from axr.train.health import check_step, check_weights
@@ -190,7 +191,8 @@ def train(cfg: Any, *, data: TrainingData | None = None) -> TrainResult:
     # The store's own tokenizer (config tokens already added) is the one its ids belong to.
     tokenizer, tokens_added = load_tokenizer(cfg, store_tokenizer=getattr(data.train, "tokenizer_dir", None))
     model = load_model(cfg, tokenizer, precision=precision, attention=attention)
-    model = apply_adapter(cfg, model, tokens_added=tokens_added)
+    quantized_layers = quantized_layer_summary(model)
+    model = apply_adapter(cfg, model, tokens_added=tokens_added, precision=precision)
     if cfg.neftune_noise_alpha:
         _add_neftune(model, cfg.neftune_noise_alpha)
     model.train()
@@ -277,6 +279,7 @@ def train(cfg: Any, *, data: TrainingData | None = None) -> TrainResult:
         f"{steps_per_epoch} steps/epoch, {total_steps} steps, {world_size} process(es), "
         f"attention {attention}, "
         f"precision {precision.mixed if precision.mixed != 'no' else precision.weights}"
+        + (f", base weights: {quantized_layers}" if quantized_layers else "")
         + (f", resuming at step {state['step']}" if resume_from else "")
     )
 
