@@ -33,6 +33,7 @@ from axr.train.batches import MicroBatchPlan, build_plan, collate_micro_batch
 from axr.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from axr.train.loss import forward_summed_loss, supports_position_selection
 from axr.train.optim import build_optimizer, build_scheduler, check_names
+from axr.train.packing_guard import guard_packing
 from axr.train.progress import Progress, project_name_of, tracker_init_kwargs, trackers_of
 
 
@@ -239,6 +240,7 @@ def train(cfg: Any, *, data: TrainingData | None = None) -> TrainResult:
     optimizer = build_optimizer(cfg, model)
     scheduler = build_scheduler(cfg, optimizer, total_steps)
     model, optimizer = accelerator.prepare(model, optimizer)
+    guard_packing(cfg, model, attention, accelerator)  # refuses a model whose packed samples leak
 
     state: dict[str, Any] = {
         "step": 0,
