@@ -94,4 +94,43 @@ def apply_adapter(cfg: Any, model: Any, *, tokens_added: bool) -> Any:
         bias="none",
         task_type="CAUSAL_LM",
     )
-    return get_peft_model(model, lora)
+    wrapped = get_peft_model(model, lora)
+    if cfg.lora_target_linear:
+        check_every_linear_adapted(wrapped)
+    return wrapped
+
+
+def unadapted_linear_layers(model: Any) -> list[str]:
+    """Linear layers of a PEFT-wrapped model that carry no LoRA (the output head and saved modules aside)."""
+    import torch
+    from peft.tuners.tuners_utils import BaseTunerLayer
+    from transformers.pytorch_utils import Conv1D
+
+    output = model.get_output_embeddings()
+    covered: list[str] = []
+    missed = []
+    for name, module in model.named_modules():
+        if any(name.startswith(prefix + ".") for prefix in covered):
+            continue
+        if isinstance(module, BaseTunerLayer) or hasattr(module, "original_module") or module is output:
+            covered.append(name)
+        elif isinstance(module, (torch.nn.Linear, Conv1D)):
+            missed.append(name)
+    return missed
+
+
+def check_every_linear_adapted(model: Any) -> None:
+    """``lora_target_linear`` promises every linear layer: a ConfigError names the ones PEFT left out.
+
+    PEFT (0.21) remaps the names of transformers-5 MoE expert projections (``gate_proj``, ``up_proj``,
+    ``down_proj``) to the fused expert parameters; in families that also have dense MLPs with those
+    names (DeepSeek-V3's first layers and shared experts) the dense ones end up without an adapter.
+    """
+    missed = unadapted_linear_layers(model)
+    if missed:
+        shown = ", ".join(missed[:4]) + (f" and {len(missed) - 4} more" if len(missed) > 4 else "")
+        architecture = type(model.get_base_model()).__name__
+        raise ConfigError(
+            f"lora_target_linear: PEFT left {len(missed)} linear layer(s) of {architecture} without an "
+            f"adapter ({shown}); list the modules to adapt in lora_target_modules instead"
+        )

@@ -30,6 +30,9 @@ class Family:
     """A mixture of experts with a router auxiliary loss (``output_router_logits``)."""
     linear_modules: tuple[str, ...] = ()
     """Short names of the linear layers ``lora_target_linear`` adapts (every linear but the head)."""
+    target_linear_refused: bool = False
+    """``lora_target_linear`` is refused (PEFT would leave linear layers out); ``linear_modules`` are
+    then listed in ``lora_target_modules``."""
 
     def config(
         self, vocab_size: int, *, bos: int | None = None, eos: int | None = None, pad: int | None = None
@@ -57,7 +60,9 @@ _LLAMA_LIKE = {
     "max_position_embeddings": 512,
 }
 _LLAMA_LINEAR = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
-_ATTENTION_LINEAR = ("q_proj", "k_proj", "v_proj", "o_proj")
+_MOE_LINEAR = ("q_proj", "k_proj", "v_proj", "o_proj", "gate", "experts")
+"""PEFT's ``all-linear`` on transformers 5 MoE blocks: the router (``gate``) and the fused expert
+weights (``experts``: ``gate_up_proj`` and ``down_proj`` as targeted parameters) besides attention."""
 
 FAMILIES: dict[str, Family] = {
     family.name: family
@@ -74,7 +79,7 @@ FAMILIES: dict[str, Family] = {
             "MixtralConfig",
             {**_LLAMA_LIKE, "num_local_experts": 4, "num_experts_per_tok": 2, "router_aux_loss_coef": 0.02},
             router_aux_loss=True,
-            linear_modules=_ATTENTION_LINEAR,
+            linear_modules=_MOE_LINEAR,
         ),
         Family("qwen2", "Qwen2Config", _LLAMA_LIKE, linear_modules=_LLAMA_LINEAR),
         Family("qwen3", "Qwen3Config", {**_LLAMA_LIKE, "head_dim": 16}, linear_modules=_LLAMA_LINEAR),
@@ -92,7 +97,7 @@ FAMILIES: dict[str, Family] = {
                 "router_aux_loss_coef": 0.02,
             },
             router_aux_loss=True,
-            linear_modules=_ATTENTION_LINEAR,
+            linear_modules=_MOE_LINEAR,
         ),
         Family("gemma", "GemmaConfig", {**_LLAMA_LIKE, "head_dim": 16}, linear_modules=_LLAMA_LINEAR),
         Family(
@@ -192,10 +197,8 @@ FAMILIES: dict[str, Family] = {
                 "kv_a_proj_with_mqa",
                 "kv_b_proj",
                 "o_proj",
-                "gate_proj",
-                "up_proj",
-                "down_proj",
             ),
+            target_linear_refused=True,
         ),
         Family(
             "stablelm",
