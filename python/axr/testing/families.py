@@ -224,15 +224,19 @@ def build_tiny_family(
     if (out / "config.json").exists() and (out / "model.safetensors").exists():
         return out
     out.mkdir(parents=True, exist_ok=True)
-    tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
+    config = FAMILIES[name].config(8)
+    config.save_pretrained(str(out))
+    for file_name in TOKENIZER_FILES:
+        source = Path(tokenizer_dir) / file_name
+        if source.exists():
+            shutil.copyfile(source, out / file_name)
+    # The tokenizer as it loads from this folder: the family's model type can change its class and
+    # add tokens (Qwen2's adds <|endoftext|>), and the embeddings must cover them.
+    tokenizer = AutoTokenizer.from_pretrained(str(out))
     config = FAMILIES[name].config(
         len(tokenizer), bos=tokenizer.bos_token_id, eos=tokenizer.eos_token_id, pad=tokenizer.pad_token_id
     )
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(config, dtype=getattr(torch, dtype))
     model.save_pretrained(str(out), safe_serialization=True)
-    for file_name in TOKENIZER_FILES:
-        source = Path(tokenizer_dir) / file_name
-        if source.exists():
-            shutil.copyfile(source, out / file_name)
     return out
