@@ -410,6 +410,10 @@ TOP_LEVEL: dict[str, Entry] = {
     "train_on_inputs": used(PREPROCESS, f"{_EFFECTS}::test_preprocess_option_keys"),
     "group_by_length": used("train.batches.build_plan", f"{_EFFECTS}::test_loop_keys"),
     "gradient_checkpointing": used(MODEL_LOAD, f"{_EFFECTS}::test_gradient_checkpointing_keys"),
+    "output_router_logits": used(
+        "models.load (the model config) and train.loss (the router auxiliary loss)",
+        "tests/train/test_model_matrix.py::test_output_router_logits_changes_what_train_optimises",
+    ),
     "gradient_checkpointing_kwargs": used(MODEL_LOAD, f"{_EFFECTS}::test_gradient_checkpointing_keys"),
     "selective_checkpointing": not_yet("keep the outputs of chosen ops instead of recomputing them"),
     "activation_offloading": not_yet("offload activations to CPU memory or disk"),

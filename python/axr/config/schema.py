@@ -416,6 +416,9 @@ class AxrConfig(BaseModel):
     overrides_of_model_config: dict[str, Any] | None = None
     """Values set on the model's config before loading,
     e.g. ``rope_scaling = {type = "linear", factor = 2}``."""
+    output_router_logits: bool | None = None
+    """MoE models (Mixtral, Qwen-MoE, ...): add the router load-balancing loss,
+    ``router_aux_loss_coef`` × the family's own ``load_balancing_loss_func``, to the training loss."""
 
     # ---- quantization and precision -----------------------------------------
     bnb_config_kwargs: BnbConfigKwargs | None = None

@@ -243,6 +243,8 @@ def apply_adapter(cfg: Any, model: Any, *, tokens_added: bool, precision: Any = 
         if loftq_bits_of(cfg) is not None:
             _check_loftq_device()
         peft_model = get_peft_model(model, lora_config_of(cfg, modules_to_save))
+        if cfg.lora_target_linear:
+            check_every_linear_adapted(peft_model)
     if precision is not None and precision.mixed != "no":
         _modules_to_save_in_float32(peft_model)
     return peft_model
@@ -260,3 +262,39 @@ def _check_loftq_device() -> None:
         )
     if importlib.util.find_spec("scipy") is None:
         raise ConfigError("peft.loftq_config: PEFT's LoftQ initialisation needs scipy: pip install scipy")
+
+
+def unadapted_linear_layers(model: Any) -> list[str]:
+    """Linear layers of a PEFT-wrapped model that carry no LoRA (the output head and saved modules aside)."""
+    import torch
+    from peft.tuners.tuners_utils import BaseTunerLayer
+    from transformers.pytorch_utils import Conv1D
+
+    output = model.get_output_embeddings()
+    covered: list[str] = []
+    missed = []
+    for name, module in model.named_modules():
+        if any(name.startswith(prefix + ".") for prefix in covered):
+            continue
+        if isinstance(module, BaseTunerLayer) or hasattr(module, "original_module") or module is output:
+            covered.append(name)
+        elif isinstance(module, (torch.nn.Linear, Conv1D)):
+            missed.append(name)
+    return missed
+
+
+def check_every_linear_adapted(model: Any) -> None:
+    """``lora_target_linear`` promises every linear layer: a ConfigError names the ones PEFT left out.
+
+    PEFT (0.21) remaps the names of transformers-5 MoE expert projections (``gate_proj``, ``up_proj``,
+    ``down_proj``) to the fused expert parameters; in families that also have dense MLPs with those
+    names (DeepSeek-V3's first layers and shared experts) the dense ones end up without an adapter.
+    """
+    missed = unadapted_linear_layers(model)
+    if missed:
+        shown = ", ".join(missed[:4]) + (f" and {len(missed) - 4} more" if len(missed) > 4 else "")
+        architecture = type(model.get_base_model()).__name__
+        raise ConfigError(
+            f"lora_target_linear: PEFT left {len(missed)} linear layer(s) of {architecture} without an "
+            f"adapter ({shown}); list the modules to adapt in lora_target_modules instead"
+        )

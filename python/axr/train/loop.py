@@ -36,6 +36,7 @@ from axr.train.checkpoint import load_checkpoint, newest_verified_checkpoint, sa
 from axr.train.health import check_step, check_weights
 from axr.train.loss import forward_summed_loss, supports_position_selection
 from axr.train.optim import build_optimizer, build_scheduler, check_names
+from axr.train.packing_guard import guard_packing
 from axr.train.progress import Progress, project_name_of, tracker_init_kwargs, trackers_of
 
 
@@ -244,6 +245,7 @@ def train(cfg: Any, *, data: TrainingData | None = None) -> TrainResult:
     optimizer = build_optimizer(cfg, model)
     scheduler = build_scheduler(cfg, optimizer, total_steps)
     model, optimizer = accelerator.prepare(model, optimizer)
+    guard_packing(cfg, model, attention, accelerator)  # refuses a model whose packed samples leak
 
     state: dict[str, Any] = {
         "step": 0,
