@@ -29,7 +29,18 @@ _SAFETENSORS = ["*.safetensors"]
 _PICKLES = ["*.bin", "*.pt", "*.pth"]
 _DATA_FILES = ["*.jsonl", "*.json", "*.ndjson", "*.parquet", "*.arrow", "*.txt"]
 # A missing local file such as ``data/train.jsonl`` is reported as missing, not looked up on the hub.
-_FILE_SUFFIXES = (".json", ".jsonl", ".ndjson", ".parquet", ".arrow", ".txt", ".csv", ".yml", ".yaml", ".toml")
+_FILE_SUFFIXES = (
+    ".json",
+    ".jsonl",
+    ".ndjson",
+    ".parquet",
+    ".arrow",
+    ".txt",
+    ".csv",
+    ".yml",
+    ".yaml",
+    ".toml",
+)
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
@@ -218,23 +229,32 @@ def dataset_files(
     if data_files:
         folder = _download(repo_id, key, repo_type="dataset", revision=revision, allow=list(data_files))
         return HubDataset(folder, sha, list(data_files), split)
-    configs = [entry for entry in _front_matter(card / "README.md").get("configs") or [] if isinstance(entry, dict)]
+    configs = [
+        entry for entry in _front_matter(card / "README.md").get("configs") or [] if isinstance(entry, dict)
+    ]
     chosen = None
     if name is not None:
         chosen = next((entry for entry in configs if entry.get("config_name") == name), None)
         if chosen is None and not configs:
             folder = _download(
-                repo_id, key, repo_type="dataset", revision=revision, allow=[f"{name}/{pattern}" for pattern in _DATA_FILES]
+                repo_id,
+                key,
+                repo_type="dataset",
+                revision=revision,
+                allow=[f"{name}/{pattern}" for pattern in _DATA_FILES],
             )
             if not (folder / name).is_dir():
                 raise ConfigError(f"{key}.name: the hub dataset {repo_id!r} has no subset {name!r}")
             return HubDataset(folder / name, sha, None, split)
         if chosen is None:
             names = ", ".join(str(entry.get("config_name")) for entry in configs)
-            raise ConfigError(f"{key}.name: the hub dataset {repo_id!r} has no subset {name!r}; it has: {names}")
+            raise ConfigError(
+                f"{key}.name: the hub dataset {repo_id!r} has no subset {name!r}; it has: {names}"
+            )
     elif configs:
         chosen = next(
-            (entry for entry in configs if entry.get("default") or entry.get("config_name") == "default"), None
+            (entry for entry in configs if entry.get("default") or entry.get("config_name") == "default"),
+            None,
         )
     if chosen is not None and chosen.get("data_files"):
         by_split = _split_files(chosen["data_files"])

@@ -247,7 +247,9 @@ def _tree(files: Mapping[str, bytes], under: str, *, recursive: bool) -> list[di
             if depth > 1 and not recursive:
                 break
             directory = prefix + "/".join(parts[:depth])
-            entries.setdefault(directory, {"type": "directory", "path": directory, "oid": "0" * 40, "size": 0})
+            entries.setdefault(
+                directory, {"type": "directory", "path": directory, "oid": "0" * 40, "size": 0}
+            )
         if len(parts) > 1 and not recursive:
             continue
         entry: dict[str, Any] = {
@@ -260,3 +262,67 @@ def _tree(files: Mapping[str, bytes], under: str, *, recursive: bool) -> list[di
             entry["lfs"] = {"oid": hashlib.sha256(body).hexdigest(), "size": len(body), "pointerSize": 134}
         entries[name] = entry
     return list(entries.values())
+
+
+def alpaca_rows(count: int, *, start: int = 0, tag: str = "") -> list[dict[str, str]]:
+    """Alpaca rows (instruction/input/output) numbered from ``start``; ``tag`` marks a variant."""
+    return [
+        {"instruction": f"Say the number {index}{tag}", "input": "", "output": f"It is {index}."}
+        for index in range(start, start + count)
+    ]
+
+
+def jsonl_bytes(rows: list[dict[str, str]]) -> bytes:
+    return "".join(json.dumps(row) + "\n" for row in rows).encode()
+
+
+def parquet_bytes(rows: list[dict[str, str]]) -> bytes:
+    """The rows as a Parquet file (needs ``pyarrow``, a dev dependency)."""
+    import io
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    buffer = io.BytesIO()
+    pq.write_table(pa.Table.from_pylist(rows), buffer)
+    return buffer.getvalue()
+
+
+DATASET_CARD = """---
+configs:
+- config_name: default
+  data_files:
+  - split: train
+    path: data/train-*.jsonl
+  - split: test
+    path: data/test-*.jsonl
+- config_name: numbers_parquet
+  data_files:
+  - split: train
+    path: parquet/train-*.parquet
+  - split: test
+    path: parquet/test-*.parquet
+---
+# A tiny alpaca dataset for axr's tests
+"""
+
+
+def alpaca_dataset_repo(*, train: int = 12, test: int = 4, tag: str = "") -> dict[str, bytes]:
+    """A dataset repo as the hub lays it out: a card whose ``configs`` name two subsets (``default``:
+    JSONL, ``numbers_parquet``: Parquet), each with a train and a test split."""
+    train_rows, test_rows = alpaca_rows(train, tag=tag), alpaca_rows(test, start=1000, tag=tag)
+    return {
+        "README.md": DATASET_CARD.encode(),
+        "data/train-00000-of-00001.jsonl": jsonl_bytes(train_rows),
+        "data/test-00000-of-00001.jsonl": jsonl_bytes(test_rows),
+        "parquet/train-00000-of-00001.parquet": parquet_bytes(train_rows[: train // 2]),
+        "parquet/test-00000-of-00001.parquet": parquet_bytes(test_rows[: test // 2]),
+    }
+
+
+def folder_subsets_repo(*, counts: Mapping[str, int]) -> dict[str, bytes]:
+    """A dataset repo with no card: each subset is a top-level folder with a ``train`` file."""
+    return {
+        f"{name}/train.jsonl": jsonl_bytes(alpaca_rows(count, tag=f" in {name}"))
+        for name, count in counts.items()
+    }
