@@ -10,12 +10,12 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import MODEL_ID
-from train.helpers import write_config
 
 from axr.config import load_config
 from axr.errors import ConfigError
 from axr.testing.hub_server import HubServer
+from conftest import MODEL_ID
+from train.helpers import write_config
 
 
 def _fetched(hub: HubServer) -> set[str]:
@@ -63,7 +63,8 @@ def test_revision_and_ignore_patterns_choose_what_is_fetched(fake_hub, hf_home, 
     )
     assert model_config_of(load_config(pinned)).max_position_embeddings == 512
     snapshot = hf_home / "hub" / "models--axr-test--tiny-llama" / "snapshots" / sha
-    assert (snapshot / "config.json").is_file() and (snapshot / "tokenizer.json").is_file()
+    assert (snapshot / "config.json").is_file()
+    assert (snapshot / "tokenizer.json").is_file()
     assert not (snapshot / "tokenizer.model").exists()
     assert not (snapshot / "generation_config.json").exists()
     latest = write_config(tmp_path / "d.toml", MODEL_ID, tmp_path / "out")  # type: ignore[arg-type]
@@ -79,7 +80,7 @@ def test_pickle_only_hub_models_are_refused_without_the_opt_in(
     fake_hub.add_repo("model", "axr-test/pickled", files)
     with pytest.raises(
         ConfigError,
-        match=r"base_model: 'axr-test/pickled' has no safetensors weights on the hub.*AXR_ALLOW_PICKLE_WEIGHTS=1",
+        match=r"base_model: 'axr-test/pickled' has no safetensors weights on the hub.*ALLOW_PICKLE_WEIGHTS=1",
     ):
         model_folder("axr-test/pickled", "base_model", weights=True)
     assert "pytorch_model.bin" not in _fetched(fake_hub)
@@ -160,7 +161,7 @@ def test_offline_a_cached_model_works_and_an_uncached_one_fails_at_once(fake_hub
         started = time.monotonic()
         assert model_folder(MODEL_ID, "base_model", weights=True) == online
         with pytest.raises(
-            ConfigError, match="^base_model: 'axr-test/never-fetched' is not in the local cache"
+            ConfigError, match=r"^base_model: 'axr-test/never-fetched' is not in the local cache"
         ):
             model_folder("axr-test/never-fetched", "base_model")
         assert time.monotonic() - started < 5
