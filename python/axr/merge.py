@@ -1,8 +1,9 @@
 """``merge_lora(cfg)``: fold a trained LoRA adapter into the base weights and save a plain model.
 
 The result, ``<lora_model_dir>/merged`` (``<output_dir>/merged`` for an adapter from the hub),
-holds safetensors weights, config and tokenizer, and loads with ``transformers.AutoModelForCausalLM`` alone (no PEFT, no axr). ``lora_on_cpu``
-merges on the CPU (no GPU memory used); ``gpu_memory_limit`` caps what each GPU holds.
+holds safetensors weights, config and tokenizer, and loads with ``transformers.AutoModelForCausalLM``
+alone (no PEFT, no axr). ``lora_on_cpu`` merges on the CPU (no GPU memory used);
+``gpu_memory_limit`` caps what each GPU holds.
 """
 
 from __future__ import annotations
