@@ -2,7 +2,8 @@
 
 It serves what ``huggingface_hub`` (``snapshot_download``, ``hf_hub_download``) and transformers'
 ``from_pretrained`` ask of the hub: repo info, file trees and file downloads, for model and dataset
-repos held in memory, each with one or more revisions. Every request is recorded, so a test can
+repos held in memory, each with one or more revisions, and the uploads of ``create_repo`` /
+``upload_folder`` (files sent inline, recorded in ``commits``). Every request is recorded, so a test can
 assert what was fetched. The server stops after ``max_requests`` requests or ``lifetime_s`` seconds,
 whichever comes first, so a test that forgets to stop it cannot leave it running.
 
@@ -40,11 +41,21 @@ class Repo:
     repo_id: str
     kind: str  # "model" or "dataset"
     revisions: dict[str, Revision] = field(default_factory=dict)  # branch or tag name → revision
+    private: bool = False
 
     def find(self, revision: str) -> Revision | None:
         if revision in self.revisions:
             return self.revisions[revision]
         return next((found for found in self.revisions.values() if found.sha == revision), None)
+
+
+@dataclass(frozen=True)
+class Commit:
+    """One commit pushed to the server: the repo, its title and the files it added or changed."""
+
+    repo_id: str
+    summary: str
+    files: list[str]
 
 
 @dataclass(frozen=True)
@@ -76,6 +87,7 @@ class HubServer:
     def __init__(self, *, max_requests: int = 2000, lifetime_s: float = 300.0) -> None:
         self.repos: dict[tuple[str, str], Repo] = {}
         self.requests: list[Request] = []
+        self.commits: list[Commit] = []
         self.max_requests = max_requests
         self.lifetime_s = lifetime_s
         self._lock = threading.Lock()
@@ -176,6 +188,75 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         self._route(head=False)
 
+    def do_POST(self) -> None:
+        path = urlsplit(self.path).path
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        if not self.hub._count("POST", path):
+            self._error(503, "TooManyRequests", "the test hub's request budget is spent")
+            return
+        parts = [unquote(part) for part in path.strip("/").split("/")]
+        if parts == ["api", "validate-yaml"]:  # a README.md in a commit: its model card metadata
+            self._json({"errors": [], "warnings": []})
+            return
+        if parts == ["api", "repos", "create"]:
+            request = json.loads(body)
+            kind = request.get("type") or "model"
+            repo_id = (
+                f"{request['organization']}/{request['name']}"
+                if request.get("organization")
+                else request["name"]
+            )
+            with self.hub._lock:
+                repo = self.hub.repos.setdefault((kind, repo_id), Repo(repo_id, kind))
+                repo.private = bool(request.get("private")) or request.get("visibility") == "private"
+                if "main" not in repo.revisions:
+                    repo.revisions["main"] = Revision(_commit_sha({}), {})
+            self._json({"url": f"{self.hub.endpoint}/{repo_id}", "name": repo_id})
+            return
+        if parts[:1] == ["api"] and len(parts) >= 6 and parts[1] in ("models", "datasets"):
+            kind, repo_id, action, revision = parts[1][:-1], f"{parts[2]}/{parts[3]}", parts[4], parts[5]
+            if self._repo(kind, repo_id, revision, head=False) is None:
+                return
+            if action == "preupload":
+                files = [
+                    {"path": item["path"], "uploadMode": "regular", "shouldIgnore": False}
+                    for item in json.loads(body)["files"]
+                ]
+                self._json({"files": files})
+                return
+            if action == "commit":
+                self._json(self._commit(kind, repo_id, revision, body))
+                return
+        self._error(404, "NotFound", f"the test hub does not serve POST {path}")
+
+    def _commit(self, kind: str, repo_id: str, revision: str, body: bytes) -> dict[str, Any]:
+        """Apply an NDJSON commit (files sent inline as base64, the "regular" upload mode)."""
+        import base64
+
+        lines = [json.loads(line) for line in body.splitlines() if line.strip()]
+        with self.hub._lock:
+            repo = self.hub.repos[(kind, repo_id)]
+            files = dict(repo.revisions[revision].files)
+            for line in lines:
+                value = line.get("value", {})
+                if line.get("key") == "file":
+                    files[value["path"]] = base64.b64decode(value["content"])
+                elif line.get("key") == "deletedFile":
+                    files.pop(value["path"], None)
+            sha = _commit_sha(files)
+            repo.revisions[revision] = Revision(sha, files)
+            summary = next(
+                (line["value"].get("summary", "") for line in lines if line.get("key") == "header"), ""
+            )
+            self.hub.commits.append(
+                Commit(
+                    repo_id,
+                    summary,
+                    sorted(line["value"]["path"] for line in lines if line.get("key") == "file"),
+                )
+            )
+        return {"commitUrl": f"{self.hub.endpoint}/{repo_id}/commit/{sha}", "commitOid": sha, "success": True}
+
     def _route(self, *, head: bool) -> None:
         path = urlsplit(self.path).path
         if not self.hub._count(self.command, path):
@@ -208,7 +289,8 @@ class _Handler(BaseHTTPRequestHandler):
             revision = self._repo(kind, repo_id, rest[1] if len(rest) > 1 else "main", head=head)
             if revision is not None:
                 siblings = [{"rfilename": name} for name in sorted(revision.files)]
-                info = {"id": repo_id, "sha": revision.sha, "siblings": siblings, "private": False}
+                private = self.hub.repos[(kind, repo_id)].private
+                info = {"id": repo_id, "sha": revision.sha, "siblings": siblings, "private": private}
                 self._json(info, head=head)
             return
         if rest[0] == "tree" and len(rest) >= 2:
