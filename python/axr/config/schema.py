@@ -439,9 +439,10 @@ class AxrConfig(BaseModel):
     dataset_keep_in_memory: bool | None = None
     """Keep the dataset in memory while preprocessing."""
     hub_model_id: str | None = None
-    """Hub repo to push checkpoints to."""
+    """Hub repo the trained model/adapter, tokenizer and config are pushed to (created private)."""
     hub_strategy: str | None = None
-    """How checkpoints are pushed to the hub (transformers ``hub_strategy``)."""
+    """When ``hub_model_id`` is pushed: ``end``, ``every_save`` (default), ``checkpoint`` (also
+    ``last-checkpoint/``) or ``all_checkpoints`` (also every ``checkpoint-N/``)."""
     hf_use_auth_token: bool | None = None
     """Use the Hugging Face token to load datasets."""
     val_set_size: Annotated[Float, Field(ge=0)] = 0.0
