@@ -163,6 +163,20 @@ def test_an_uncached_hub_dataset_offline_is_a_clear_error(
     assert "datasets[0]: 'tatsu-lab/alpaca' is not in the local cache and the hub is offline" in err
 
 
+@pytest.mark.parametrize(
+    "url", ["s3://bucket/rows.jsonl", "gs://bucket/rows.jsonl", "https://example.org/r.jsonl"]
+)
+def test_url_dataset_paths_are_not_supported_yet(
+    preprocess_workspace: PreprocessWorkspace, capsys: pytest.CaptureFixture[str], url: str
+) -> None:
+    config = preprocess_workspace.config(Path("placeholder"))
+    config.write_text(config.read_text().replace('path = "placeholder"', f'path = "{url}"'))
+    code, _, err = _run_cli(["preprocess", str(config)], capsys)
+    assert code == 2
+    scheme = url.split(":")[0]
+    assert f"datasets[0].path: {scheme}:// paths are not supported yet; download {url}" in err
+
+
 # The child records its resident memory at every progress tick (each chunk), so the figure is the
 # pipeline's own peak, not the tokenizer-loading peak that ru_maxrss would report.
 _RSS_CHILD = textwrap.dedent(

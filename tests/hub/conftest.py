@@ -8,10 +8,7 @@ from pathlib import Path
 import pytest
 
 from axr.testing.hub_server import HubServer, alpaca_dataset_repo, files_of_folder, folder_subsets_repo
-
-MODEL_ID = "axr-test/tiny-llama"
-DATASET_ID = "axr-test/alpaca-mini"
-SUBSETS_ID = "axr-test/alpaca-folders"
+from hub_support import DATASET_ID, MODEL_ID, SUBSETS_ID
 
 
 @pytest.fixture(scope="session")

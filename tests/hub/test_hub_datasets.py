@@ -13,7 +13,7 @@ from axr.config import load_config
 from axr.data.preprocess import preprocess
 from axr.errors import ConfigError
 from axr.testing.hub_server import alpaca_dataset_repo
-from conftest import DATASET_ID, SUBSETS_ID
+from hub_support import DATASET_ID, SUBSETS_ID
 
 
 def _config(

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from axr.cli import main
-from conftest import DATASET_ID, MODEL_ID
+from hub_support import DATASET_ID, MODEL_ID
 
 
 def _yaml(tmp_path: Path) -> Path:

@@ -14,7 +14,7 @@ import pytest
 from axr.config import load_config
 from axr.errors import ConfigError
 from axr.testing.hub_server import HubServer
-from conftest import MODEL_ID
+from hub_support import MODEL_ID
 from train.helpers import write_config
 
 

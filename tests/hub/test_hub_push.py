@@ -40,6 +40,7 @@ hub_model_id: axr-test/pushed
     return path
 
 
+@pytest.mark.slow
 def test_hub_strategy_checkpoint_pushes_the_model_at_each_save_and_the_last_checkpoint(
     fake_hub, tmp_path, tiny_llama_dir
 ):
@@ -63,6 +64,7 @@ def test_hub_strategy_checkpoint_pushes_the_model_at_each_save_and_the_last_chec
     assert repo.revisions["main"].files["adapter_model.safetensors"] == final
 
 
+@pytest.mark.slow
 def test_hub_strategy_end_pushes_once(fake_hub, tmp_path, tiny_llama_dir):
     assert main(["train", str(_config(tmp_path, tiny_llama_dir, "hub_strategy: end"))]) == 0
     assert [commit.summary for commit in fake_hub.commits] == ["End of training, step 4"]

@@ -9,6 +9,7 @@ which is how ``axr train`` reads what ``axr preprocess`` wrote.
 from __future__ import annotations
 
 import json
+import re
 import sys
 import time
 from collections.abc import Callable
@@ -58,6 +59,12 @@ def _dataset_options(entry: Any, key: str, *, train_on_inputs: bool, for_eval: b
     files = data.get("data_files")
     data_files = [files] if isinstance(files, str) else (list(files) if files is not None else None)
     path = str(data["path"])
+    scheme = re.match(r"^([a-z][a-z0-9+.-]*)://", path)
+    if scheme:
+        raise ConfigError(
+            f"{key}.path: {scheme.group(1)}:// paths are not supported yet; download {path} and point "
+            "path at the local copy (name a hub dataset by its id, org/name)"
+        )
     if is_hub_id(path):
         # The rows still go through the native reader: it reads the cached snapshot's files. The store
         # fingerprint hashes those files' bytes, so a revision with other data rebuilds.
