@@ -1,8 +1,9 @@
 """``merge_lora(cfg)``: fold a trained LoRA adapter into the base weights and save a plain model.
 
-The result, ``<lora_model_dir>/merged``, holds safetensors weights, config and tokenizer, and
-loads with ``transformers.AutoModelForCausalLM`` alone (no PEFT, no axr). ``lora_on_cpu``
-merges on the CPU (no GPU memory used); ``gpu_memory_limit`` caps what each GPU holds.
+The result, ``<lora_model_dir>/merged`` (``<output_dir>/merged`` for an adapter from the hub),
+holds safetensors weights, config and tokenizer, and loads with ``transformers.AutoModelForCausalLM``
+alone (no PEFT, no axr). ``lora_on_cpu`` merges on the CPU (no GPU memory used);
+``gpu_memory_limit`` caps what each GPU holds.
 
 An adapter trained on 4-bit or 8-bit base weights (QLoRA, ``load_in_8bit``) is merged into the
 base loaded unquantized, in the training's compute dtype, as Axolotl does: the merged model
@@ -60,7 +61,11 @@ def merge_lora(cfg: Any, *, log: TextIO | None = None) -> MergeResult:
         )
     assert loaded.adapter is not None
     merged = loaded.model.merge_and_unload()
-    output_dir = loaded.adapter / MERGED
+    from axr.hub import is_hub_id
+
+    # An adapter fetched from the hub lives in the read-only cache: the merged model goes to output_dir.
+    from_hub = bool(cfg.lora_model_dir) and is_hub_id(cfg.lora_model_dir)
+    output_dir = (Path(cfg.output_dir) if from_hub else loaded.adapter) / MERGED
     output_dir.mkdir(parents=True, exist_ok=True)
     merged.config.use_cache = True
     merged.save_pretrained(str(output_dir), safe_serialization=True)

@@ -149,14 +149,32 @@ def test_too_long_rows_are_dropped_or_truncated_and_counted(
     assert truncated.metas["train"]["longest"] == 256
 
 
-def test_remote_dataset_paths_are_clear_errors(
-    preprocess_workspace: PreprocessWorkspace, capsys: pytest.CaptureFixture[str]
+def test_an_uncached_hub_dataset_offline_is_a_clear_error(
+    preprocess_workspace: PreprocessWorkspace,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
 ) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
     config = preprocess_workspace.config(Path("tatsu-lab/alpaca"))
     code, _, err = _run_cli(["preprocess", str(config)], capsys)
     assert code == 2
-    assert "datasets[0].path" in err
-    assert "never downloads" in err
+    assert "datasets[0]: 'tatsu-lab/alpaca' is not in the local cache and the hub is offline" in err
+
+
+@pytest.mark.parametrize(
+    "url", ["s3://bucket/rows.jsonl", "gs://bucket/rows.jsonl", "https://example.org/r.jsonl"]
+)
+def test_url_dataset_paths_are_not_supported_yet(
+    preprocess_workspace: PreprocessWorkspace, capsys: pytest.CaptureFixture[str], url: str
+) -> None:
+    config = preprocess_workspace.config(Path("placeholder"))
+    config.write_text(config.read_text().replace('path = "placeholder"', f'path = "{url}"'))
+    code, _, err = _run_cli(["preprocess", str(config)], capsys)
+    assert code == 2
+    scheme = url.split(":")[0]
+    assert f"datasets[0].path: {scheme}:// paths are not supported yet; download {url}" in err
 
 
 # The child records its resident memory at every progress tick (each chunk), so the figure is the

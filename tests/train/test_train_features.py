@@ -179,14 +179,14 @@ def test_bf16_autocast_gradient_checkpointing_and_neftune_train(tmp_path, tiny_l
 
 
 def test_a_hub_id_without_network_names_base_model(tmp_path, monkeypatch):
-    import huggingface_hub.constants
-
     from axr.models.load import load_tokenizer
 
-    # The environment variable is read at import; the constant is what the hub client checks.
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    # axr reads HF_HUB_OFFLINE and HF_HOME at each call (not when huggingface_hub was imported).
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
     config = load_config(write_config(tmp_path / "c.toml", "no-such-org/no-such-model", tmp_path / "out"))
-    with pytest.raises(ConfigError, match=r"base_model: cannot load 'no-such-org/no-such-model' as a hub id"):
+    expected = r"base_model: 'no-such-org/no-such-model' is not in the local cache and the hub is offline"
+    with pytest.raises(ConfigError, match=expected):
         load_tokenizer(config)
 
 

@@ -78,6 +78,8 @@ _PRECISION = "tests/config/test_config_precision.py"
 PREPROCESS = "data.preprocess.options_from_config (the native pipeline's options)"
 MODEL_LOAD = "models.load (tokenizer and model loading)"
 ADAPTER = "models.adapters.apply_adapter (the PEFT LoRA config)"
+HUB = "hub (hub ids resolved into the Hugging Face cache)"
+PUSH = "train.push (uploads to the hub)"
 QUANTIZATION = "models.quantization (bitsandbytes 4-bit / 8-bit base weights)"
 OPTIMIZER = "train.optim.build_optimizer"
 SCHEDULE = "train.optim.build_scheduler"
@@ -91,11 +93,13 @@ _INTERNAL = "set internally by Axolotl; axr works it out itself"
 TOP_LEVEL: dict[str, Entry] = {
     # ---- model and tokenizer ----------------------------------------------------------------
     "base_model": used(MODEL_LOAD, f"{_EFFECTS}::test_model_load_keys"),
-    "base_model_ignore_patterns": not_yet(
-        "skip these file patterns when downloading base_model from the hub", 15
+    "base_model_ignore_patterns": used(
+        HUB, "tests/hub/test_hub_models.py::test_revision_and_ignore_patterns_choose_what_is_fetched"
     ),
     "base_model_config": used(MODEL_LOAD, f"{_EFFECTS}::test_model_load_keys"),
-    "revision_of_model": not_yet("load base_model at this hub branch, tag or commit", 15),
+    "revision_of_model": used(
+        HUB, "tests/hub/test_hub_models.py::test_revision_and_ignore_patterns_choose_what_is_fetched"
+    ),
     "tokenizer_config": used(PREPROCESS, f"{_EFFECTS}::test_preprocess_option_keys"),
     "model_type": used(MODEL_LOAD, f"{_EFFECTS}::test_model_load_keys"),
     "tokenizer_type": used(MODEL_LOAD, f"{_EFFECTS}::test_tokenizer_load_keys"),
@@ -195,10 +199,15 @@ TOP_LEVEL: dict[str, Entry] = {
         "the native pipeline streams rows in bounded memory; there is no dataset to keep"
     ),
     "dataset_exact_deduplication": not_yet("drop rows identical to an earlier row"),
-    "hub_model_id": not_yet("push checkpoints and the result to this hub repo", 15),
-    "hub_strategy": not_yet("when checkpoints are pushed to the hub", 15),
+    "hub_model_id": used(PUSH, "tests/hub/test_hub_push.py::test_hub_strategy_end_pushes_once"),
+    "hub_strategy": used(
+        PUSH,
+        "tests/hub/test_hub_push.py::test_hub_strategy_checkpoint_pushes_the_model_at_each_save_and_the_last_checkpoint",
+    ),
     "hub_revision": not_yet("the hub branch results are pushed to", 15),
-    "hf_use_auth_token": not_yet("use the Hugging Face token for hub datasets", 15),
+    "hf_use_auth_token": no_effect(
+        "huggingface_hub always uses the token from HF_TOKEN or `hf auth login` when there is one"
+    ),
     "val_set_size": used(PREPROCESS, f"{_EFFECTS}::test_preprocess_option_keys"),
     "dataset_shard_num": used(PREPROCESS, f"{_EFFECTS}::test_preprocess_option_keys"),
     "dataset_shard_idx": used(PREPROCESS, f"{_EFFECTS}::test_preprocess_option_keys"),
@@ -658,10 +667,12 @@ DATASET_ENTRY: dict[str, Entry] = {
     "preprocess_shards": no_effect(
         "the native pipeline tokenizes in bounded memory without sequential chunks"
     ),
-    "name": not_yet("load this subset (configuration) of a hub dataset", 15),
+    "name": used(HUB, "tests/hub/test_hub_datasets.py::test_a_named_subset_of_parquet_files"),
     "split": used(PREPROCESS, f"{_EFFECTS}::test_dataset_entry_keys"),
     "train_on_split": used(PREPROCESS, f"{_EFFECTS}::test_dataset_entry_keys"),
-    "revision": not_yet("load a hub dataset at this revision", 15),
+    "revision": used(
+        HUB, "tests/hub/test_hub_datasets.py::test_a_new_revision_rebuilds_and_the_same_one_reuses"
+    ),
     "trust_remote_code": not_yet("run a hub dataset's loading script", 15),
     "input_transform": not_yet("the transform of `type: messages` datasets"),
     "input_format": no_effect("declared by Axolotl but only part of its cache key"),

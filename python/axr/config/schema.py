@@ -144,28 +144,29 @@ class DatasetConfig(BaseModel):
     model_config = _STRICT
 
     path: str
-    """Local file or folder (JSONL/JSON) with the rows; a hub id or URL in Axolotl (axr reads local files)."""
+    """Local file, glob or folder with the rows, or a hub dataset id (``org/name``, fetched into the HF
+    cache); URLs (``s3://``, ``gs://``, ``https://``) are not supported yet."""
     type: Annotated[str | UserDefinedFormat | None, Blankable] = None
     """Dataset type (``alpaca``, ``alpaca:chat``, ``sharegpt``, ``chat_template``, ``completion``,
     ``input_output``, ...), or a table for a custom format; empty for pre-tokenized rows."""
     ds_type: Literal["json", "jsonl", "arrow", "parquet", "text", "csv"] | None = None
     """File type when ``path`` is a file (json covers jsonl); inferred from the extension when empty."""
     data_files: str | list[str] | None = None
-    """Data file(s) under ``path`` to read instead of the whole folder."""
+    """Data file(s) under ``path`` (a local folder or a hub dataset) to read instead of all of it."""
     shards: Annotated[Int, Field(ge=1)] | None = None
     """Split this dataset into this many shards (use with ``shards_idx``)."""
     shards_idx: Annotated[Int, Field(ge=0)] | None = None
     """Index of the shard of this dataset to use (default 0)."""
     name: str | list[str] | None = None
-    """Name of the dataset configuration/subset to load."""
+    """Subset of a hub dataset: a ``configs`` entry of its card, else a top-level folder of that name."""
     split: str | None = None
     """Split to load for ``test_datasets`` (default ``train``)."""
     train_on_split: str | None = None
     """Split to load for training (default ``train``)."""
     revision: str | None = None
-    """Revision of a hub dataset."""
+    """Revision (branch, tag or commit) of a hub dataset."""
     trust_remote_code: bool | None = None
-    """Allow a hub dataset's loading script to run."""
+    """Allow a hub dataset's loading script to run (axr reads data files only: true is an error)."""
 
     # completion
     field: str | None = None
@@ -384,15 +385,15 @@ class AxrConfig(BaseModel):
 
     # ---- model --------------------------------------------------------------
     base_model: str
-    """Model folder (or hub id) holding the weights, config and tokenizer."""
+    """Model folder, or hub id fetched into the HF cache, holding the weights, config and tokenizer."""
     base_model_ignore_patterns: str | list[str] | None = None
-    """File patterns to ignore in the model folder (e.g. ``*.pt``)."""
+    """File patterns not to fetch of a hub ``base_model`` (e.g. ``*.pt``)."""
     base_model_config: str | None = None
-    """Where the model's config.json lives when not in ``base_model``."""
+    """Folder or hub id of the model's config.json when not ``base_model``'s."""
     revision_of_model: str | None = None
-    """Hub revision of the model."""
+    """Hub revision (branch, tag or commit) of ``base_model``."""
     tokenizer_config: str | None = None
-    """A different tokenizer folder than ``base_model``'s."""
+    """A different tokenizer (folder or hub id) than ``base_model``'s."""
     model_type: str = "AutoModelForCausalLM"
     """transformers class that loads the model."""
     tokenizer_type: str = "AutoTokenizer"
@@ -474,9 +475,10 @@ class AxrConfig(BaseModel):
     dataset_keep_in_memory: bool | None = None
     """Keep the dataset in memory while preprocessing."""
     hub_model_id: str | None = None
-    """Hub repo to push checkpoints to."""
+    """Hub repo the trained model/adapter, tokenizer and config are pushed to (created private)."""
     hub_strategy: str | None = None
-    """How checkpoints are pushed to the hub (transformers ``hub_strategy``)."""
+    """When ``hub_model_id`` is pushed: ``end``, ``every_save`` (default), ``checkpoint`` (also
+    ``last-checkpoint/``) or ``all_checkpoints`` (also every ``checkpoint-N/``)."""
     hf_use_auth_token: bool | None = None
     """Use the Hugging Face token to load datasets."""
     val_set_size: Annotated[Float, Field(ge=0)] = 0.0
@@ -512,7 +514,7 @@ class AxrConfig(BaseModel):
     adapter: Adapter = None
     """``lora``, ``qlora`` or empty for a full fine-tune."""
     lora_model_dir: str | None = None
-    """Folder of an already-trained LoRA adapter to load."""
+    """Folder or hub id of an already-trained LoRA adapter to load."""
     lora_r: PositiveInt = 8
     """LoRA rank."""
     lora_alpha: Annotated[Float, Field(gt=0)] = 16

@@ -9,6 +9,7 @@ which is how ``axr train`` reads what ``axr preprocess`` wrote.
 from __future__ import annotations
 
 import json
+import re
 import sys
 import time
 from collections.abc import Callable
@@ -17,13 +18,14 @@ from pathlib import Path
 from typing import Any
 
 from axr.errors import ConfigError
+from axr.hub import dataset_files, is_hub_id, model_source
 
 DEFAULT_PREPARED_DIR = "last_run_prepared"
 
 # Keys of a `datasets` entry that say where rows come from; every other key set is a format key.
 _SOURCE_KEYS = {"path", "ds_type", "data_files", "split", "train_on_split", "shards", "shards_idx"}
 _SHARD_ALIASES = {"dataset_shard_num": "shards", "dataset_shard_idx": "shards_idx"}
-_HUB_ONLY_KEYS = ("name", "revision", "trust_remote_code")
+_HUB_ONLY_KEYS = ("name", "revision", "trust_remote_code")  # read above, never format keys
 _DEFAULT_PROPERTY_MAPPINGS = {"role": "role", "content": "content"}
 
 
@@ -50,19 +52,42 @@ def _dataset_options(
     entry: Any, key: str, *, train_on_inputs: bool, for_eval: bool, cfg: Any = None
 ) -> dict[str, Any]:
     data, given = _entry_dict(entry)
-    for hub_key in _HUB_ONLY_KEYS:
-        if hub_key in given and data.get(hub_key) not in (None, False):
-            raise ConfigError(
-                f"{key}.{hub_key}: applies to hub datasets, and axr reads local files only; "
-                f"remove it and point {key}.path at a local copy"
-            )
-    source: dict[str, Any] = {"path": str(data["path"]), "key": key}
+    if data.get("trust_remote_code"):
+        raise ConfigError(
+            f"{key}.trust_remote_code: axr reads a hub dataset's data files, never a loading script; "
+            "remove it (a dataset that needs a script has no data files axr can read)"
+        )
+    split = data.get("split") if for_eval else (data.get("train_on_split") or data.get("split"))
+    files = data.get("data_files")
+    data_files = [files] if isinstance(files, str) else (list(files) if files is not None else None)
+    path = str(data["path"])
+    scheme = re.match(r"^([a-z][a-z0-9+.-]*)://", path)
+    if scheme:
+        raise ConfigError(
+            f"{key}.path: {scheme.group(1)}:// paths are not supported yet; download {path} and point "
+            "path at the local copy (name a hub dataset by its id, org/name)"
+        )
+    if is_hub_id(path):
+        # The rows still go through the native reader: it reads the cached snapshot's files. The store
+        # fingerprint hashes those files' bytes, so a revision with other data rebuilds.
+        subset = data.get("name")
+        if isinstance(subset, list):
+            raise ConfigError(f"{key}.name: one subset per datasets entry; list each subset as its own entry")
+        hub = dataset_files(
+            path, key, name=subset, split=split, data_files=data_files, revision=data.get("revision")
+        )
+        path, data_files, split = str(hub.folder), hub.data_files, hub.split
+    else:
+        for hub_key in ("name", "revision"):
+            if data.get(hub_key) is not None:
+                raise ConfigError(
+                    f"{key}.{hub_key}: applies to hub datasets, and {path!r} is a local path; remove it"
+                )
+    source: dict[str, Any] = {"path": path, "key": key}
     if data.get("ds_type") is not None:
         source["ds_type"] = data["ds_type"]
-    if data.get("data_files") is not None:
-        files = data["data_files"]
-        source["data_files"] = [files] if isinstance(files, str) else list(files)
-    split = data.get("split") if for_eval else (data.get("train_on_split") or data.get("split"))
+    if data_files is not None:
+        source["data_files"] = data_files
     if split is not None:
         source["split"] = split
     for config_key in ("shards", "shards_idx", *_SHARD_ALIASES):
@@ -96,19 +121,16 @@ def _is_conversation(dataset_type: Any) -> bool:
 
 def tokenizer_dir_for(cfg: Any) -> Path:
     """The local folder with ``tokenizer.json``: ``tokenizer_config`` if set, else ``base_model``."""
-    name = cfg.tokenizer_config or cfg.base_model
-    path = Path(name)
+    key = "tokenizer_config" if cfg.tokenizer_config else "base_model"
+    name = getattr(cfg, key)
+    path = Path(model_source(cfg, key))
     if (path / "tokenizer.json").is_file():
         return path
-    key = "tokenizer_config" if cfg.tokenizer_config else "base_model"
     if path.is_dir():
         raise ConfigError(
             f"{key}: {path} has no tokenizer.json (axr tokenizes with the fast tokenizer's file)"
         )
-    raise ConfigError(
-        f"{key}: {name!r} is not a local folder; axr never downloads, so fetch the model first "
-        f"(huggingface-cli download {name} --local-dir DIR) and set {key} to DIR"
-    )
+    raise ConfigError(f"{key}: {name!r} is neither a local folder nor a hub id (org/name)")
 
 
 def options_from_config(cfg: Any) -> dict[str, Any]:

@@ -38,7 +38,9 @@ def adapter_dir_of(cfg: Any) -> Path | None:
     """The trained adapter to load: ``lora_model_dir``, else ``output_dir`` when ``adapter`` is set and
     training left an adapter there; ``None`` for a full model. A missing adapter is a ConfigError."""
     if cfg.lora_model_dir:
-        path = Path(cfg.lora_model_dir)
+        from axr.hub import adapter_folder
+
+        path = Path(adapter_folder(cfg.lora_model_dir))  # a hub id → its cached snapshot folder
         if not (path / ADAPTER_CONFIG).is_file():
             raise ConfigError(f"lora_model_dir: {path} has no {ADAPTER_CONFIG} (not a saved LoRA adapter)")
         return path

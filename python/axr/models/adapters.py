@@ -234,7 +234,9 @@ def apply_adapter(cfg: Any, model: Any, *, tokens_added: bool, precision: Any = 
         # The frozen embeddings produce no grad-requiring output; checkpointed blocks need one.
         model.enable_input_require_grads()
     if cfg.lora_model_dir:
-        adapter_dir = Path(cfg.lora_model_dir)
+        from axr.hub import adapter_folder
+
+        adapter_dir = Path(adapter_folder(cfg.lora_model_dir))  # a hub id → its cached snapshot folder
         if not (adapter_dir / "adapter_config.json").exists():
             raise ConfigError(f"lora_model_dir: {adapter_dir} has no adapter_config.json")
         refuse_pickle_weights(adapter_dir, "lora_model_dir", "adapter_model.safetensors")

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from axr.errors import ConfigError
+from axr.hub import model_source
 from axr.models.quantization import quantized_load_kwargs
 from axr.train.loss import router_loss_function
 from axr.train.packing_guard import refuse_unsafe_packing
@@ -109,7 +110,6 @@ def load_tokenizer(cfg: Any, *, store_tokenizer: str | Path | None = None) -> tu
     """
     import transformers
 
-    name = cfg.tokenizer_config or cfg.base_model
     loader = getattr(transformers, cfg.tokenizer_type, None)
     if loader is None:
         raise ConfigError(f"tokenizer_type: transformers has no class {cfg.tokenizer_type!r}")
@@ -117,7 +117,7 @@ def load_tokenizer(cfg: Any, *, store_tokenizer: str | Path | None = None) -> tu
     if cfg.tokenizer_legacy is not None:
         kwargs["legacy"] = cfg.tokenizer_legacy
     key = "tokenizer_config" if cfg.tokenizer_config else "base_model"
-    base = _from_pretrained(loader, name, key, **kwargs)
+    base = _from_pretrained(loader, model_source(cfg, key), key, **kwargs)
     base_size = len(base)
     if store_tokenizer is not None and Path(store_tokenizer).is_dir():
         tokenizer = _from_pretrained(loader, str(store_tokenizer), "dataset_prepared_path", **kwargs)
@@ -140,10 +140,9 @@ def model_config_of(cfg: Any) -> Any:
     """The model's transformers config with ``overrides_of_model_config`` applied (cheap: one JSON file)."""
     import transformers
 
-    config_name = cfg.base_model_config or cfg.base_model
     key = "base_model_config" if cfg.base_model_config else "base_model"
     model_config = _from_pretrained(
-        transformers.AutoConfig, config_name, key, trust_remote_code=cfg.trust_remote_code
+        transformers.AutoConfig, model_source(cfg, key), key, trust_remote_code=cfg.trust_remote_code
     )
     for name, value in (cfg.overrides_of_model_config or {}).items():
         if not hasattr(model_config, name):
@@ -245,11 +244,12 @@ def load_model(cfg: Any, tokenizer: Any, *, precision: Precision, attention: str
     if max_memory is not None:
         kwargs["max_memory"] = max_memory
     kwargs.update(quantized_load_kwargs(cfg, precision))
-    refuse_pickle_weights(cfg.base_model, "base_model", "*.safetensors")
+    base_model = model_source(cfg, "base_model", weights=True)  # a hub id → its cached snapshot folder
+    refuse_pickle_weights(base_model, "base_model", "*.safetensors")
     if not pickle_weights_allowed():
         kwargs["use_safetensors"] = True
     try:
-        model = _from_pretrained(loader, cfg.base_model, "base_model", **kwargs)
+        model = _from_pretrained(loader, base_model, "base_model", **kwargs)
     except ValueError as error:
         if "attention implementation" not in str(error):
             raise

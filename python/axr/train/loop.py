@@ -38,6 +38,7 @@ from axr.train.loss import forward_summed_loss, supports_position_selection
 from axr.train.optim import build_optimizer, build_scheduler, check_names
 from axr.train.packing_guard import guard_packing
 from axr.train.progress import Progress, project_name_of, tracker_init_kwargs, trackers_of
+from axr.train.push import HubPush
 
 
 @dataclass
@@ -242,6 +243,8 @@ def train(cfg: Any, *, data: TrainingData | None = None) -> TrainResult:
         if save_every is None and cfg.save_strategy in (None, "epoch", "steps"):
             save_every = steps_per_epoch
 
+    # Before the first step: a wrong repo id or a missing token costs no training time.
+    push = HubPush.for_config(cfg, main_process=accelerator.is_main_process)
     optimizer = build_optimizer(cfg, model)
     scheduler = build_scheduler(cfg, optimizer, total_steps)
     model, optimizer = accelerator.prepare(model, optimizer)
@@ -401,9 +404,11 @@ def train(cfg: Any, *, data: TrainingData | None = None) -> TrainResult:
                     stop = result.stopped_early = True
 
         if save_every and ((step + 1) % save_every == 0) and step + 1 < total_steps and not stop:
-            save_checkpoint(
+            checkpoint = save_checkpoint(
                 accelerator, model, optimizer, scheduler, state, output_dir, total_limit=cfg.save_total_limit
             )
+            if push is not None:
+                push.saved_checkpoint(checkpoint, state["step"])
         if stop:
             break
 
@@ -420,6 +425,9 @@ def train(cfg: Any, *, data: TrainingData | None = None) -> TrainResult:
         (output_dir / "axr_config.json").write_text(json.dumps(_resolved_config(cfg), indent=2) + "\n")
         what = "adapter" if cfg.adapter else "model"
         progress.message(f"axr train: {what} saved to {output_dir} after {state['step']} steps")
+        if push is not None:
+            push.finished(output_dir, state["step"])
+            progress.message(f"axr train: pushed to the hub repo {push.repo_id}")
     accelerator.wait_for_everyone()
     if trackers:
         accelerator.end_training()
