@@ -29,13 +29,11 @@ EXPECTED: dict[str, set[str]] = {
     "2024-mistral-qlora.yml": set(),
     "2024-pretraining.yml": {
         "pretraining_dataset",
-        "pretraining_dataset[0].name",
         "pretraining_dataset[0].text_column",
     },
     "2024-sharegpt-chat.yml": set(),
     "2024-tinyllama-full.yml": set(),
     "aliases-not-yet.yaml": {
-        "revision_of_model",
         "overrides_of_model_kwargs",
         "eval_strategy",
         "rl_beta",

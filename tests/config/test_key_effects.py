@@ -307,9 +307,12 @@ ADAPTER_CASES: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
 def test_adapter_keys(tmp_path, monkeypatch, key):
     import peft
 
+    from axr.models import adapters
     from axr.models.adapters import apply_adapter
 
     monkeypatch.setattr(peft, "get_peft_model", lambda model, config: config)
+    # The stand-in result is the LoRA config, not a model whose adapted layers could be checked.
+    monkeypatch.setattr(adapters, "check_every_linear_adapted", lambda model: None)
     change, extra = ADAPTER_CASES[key]
     base = {"base_model": "m", "lora_target_modules": ["q_proj", "v_proj"], **extra}
     without, with_key = with_and_without(tmp_path, base, change)

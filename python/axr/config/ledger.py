@@ -199,7 +199,7 @@ TOP_LEVEL: dict[str, Entry] = {
         "the native pipeline streams rows in bounded memory; there is no dataset to keep"
     ),
     "dataset_exact_deduplication": not_yet("drop rows identical to an earlier row"),
-    "hub_model_id": used(PUSH, "tests/hub/test_hub_push.py::test_hub_strategy_end_pushes_once"),
+    "hub_model_id": used(PUSH, "tests/hub/test_hub_push.py::test_push_settings_are_checked_before_training"),
     "hub_strategy": used(
         PUSH,
         "tests/hub/test_hub_push.py::test_hub_strategy_checkpoint_pushes_the_model_at_each_save_and_the_last_checkpoint",
