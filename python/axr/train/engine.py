@@ -200,6 +200,8 @@ def _fsdp_plugin(cfg: AxrConfig, version: int, device_type: str) -> Any:
 def engine_of(cfg: AxrConfig) -> Engine:
     """The engine the config asks for (no accelerate objects built)."""
     if cfg.deepspeed is not None:
+        if cfg.fsdp_config is not None or cfg.fsdp_version is not None:
+            raise ConfigError("deepspeed and fsdp_config/fsdp_version are both set: use one engine")
         stage = read_deepspeed_config(cfg.deepspeed).get("zero_optimization", {}).get("stage", 0)
         return Engine("deepspeed", zero_stage=int(stage))
     version = fsdp_version_of(cfg)
@@ -213,7 +215,7 @@ def build_accelerator(
 ) -> tuple[Any, Engine]:
     """The Accelerator of the run with its engine plugin, gradient accumulation and process-group options."""
     from accelerate import Accelerator, DeepSpeedPlugin
-    from accelerate.state import AcceleratorState
+    from accelerate.state import AcceleratorState, PartialState
     from accelerate.utils import DistributedDataParallelKwargs, DistributedType, InitProcessGroupKwargs
 
     engine = engine_of(cfg)
@@ -260,7 +262,9 @@ def build_accelerator(
     )
     left_out = accelerator.distributed_type != DistributedType.FSDP and accelerator.num_processes > 1
     if fsdp_plugin is not None and left_out:
-        # accelerate left FSDP out (on CPU it always does): enter it explicitly.
+        # accelerate left FSDP out (on CPU it always does): enter it explicitly. Every later
+        # AcceleratorState() copies PartialState's fields over its own, so both are set.
+        PartialState().distributed_type = DistributedType.FSDP
         accelerator.state.distributed_type = DistributedType.FSDP
         accelerator.state.fsdp_plugin = fsdp_plugin
         if precision.mixed != "no":

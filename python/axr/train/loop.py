@@ -42,6 +42,7 @@ from axr.train.evaluation import evaluate
 from axr.train.loss import forward_summed_loss, supports_position_selection
 from axr.train.optim import build_optimizer, build_scheduler, check_names
 from axr.train.progress import Progress, project_name_of, tracker_init_kwargs, trackers_of
+from axr.train.resume_plan import check_plan, plan_of
 
 
 @dataclass
@@ -62,6 +63,8 @@ class TrainResult:
     eval_losses: list[float] = field(default_factory=list)
     grad_norms: list[float | None] = field(default_factory=list)
     stopped_early: bool = False
+    model: Any = None
+    """The trained model as the engine holds it (DDP/FSDP-wrapped, a DeepSpeed engine), on every rank."""
 
 
 @dataclass
@@ -112,6 +115,8 @@ class Run:
     output_dir: Path
     progress: Progress
     state: TrainerState
+    data_plan: dict[str, Any]
+    """How the data is dealt (``resume_plan.plan_of``): recorded in checkpoints, checked on resume."""
     resumed_from: str | None = None
 
 
@@ -261,11 +266,12 @@ def setup(cfg: AxrConfig, *, data: TrainingData | None = None) -> Run:
             "is still saved whole"
         )
 
-    optimizer = build_optimizer(cfg, model)
+    model, optimizer = accelerator.prepare(model, build_optimizer(cfg, model))
+    # On the prepared optimizer: ZeRO-3 regroups the parameters, and the schedule must drive those groups.
     scheduler = build_scheduler(cfg, optimizer, schedule.total_steps)
-    model, optimizer = accelerator.prepare(model, optimizer)
 
     state = TrainerState()
+    data_plan = plan_of(cfg, data.train, world_size)
     resume_from = cfg.resume_from_checkpoint
     if resume_from is None and cfg.auto_resume_from_checkpoints:
         found = latest_checkpoint(output_dir)
@@ -276,7 +282,9 @@ def setup(cfg: AxrConfig, *, data: TrainingData | None = None) -> Run:
                 f"resume_from_checkpoint: resuming under {engine.kind} is not supported yet "
                 "(axr writes no sharded checkpoints)"
             )
-        state = TrainerState(**load_checkpoint(accelerator, model, optimizer, scheduler, resume_from))
+        saved = load_checkpoint(accelerator, model, optimizer, scheduler, resume_from)
+        check_plan(saved.pop("plan", None), data_plan, resume_from)
+        state = TrainerState(**saved)
         if state.step >= schedule.total_steps:
             raise ConfigError(
                 f"resume_from_checkpoint: {resume_from} is at step {state.step}, already at or past "
@@ -326,6 +334,7 @@ def setup(cfg: AxrConfig, *, data: TrainingData | None = None) -> Run:
         output_dir=output_dir,
         progress=progress,
         state=state,
+        data_plan=data_plan,
         resumed_from=resume_from,
     )
 
@@ -485,7 +494,7 @@ def after_step(run: Run, result: TrainResult) -> bool:
             run.model,
             run.optimizer,
             run.scheduler,
-            vars(run.state),
+            {**vars(run.state), "plan": run.data_plan},
             run.output_dir,
             total_limit=run.cfg.save_total_limit,
         )
@@ -529,7 +538,7 @@ def train(cfg: AxrConfig, *, data: TrainingData | None = None) -> TrainResult:
         strikes = check_watchdog(run, outcome.loss, strikes)
         if after_step(run, result):
             break
-    result.steps = run.state.step
+    result.steps, result.model = run.state.step, run.model
     run.progress.close()
     save_final(run)
     if run.trackers:
