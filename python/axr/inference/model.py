@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from axr.errors import ConfigError
+from axr.models.load import refuse_pickle_weights
 
 ADAPTER_CONFIG = "adapter_config.json"
 
@@ -94,6 +95,7 @@ def load_for_inference(cfg: Any, *, on_cpu: bool = False) -> LoadedModel:
     if inference_cfg.device_map is None:
         model.to(device)
     if adapter_dir is not None:
+        refuse_pickle_weights(adapter_dir, "lora_model_dir", "adapter_model.safetensors")
         model = PeftModel.from_pretrained(model, str(adapter_dir), is_trainable=False)
     model.eval()
     # The training loader turns the KV cache off; generation wants it.

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from axr.errors import ConfigError
+from axr.models.load import refuse_pickle_weights
 
 LATER = 'comes in a later axr release; use adapter = "lora" or leave adapter empty for a full fine-tune'
 
@@ -82,6 +83,7 @@ def apply_adapter(cfg: Any, model: Any, *, tokens_added: bool) -> Any:
         adapter_dir = Path(cfg.lora_model_dir)
         if not (adapter_dir / "adapter_config.json").exists():
             raise ConfigError(f"lora_model_dir: {adapter_dir} has no adapter_config.json")
+        refuse_pickle_weights(adapter_dir, "lora_model_dir", "adapter_model.safetensors")
         return PeftModel.from_pretrained(model, str(adapter_dir), is_trainable=True)
     lora = LoraConfig(
         r=cfg.lora_r,

@@ -8,6 +8,7 @@ embeddings are resized to match, so ids in the prepared store index real rows.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,6 +46,29 @@ def resolve_precision(cfg: Any, device: str, *, adapter: bool) -> Precision:
     mixed = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}[mode]
     weights = {"no": "float32", "bf16": "bfloat16", "fp16": "float16"}[mixed] if adapter else "float32"
     return Precision(weights, mixed)
+
+
+# Pickled weights (pytorch_model.bin, adapter_model.bin) are read only when this is "1": unpickling
+# can run code, and a model downloaded or shared by others is not to be trusted that far.
+PICKLE_OPT_IN = "AXR_ALLOW_PICKLE_WEIGHTS"
+
+
+def pickle_weights_allowed() -> bool:
+    return os.environ.get(PICKLE_OPT_IN) == "1"
+
+
+def refuse_pickle_weights(folder: str | Path, key: str, safetensors_glob: str) -> None:
+    """A local weights folder with only pickled weights is an error unless the user opted in."""
+    path = Path(folder).expanduser()
+    if pickle_weights_allowed() or not path.is_dir() or any(path.glob(safetensors_glob)):
+        return
+    pickles = sorted(p.name for p in path.iterdir() if p.suffix in (".bin", ".pt", ".pth", ".ckpt"))
+    if pickles:
+        raise ConfigError(
+            f"{key}: {path / pickles[0]} holds pickled weights and {path} has no safetensors weights; "
+            "loading a pickle can run code it names, so axr reads safetensors only. Convert the weights "
+            f"to safetensors, or set {PICKLE_OPT_IN}=1 if you trust where the file came from"
+        )
 
 
 def _is_local(name: str) -> bool:
@@ -138,6 +162,9 @@ def load_model(cfg: Any, tokenizer: Any, *, precision: Precision, attention: str
         max_memory = dict.fromkeys(range(torch.cuda.device_count()), limit)
     if max_memory is not None:
         kwargs["max_memory"] = max_memory
+    refuse_pickle_weights(cfg.base_model, "base_model", "*.safetensors")
+    if not pickle_weights_allowed():
+        kwargs["use_safetensors"] = True
     model = _from_pretrained(loader, cfg.base_model, "base_model", **kwargs)
 
     vocabulary = len(tokenizer)

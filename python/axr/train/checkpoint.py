@@ -3,9 +3,13 @@
 A checkpoint folder ``output_dir/checkpoint-<step>/`` holds::
 
     adapter_model.safetensors + adapter_config.json   (LoRA)   or   model*.safetensors + config.json (full)
-    optimizer.pt, scheduler.pt                         optimizer moments and schedule position
-    rng_state_<rank>.pt                                python, numpy, torch (and CUDA) generators, per rank
+    optimizer.safetensors, scheduler.safetensors       optimizer moments and schedule position
+    rng_state_<rank>.safetensors                       python, numpy, torch (and CUDA) generators, per rank
     trainer_state.json                                 step, epoch, micro-batches consumed in the epoch, ...
+
+Nothing in it is a pickle (``axr.train.state_file``): resuming from a checkpoint someone
+else made reads tensors and JSON, never code. A folder holding a pickle file (``*.pt``,
+``*.bin``, ...) is refused before anything in it is read.
 
 It is written as ``checkpoint-<step>.tmp`` and renamed when complete, so a crash
 never leaves a folder that looks whole. The data position is (epoch, micro-batches
@@ -25,10 +29,19 @@ from typing import Any
 import numpy as np
 
 from axr.errors import ConfigError
+from axr.train.state_file import load_state, save_state
 
 PREFIX = "checkpoint-"
 STATE_FILE = "trainer_state.json"
+OPTIMIZER_FILE = "optimizer.safetensors"
+SCHEDULER_FILE = "scheduler.safetensors"
 _CHECKPOINT_NAME = re.compile(r"^checkpoint-(\d+)$")
+# Extensions of files that torch.load / pickle would read; a checkpoint holding one is refused.
+PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".pkl", ".pickle", ".ckpt", ".joblib")
+
+
+def rng_file_name(rank: int) -> str:
+    return f"rng_state_{rank}.safetensors"
 
 
 def list_checkpoints(output_dir: str | Path) -> list[Path]:
@@ -86,8 +99,6 @@ def save_checkpoint(
     total_limit: int | None = None,
 ) -> Path:
     """Write ``checkpoint-<step>`` (all ranks call this; rank 0 writes the shared files)."""
-    import torch
-
     step = trainer_state["step"]
     final = Path(output_dir) / f"{PREFIX}{step}"
     staging = final.with_name(final.name + ".tmp")
@@ -95,14 +106,14 @@ def save_checkpoint(
         shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir(parents=True)
     accelerator.wait_for_everyone()
-    torch.save(rng_state(), staging / f"rng_state_{accelerator.process_index}.pt")
+    save_state(rng_state(), staging / rng_file_name(accelerator.process_index))
     state_dict = accelerator.get_state_dict(model)
     if accelerator.is_main_process:
         accelerator.unwrap_model(model).save_pretrained(
             str(staging), state_dict=state_dict, safe_serialization=True
         )
-        torch.save(optimizer.state_dict(), staging / "optimizer.pt")
-        torch.save(scheduler.state_dict(), staging / "scheduler.pt")
+        save_state(optimizer.state_dict(), staging / OPTIMIZER_FILE)
+        save_state(scheduler.state_dict(), staging / SCHEDULER_FILE)
         (staging / STATE_FILE).write_text(json.dumps(trainer_state, indent=2) + "\n")
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
@@ -115,13 +126,23 @@ def save_checkpoint(
     return final
 
 
-def _load_weights(model: Any, folder: Path) -> None:
+def _read_weights(file: Path) -> dict[str, Any]:
     from safetensors.torch import load_file
 
+    try:
+        return load_file(str(file))
+    except Exception as error:
+        raise ConfigError(
+            f"resume_from_checkpoint: {file} is not a readable safetensors file ({error}); "
+            "the checkpoint is damaged"
+        ) from None
+
+
+def _load_weights(model: Any, folder: Path) -> None:
     if (folder / "adapter_model.safetensors").exists():
         from peft import set_peft_model_state_dict
 
-        result = set_peft_model_state_dict(model, load_file(str(folder / "adapter_model.safetensors")))
+        result = set_peft_model_state_dict(model, _read_weights(folder / "adapter_model.safetensors"))
         unexpected = getattr(result, "unexpected_keys", [])
         if unexpected:
             raise ConfigError(
@@ -135,7 +156,7 @@ def _load_weights(model: Any, folder: Path) -> None:
         )
     state: dict[str, Any] = {}
     for file in files:
-        state.update(load_file(str(file)))
+        state.update(_read_weights(file))
     result = model.load_state_dict(state, strict=False)
     if result.unexpected_keys:
         raise ConfigError(
@@ -155,18 +176,32 @@ def load_checkpoint(
     accelerator: Any, model: Any, optimizer: Any, scheduler: Any, folder: str | Path
 ) -> dict[str, Any]:
     """Restore weights, optimizer, scheduler and this rank's RNG from ``folder``; return its trainer state."""
-    import torch
-
     path = Path(folder)
     if not (path / STATE_FILE).exists():
         raise ConfigError(
             f"resume_from_checkpoint: {path} is not a complete axr checkpoint (no {STATE_FILE})"
         )
+    refuse_pickles(path)
     _load_weights(accelerator.unwrap_model(model), path)
-    optimizer.load_state_dict(torch.load(path / "optimizer.pt", map_location="cpu", weights_only=False))
-    scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=False))
-    rng_file = path / f"rng_state_{accelerator.process_index}.pt"
-    if rng_file.exists():
-        restore_rng_state(torch.load(rng_file, weights_only=False))
-    state: dict[str, Any] = json.loads((path / STATE_FILE).read_text())
+    optimizer.load_state_dict(load_state(path / OPTIMIZER_FILE))
+    scheduler.load_state_dict(load_state(path / SCHEDULER_FILE))
+    restore_rng_state(load_state(path / rng_file_name(accelerator.process_index)))
+    try:
+        state: dict[str, Any] = json.loads((path / STATE_FILE).read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ConfigError(
+            f"resume_from_checkpoint: {path / STATE_FILE} is not valid JSON ({error})"
+        ) from None
     return state
+
+
+def refuse_pickles(folder: Path) -> None:
+    """A checkpoint is read only when it holds no file that a pickle loader would open."""
+    pickles = sorted(child.name for child in folder.iterdir() if child.suffix.lower() in PICKLE_SUFFIXES)
+    if pickles:
+        raise ConfigError(
+            f"resume_from_checkpoint: {folder / pickles[0]} is a pickle file; axr checkpoints hold none "
+            "(loading a pickle can run any code it names), so this checkpoint is not read. "
+            "Resume only from checkpoints axr wrote"
+            + (f" (also found: {', '.join(pickles[1:])})" if len(pickles) > 1 else "")
+        )
