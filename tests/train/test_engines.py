@@ -30,19 +30,21 @@ TORCH_EXTENSIONS_DIR = os.environ.get(
 )
 LAUNCH_TIMEOUT = 600
 LORA = {"adapter": "lora", "lora_r": 4, "lora_alpha": 8, "lora_target_linear": True}
+NO_SAVES = {"save_strategy": "no"}
 ENGINES: dict[str, tuple[dict[str, Any], str]] = {
     # name: (top-level keys, extra TOML text)
-    "ddp": ({}, ""),
-    "zero2": ({"deepspeed": "zero2"}, ""),
-    "zero3": ({"deepspeed": "deepspeed_configs/zero3.json"}, ""),
+    "ddp": (NO_SAVES, ""),
+    "zero2": ({"deepspeed": "zero2", **NO_SAVES}, ""),
+    "zero3": ({"deepspeed": "deepspeed_configs/zero3.json", **NO_SAVES}, ""),
+    # FSDP2 writes a checkpoint at step 2 (its optimizer state gathered, no pickle) and resumes from it.
     "fsdp2_lora": (
-        {**LORA, "fsdp_version": 2},
+        {**LORA, "fsdp_version": 2, "save_steps": 2},
         # The FSDP2-era spelling (no fsdp_ prefix); the prefixed one is read the same way.
         '[fsdp_config]\nauto_wrap_policy = "TRANSFORMER_BASED_WRAP"\n'
         'transformer_layer_cls_to_wrap = "LlamaDecoderLayer"\nreshard_after_forward = true\n',
     ),
 }
-COMMON = {"max_steps": 3, "sample_packing": False, "save_strategy": "no", "learning_rate": 0.001}
+COMMON = {"max_steps": 3, "sample_packing": False, "learning_rate": 0.001}
 
 
 def free_port() -> int:
@@ -62,16 +64,19 @@ def launch_environment() -> dict[str, str]:
     )
 
 
-def run_engine(tmp_path: Path, tiny_llama_dir: Path, name: str) -> tuple[dict[str, Any], Path]:
+def run_engine(
+    tmp_path: Path, tiny_llama_dir: Path, name: str, run_name: str = "", **more: Any
+) -> tuple[dict[str, Any], Path]:
     keys, extra = ENGINES[name]
-    output = tmp_path / name
+    run_name = run_name or name
+    output = tmp_path / run_name
     config = write_config(
-        tmp_path / f"{name}.toml", tiny_llama_dir, output,
-        micro_batch_size=1, gradient_accumulation_steps=2, **COMMON, **keys,
+        tmp_path / f"{run_name}.toml", tiny_llama_dir, output,
+        micro_batch_size=1, gradient_accumulation_steps=2, **COMMON, **keys, **more,
     )  # fmt: skip
     if extra:
         config.write_text(config.read_text() + extra)
-    record = tmp_path / f"{name}.json"
+    record = tmp_path / f"{run_name}.json"
     command = [
         sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
         "--master_addr", "127.0.0.1", "--master_port", str(free_port()),
@@ -91,7 +96,7 @@ def run_reference(tmp_path: Path, tiny_llama_dir: Path, lora: bool) -> dict[str,
     name = "reference_lora" if lora else "reference"
     config = write_config(
         tmp_path / f"{name}.toml", tiny_llama_dir, tmp_path / name,
-        micro_batch_size=1, gradient_accumulation_steps=4, **COMMON, **(LORA if lora else {}),
+        micro_batch_size=1, gradient_accumulation_steps=4, **COMMON, **NO_SAVES, **(LORA if lora else {}),
     )  # fmt: skip
     run(str(config), tmp_path / f"{name}.json")
     result: dict[str, Any] = json.loads((tmp_path / f"{name}.json").read_text())
@@ -142,6 +147,14 @@ def test_two_ranks_equal_one_process(tmp_path, tiny_llama_dir, references, name)
     if name.startswith("fsdp2"):
         # accelerate silently runs plain replicas on CPU unless FSDP is entered: check the shards.
         assert got["sharded_dtensors"] == got["parameters"] > 0
+        checkpoint = output / "checkpoint-2"
+        assert (checkpoint / "optimizer.safetensors").is_file()
+        assert not list(checkpoint.glob("*.pt"))
+        resumed, _ = run_engine(
+            tmp_path, tiny_llama_dir, name, run_name="resumed", resume_from_checkpoint=str(checkpoint)
+        )
+        assert resumed["losses"] == pytest.approx(got["losses"][2:], rel=1e-6)
+        assert resumed["logits"] == pytest.approx(got["logits"], abs=1e-5)
     else:
         assert got["dtensor_parameters"] == 0
     if name.startswith("zero"):

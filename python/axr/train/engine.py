@@ -39,11 +39,6 @@ class Engine:
     zero_stage: int | None = None
     fsdp_version: int | None = None
 
-    @property
-    def sharded(self) -> bool:
-        """Whether optimizer state (and for ZeRO-3/FSDP, parameters) is split over ranks."""
-        return self.kind == "fsdp" or (self.kind == "deepspeed" and (self.zero_stage or 0) > 0)
-
 
 def shipped_deepspeed_config(name: str) -> Path:
     """The shipped config named ``name`` (``zero2``, ``deepspeed_configs/zero2.json``, ...)."""

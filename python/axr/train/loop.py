@@ -36,7 +36,7 @@ from axr.models.adapters import apply_adapter, check_adapter_supported
 from axr.models.attention import select_attention
 from axr.models.load import Precision, load_model, load_tokenizer, resolve_precision
 from axr.train.batches import MicroBatchPlan, build_plan, collate_micro_batch
-from axr.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from axr.train.checkpoint import latest_checkpoint, load_checkpoint, load_checkpoint_weights, save_checkpoint
 from axr.train.engine import Engine, build_accelerator
 from axr.train.evaluation import evaluate
 from axr.train.loss import forward_summed_loss, supports_position_selection
@@ -259,12 +259,20 @@ def setup(cfg: AxrConfig, *, data: TrainingData | None = None) -> Run:
             train=False,
         )
     schedule = _schedule(cfg, len(plan), eval_plan is not None)
-    if engine.sharded and schedule.save_every:
+    resume_from = cfg.resume_from_checkpoint
+    if resume_from is None and cfg.auto_resume_from_checkpoints:
+        found = latest_checkpoint(output_dir)
+        resume_from = str(found) if found else None
+    if engine.kind == "deepspeed" and (schedule.save_every or resume_from):
+        # DeepSpeed's own checkpoints are pickles (loading one can run code); axr checkpoints hold none.
         raise ConfigError(
-            f"save_strategy: checkpoints during training under {engine.kind} are not supported yet "
-            '(the optimizer state is sharded over ranks); set save_strategy = "no". The final model '
-            "is still saved whole"
+            "save_strategy: checkpoints under deepspeed are not supported yet (DeepSpeed writes its "
+            'sharded optimizer state as pickles); set save_strategy = "no" and do not resume. The '
+            "final model is still saved whole"
         )
+    if resume_from:
+        # Before prepare: the engine may shard the parameters, and the checkpoint holds them whole.
+        load_checkpoint_weights(model, resume_from)
 
     model, optimizer = accelerator.prepare(model, build_optimizer(cfg, model))
     # On the prepared optimizer: ZeRO-3 regroups the parameters, and the schedule must drive those groups.
@@ -272,16 +280,7 @@ def setup(cfg: AxrConfig, *, data: TrainingData | None = None) -> Run:
 
     state = TrainerState()
     data_plan = plan_of(cfg, data.train, world_size)
-    resume_from = cfg.resume_from_checkpoint
-    if resume_from is None and cfg.auto_resume_from_checkpoints:
-        found = latest_checkpoint(output_dir)
-        resume_from = str(found) if found else None
     if resume_from:
-        if engine.sharded:
-            raise ConfigError(
-                f"resume_from_checkpoint: resuming under {engine.kind} is not supported yet "
-                "(axr writes no sharded checkpoints)"
-            )
         saved = load_checkpoint(accelerator, model, optimizer, scheduler, resume_from)
         check_plan(saved.pop("plan", None), data_plan, resume_from)
         state = TrainerState(**saved)
