@@ -86,8 +86,8 @@ def test_fsdp_config_errors_name_the_key(tmp_path):
         config_of(tmp_path, "[fsdp_config]\noffload_params = true\nfsdp_offload_params = true\n")
     with pytest.raises(ConfigError, match="disagree"):
         fsdp_version_of(config_of(tmp_path, "[fsdp_config]\nversion = 2\n", fsdp_version=1))
-    with pytest.raises(ConfigError, match="one engine"):
-        engine_of(config_of(tmp_path, "[fsdp_config]\nversion = 2\n", deepspeed="zero2"))
+    with pytest.raises(ConfigError, match="fsdp_config and deepspeed are both set: use one"):
+        config_of(tmp_path, "[fsdp_config]\nversion = 2\n", deepspeed="zero2")
 
 
 def test_fsdp1_on_cpu_is_refused_not_ignored(tmp_path):
@@ -125,3 +125,29 @@ def test_a_rank_without_eval_rows_still_runs_its_forwards(tiny_llama_dir):
     assert len(forwards) == 1 + 3  # one forward per rank, the empty one included
     assert split[2].tolist() == [0.0, 0.0]
     assert (split[0] + split[1] + split[2]).tolist() == pytest.approx(whole.tolist(), rel=1e-6)
+
+
+def test_ddp_keys_reach_accelerate(tmp_path):
+    from datetime import timedelta
+
+    from axr.train.engine import build_accelerator
+
+    cfg = config_of(
+        tmp_path,
+        ddp_timeout=123,
+        ddp_bucket_cap_mb=10,
+        ddp_broadcast_buffers=False,
+        ddp_find_unused_parameters=True,
+    )
+    accelerator, engine = build_accelerator(
+        cfg, precision=FP32, trackers=[], output_dir=tmp_path / "out", device_type="cpu"
+    )
+    assert engine.kind == "ddp"
+    assert accelerator.gradient_accumulation_steps == cfg.gradient_accumulation_steps
+    assert accelerator.init_handler.timeout == timedelta(seconds=123)
+    handler = accelerator.ddp_handler
+    assert (handler.bucket_cap_mb, handler.broadcast_buffers, handler.find_unused_parameters) == (
+        10,
+        False,
+        True,
+    )

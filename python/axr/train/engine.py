@@ -195,8 +195,6 @@ def _fsdp_plugin(cfg: AxrConfig, version: int, device_type: str) -> Any:
 def engine_of(cfg: AxrConfig) -> Engine:
     """The engine the config asks for (no accelerate objects built)."""
     if cfg.deepspeed is not None:
-        if cfg.fsdp_config is not None or cfg.fsdp_version is not None:
-            raise ConfigError("deepspeed and fsdp_config/fsdp_version are both set: use one engine")
         stage = read_deepspeed_config(cfg.deepspeed).get("zero_optimization", {}).get("stage", 0)
         return Engine("deepspeed", zero_stage=int(stage))
     version = fsdp_version_of(cfg)
