@@ -300,9 +300,11 @@ def setup(cfg: AxrConfig, *, data: TrainingData | None = None) -> Run:
         metrics_path=output_dir / "metrics.jsonl",
         enabled=accelerator.is_main_process,
     )
-    engine_name = engine.kind if engine.kind != "deepspeed" else f"deepspeed zero{engine.zero_stage}"
-    if engine.kind == "fsdp":
-        engine_name = f"fsdp{engine.fsdp_version}"
+    engine_name = {
+        "ddp": "ddp" if world_size > 1 else "no engine",
+        "deepspeed": f"deepspeed zero{engine.zero_stage}",
+        "fsdp": f"fsdp{engine.fsdp_version}",
+    }[engine.kind]
     progress.message(
         f"axr train: {len(data.train)} samples, {schedule.micro_batches_per_epoch} micro-batches/epoch/"
         f"process, {schedule.steps_per_epoch} steps/epoch, {schedule.total_steps} steps, {world_size} "
