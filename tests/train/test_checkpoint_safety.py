@@ -17,7 +17,7 @@ from helpers import InMemoryDataset, random_rows, write_config
 
 from axr.config import load_config
 from axr.errors import ConfigError
-from axr.train.checkpoint import restore_rng_state, rng_state
+from axr.train.checkpoint import restore_rng_state, rng_state, write_manifest
 from axr.train.loop import TrainingData, train
 from axr.train.state_file import load_state, save_state
 
@@ -60,6 +60,7 @@ def checkpoint(tmp_path_factory, tiny_llama_dir):
         "README.md",
         "adapter_config.json",
         "adapter_model.safetensors",
+        "manifest.json",
         "optimizer.safetensors",
         "rng_state_0.safetensors",
         "scheduler.safetensors",
@@ -94,6 +95,8 @@ def test_a_pickle_payload_in_a_checkpoint_never_runs(tmp_path, tiny_llama_dir, c
         (planted / target).write_bytes(pickle.dumps(Payload(marker)))
     else:
         torch.save({"state": Payload(marker)}, planted / target)
+    # The manifest only finds damage: whoever planted the payload can rewrite it, so it is re-sealed here.
+    write_manifest(planted)
     with pytest.raises(ConfigError, match=rf"resume_from_checkpoint: \S*planted/{target} ") as error:
         _resume(tmp_path, tiny_llama_dir, planted)
     assert not marker.exists()

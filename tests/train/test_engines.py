@@ -33,7 +33,7 @@ LORA = {"adapter": "lora", "lora_r": 4, "lora_alpha": 8, "lora_target_linear": T
 NO_SAVES = {"save_strategy": "no"}
 ENGINES: dict[str, tuple[dict[str, Any], str]] = {
     # name: (top-level keys, extra TOML text)
-    "ddp": (NO_SAVES, ""),
+    "ddp": ({"save_steps": 2}, ""),
     "zero2": ({"deepspeed": "zero2", **NO_SAVES}, ""),
     "zero3": ({"deepspeed": "deepspeed_configs/zero3.json", **NO_SAVES}, ""),
     # FSDP2 writes a checkpoint at step 2 (its optimizer state gathered, no pickle) and resumes from it.
@@ -144,6 +144,10 @@ def test_two_ranks_equal_one_process(tmp_path, tiny_llama_dir, references, name)
     assert got["logits"] == pytest.approx(reference["logits"], abs=1e-5)
     assert saved_model_logits(output, tiny_llama_dir, lora) == pytest.approx(got["logits"], abs=1e-5)
 
+    if name == "ddp" or name.startswith("fsdp2"):
+        # Rank 0 wrote the checkpoint's manifest after every rank saved its RNG state.
+        manifest = json.loads((output / "checkpoint-2" / "manifest.json").read_text())
+        assert {"rng_state_0.safetensors", "rng_state_1.safetensors"} <= set(manifest["files"])
     if name.startswith("fsdp2"):
         # accelerate silently runs plain replicas on CPU unless FSDP is entered: check the shards.
         assert got["sharded_dtensors"] == got["parameters"] > 0

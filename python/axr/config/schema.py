@@ -15,6 +15,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr, model_validator
+from pydantic.functional_validators import AfterValidator
 from pydantic_core import PydanticCustomError
 
 from axr.config.conflicts import dataset_conflicts, top_level_conflicts
@@ -42,6 +43,21 @@ def _reject_bool(value: Any) -> Any:
 def _yaml_no(value: Any) -> Any:
     # YAML 1.1 reads a bare `no` as false; for a key whose value can be "no", that is what was meant.
     return "no" if value is False else value
+
+
+# sequence_len: beyond any model's context (the longest today are around 10M tokens); a bigger
+# value is a typo, caught before anything is loaded. The model's own limit is checked at load.
+MAX_SEQUENCE_LEN = 1 << 24
+
+
+def _sequence_len_bound(value: int) -> int:
+    if value > MAX_SEQUENCE_LEN:
+        raise PydanticCustomError(
+            "sequence_len_too_long",
+            "longer than any model's context: at most {limit} (2**24) tokens",
+            {"limit": MAX_SEQUENCE_LEN},
+        )
+    return value
 
 
 Int = Annotated[int, BeforeValidator(_reject_bool)]
@@ -454,8 +470,9 @@ class AxrConfig(BaseModel):
     """Streamed ``completion`` data for pretraining (Axolotl); a path or a list of dataset entries."""
 
     # ---- sequence and packing -----------------------------------------------
-    sequence_len: PositiveInt = 512
-    """Maximum tokens in a training sample (and bin capacity when packing)."""
+    sequence_len: Annotated[PositiveInt, AfterValidator(_sequence_len_bound)] = 512
+    """Maximum tokens in a training sample (and bin capacity when packing); at most the model's
+    context (``max_position_embeddings``, with rope scaling), checked when training starts."""
     pad_to_sequence_len: bool | None = None
     """Pad every batch to ``sequence_len`` tokens."""
     sample_packing: bool = False

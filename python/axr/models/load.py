@@ -79,6 +79,15 @@ def _from_pretrained(loader: Any, name: str, key: str, **kwargs: Any) -> Any:
     """Call ``loader.from_pretrained`` and turn "not found / no network" into a ConfigError naming ``key``."""
     try:
         return loader.from_pretrained(name, **kwargs)
+    except ValueError as error:
+        # transformers refuses a model or tokenizer that ships its own Python code unless trusted.
+        if "trust_remote_code" not in str(error) or kwargs.get("trust_remote_code"):
+            raise
+        raise ConfigError(
+            f"trust_remote_code: {name!r} ({key}) needs Python code that comes with it to load, and "
+            "axr runs such code only with trust_remote_code = true. Set it only if you trust where "
+            f"{name!r} came from (read its .py files first)"
+        ) from None
     except OSError as error:
         where = "local folder" if _is_local(name) else "hub id (no local folder has that name)"
         raise ConfigError(
@@ -124,22 +133,84 @@ def load_tokenizer(cfg: Any, *, store_tokenizer: str | Path | None = None) -> tu
     return tokenizer, grew
 
 
+def model_config_of(cfg: Any) -> Any:
+    """The model's transformers config with ``overrides_of_model_config`` applied (cheap: one JSON file)."""
+    import transformers
+
+    config_name = cfg.base_model_config or cfg.base_model
+    key = "base_model_config" if cfg.base_model_config else "base_model"
+    model_config = _from_pretrained(
+        transformers.AutoConfig, config_name, key, trust_remote_code=cfg.trust_remote_code
+    )
+    for name, value in (cfg.overrides_of_model_config or {}).items():
+        if not hasattr(model_config, name):
+            raise ConfigError(
+                f"overrides_of_model_config.{name}: the model config "
+                f"({type(model_config).__name__}) has no such key"
+            )
+        setattr(model_config, name, value)
+    return model_config
+
+
+def _rope_sets(model_config: Any) -> list[dict[str, Any]]:
+    """The rope scaling settings of a config: transformers 5's ``rope_parameters`` (one dict, or one
+    per attention kind) or the older ``rope_scaling``."""
+    found = getattr(model_config, "rope_parameters", None) or getattr(model_config, "rope_scaling", None)
+    if not isinstance(found, dict):
+        return []
+    if found and all(isinstance(value, dict) for value in found.values()):
+        return list(found.values())
+    return [found]
+
+
+def context_length(model_config: Any) -> int | None:
+    """Positions the model is built for, rope scaling included; None when the config does not say.
+
+    ``linear``/``dynamic`` scaling stretch ``max_position_embeddings`` by ``factor``; ``yarn`` and
+    ``llama3`` stretch ``original_max_position_embeddings`` (configs of those usually give the
+    stretched length as ``max_position_embeddings`` already, so the larger of the two counts).
+    """
+    base = getattr(model_config, "max_position_embeddings", None)
+    if not isinstance(base, int) or isinstance(base, bool) or base <= 0:
+        return None
+    limit = base
+    for rope in _rope_sets(model_config):
+        kind = rope.get("rope_type") or rope.get("type")
+        factor = rope.get("factor")
+        if not isinstance(factor, int | float) or factor <= 1:
+            continue
+        if kind in ("linear", "dynamic"):
+            limit = max(limit, int(base * factor))
+        elif kind in ("yarn", "llama3"):
+            original = rope.get("original_max_position_embeddings") or base
+            limit = max(limit, int(original * factor))
+    return limit
+
+
+def check_sequence_len(cfg: Any, model_config: Any | None = None) -> None:
+    """ConfigError when ``sequence_len`` is longer than the model's context (read before any heavy work)."""
+    model_config = model_config if model_config is not None else model_config_of(cfg)
+    limit = context_length(model_config)
+    if limit is not None and cfg.sequence_len > limit:
+        base = model_config.max_position_embeddings
+        why = (
+            f"max_position_embeddings {base} stretched by rope scaling"
+            if limit != base
+            else ("its max_position_embeddings")
+        )
+        raise ConfigError(
+            f"sequence_len: {cfg.sequence_len} is longer than the {limit} positions {cfg.base_model!r} "
+            f"is built for ({why}). Lower sequence_len, or extend the context with "
+            'overrides_of_model_config, e.g. rope_scaling = {rope_type = "linear", factor = 2}'
+        )
+
+
 def load_model(cfg: Any, tokenizer: Any, *, precision: Precision, attention: str) -> Any:
     """The causal LM of ``base_model`` with config overrides, dtype and embeddings sized to the tokenizer."""
     import torch
     import transformers
 
-    config_name = cfg.base_model_config or cfg.base_model
-    model_config = _from_pretrained(
-        transformers.AutoConfig, config_name, "base_model", trust_remote_code=cfg.trust_remote_code
-    )
-    for key, value in (cfg.overrides_of_model_config or {}).items():
-        if not hasattr(model_config, key):
-            raise ConfigError(
-                f"overrides_of_model_config.{key}: the model config "
-                f"({type(model_config).__name__}) has no such key"
-            )
-        setattr(model_config, key, value)
+    model_config = model_config_of(cfg)
     model_config.use_cache = False
 
     loader = getattr(transformers, cfg.model_type, None)

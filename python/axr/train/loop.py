@@ -34,11 +34,17 @@ from axr.config import AxrConfig
 from axr.errors import AxrError, ConfigError
 from axr.models.adapters import apply_adapter, check_adapter_supported
 from axr.models.attention import select_attention
-from axr.models.load import Precision, load_model, load_tokenizer, resolve_precision
+from axr.models.load import Precision, check_sequence_len, load_model, load_tokenizer, resolve_precision
 from axr.train.batches import MicroBatchPlan, build_plan, collate_micro_batch
-from axr.train.checkpoint import latest_checkpoint, load_checkpoint, load_checkpoint_weights, save_checkpoint
+from axr.train.checkpoint import (
+    load_checkpoint,
+    load_checkpoint_weights,
+    newest_verified_checkpoint,
+    save_checkpoint,
+)
 from axr.train.engine import Engine, build_accelerator
 from axr.train.evaluation import evaluate
+from axr.train.health import check_step, check_weights
 from axr.train.loss import forward_summed_loss, supports_position_selection
 from axr.train.optim import build_optimizer, build_scheduler, check_names
 from axr.train.progress import Progress, project_name_of, tracker_init_kwargs, trackers_of
@@ -207,6 +213,7 @@ def setup(cfg: AxrConfig, *, data: TrainingData | None = None) -> Run:
 
     check_adapter_supported(cfg)
     check_names(cfg)
+    check_sequence_len(cfg)
     attention = select_attention(cfg)
     device_type = "cuda" if torch.cuda.is_available() else "cpu"
     precision = resolve_precision(cfg, device_type, adapter=bool(cfg.adapter))
@@ -261,7 +268,7 @@ def setup(cfg: AxrConfig, *, data: TrainingData | None = None) -> Run:
     schedule = _schedule(cfg, len(plan), eval_plan is not None)
     resume_from = cfg.resume_from_checkpoint
     if resume_from is None and cfg.auto_resume_from_checkpoints:
-        found = latest_checkpoint(output_dir)
+        found = newest_verified_checkpoint(output_dir, warn=accelerator.is_main_process)
         resume_from = str(found) if found else None
     if engine.kind == "deepspeed" and (schedule.save_every or resume_from):
         # DeepSpeed's own checkpoints are pickles (loading one can run code); axr checkpoints hold none.
@@ -424,6 +431,7 @@ def log_step(run: Run, outcome: StepOutcome, *, started: tuple[float, float], da
     }
     should_log = state.step % (cfg.logging_steps or 1) == 0 or state.step == run.schedule.total_steps
     run.progress.step(record, log=should_log)
+    check_step(record, run.progress, loss_scaling=run.accelerator.scaler is not None)
     if should_log and run.trackers:
         run.accelerator.log(
             {
@@ -508,6 +516,7 @@ def after_step(run: Run, result: TrainResult) -> bool:
 def save_final(run: Run) -> None:
     """The trained model (or adapter) whole, as safetensors, with tokenizer and resolved config."""
     accelerator = run.accelerator
+    check_weights(accelerator, run.model, step=run.state.step, what="final model")
     accelerator.wait_for_everyone()
     state_dict = accelerator.get_state_dict(run.model)  # every rank: a collective under FSDP/DeepSpeed
     if accelerator.is_main_process:
