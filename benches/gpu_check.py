@@ -146,7 +146,7 @@ def main() -> int:
             "lora_alpha = 32",
             "lora_target_linear = true",
             f"bf16 = {'true' if device == 'cuda' else 'false'}",
-            "flash_attention = true" if has_flash else "sdp_attention = true",
+            'attn_implementation = "flash_attention_2"' if has_flash else 'attn_implementation = "sdpa"',
         ]
         packed = run_training(workdir, model_dir, rows, packing=True, args=options, extra=extra)
         padded = run_training(workdir, model_dir, rows, packing=False, args=options, extra=extra)

@@ -8,17 +8,12 @@ from typing import Any
 from axr.errors import ConfigError
 from axr.models.load import refuse_pickle_weights
 
-LATER = 'comes in a later axr release; use adapter = "lora" or leave adapter empty for a full fine-tune'
-
 
 def check_adapter_supported(cfg: Any) -> None:
-    """QLoRA and ReLoRA are not built yet: say so before any model is loaded."""
-    if cfg.adapter == "qlora" or getattr(cfg, "load_in_4bit", False):
-        raise ConfigError(f"adapter: qlora (4-bit base weights) {LATER}")
-    if getattr(cfg, "load_in_8bit", False):
-        raise ConfigError(f"load_in_8bit: 8-bit base weights {LATER}")
-    if getattr(cfg, "relora_steps", None):
-        raise ConfigError(f"relora_steps: ReLoRA {LATER}")
+    """Adapter settings that only make sense together, checked before any model is loaded.
+
+    (QLoRA, 8-bit and ReLoRA keys are refused at validation by the key ledger.)
+    """
     if cfg.lora_model_dir and not cfg.adapter:
         raise ConfigError('lora_model_dir: continuing an adapter needs adapter = "lora"')
 
@@ -76,7 +71,7 @@ def apply_adapter(cfg: Any, model: Any, *, tokens_added: bool) -> Any:
         for name in embedding_module_names(model):
             if name not in modules_to_save:
                 modules_to_save.append(name)
-    if getattr(cfg, "gradient_checkpointing", False):
+    if cfg.gradient_checkpointing:
         # The frozen embeddings produce no grad-requiring output; checkpointed blocks need one.
         model.enable_input_require_grads()
     if cfg.lora_model_dir:
@@ -91,7 +86,7 @@ def apply_adapter(cfg: Any, model: Any, *, tokens_added: bool) -> Any:
         lora_dropout=cfg.lora_dropout,
         target_modules=target_modules_of(cfg),
         fan_in_fan_out=cfg.lora_fan_in_fan_out,
-        layers_to_transform=getattr(cfg, "peft_layers_to_transform", None),
+        layers_to_transform=cfg.peft_layers_to_transform,
         modules_to_save=modules_to_save or None,
         bias="none",
         task_type="CAUSAL_LM",

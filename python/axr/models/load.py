@@ -38,9 +38,9 @@ def resolve_precision(cfg: Any, device: str, *, adapter: bool) -> Precision:
     """
     from axr.config import resolve_precision as resolve_mode
 
-    if getattr(cfg, "bfloat16", False) or cfg.bf16 == "full":
+    if cfg.bfloat16 or cfg.bf16 == "full":
         return Precision("bfloat16", "no")
-    if getattr(cfg, "float16", False):
+    if cfg.float16:
         return Precision("float16", "no")
     mode = resolve_mode(cfg, device)
     mixed = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}[mode]
@@ -242,12 +242,8 @@ def load_model(cfg: Any, tokenizer: Any, *, precision: Precision, attention: str
     if model.get_input_embeddings().num_embeddings < vocabulary:
         multiple = 32 if cfg.resize_token_embeddings_to_32x else None
         model.resize_token_embeddings(vocabulary, pad_to_multiple_of=multiple)
-    checkpointing = getattr(cfg, "gradient_checkpointing", False)
-    if checkpointing in ("unsloth", "offload"):
-        raise ConfigError(
-            f"gradient_checkpointing: {checkpointing!r} (activation offloading) is not supported; use true"
-        )
-    if checkpointing:
+    # "unsloth" (offloaded checkpoints) is refused at validation by the key ledger.
+    if cfg.gradient_checkpointing:
         checkpoint_kwargs = cfg.gradient_checkpointing_kwargs or {"use_reentrant": False}
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=checkpoint_kwargs)
     return model

@@ -122,11 +122,10 @@ def fill_deepspeed_config(cfg: AxrConfig, config: dict[str, Any], precision: Pre
 
 
 def _fsdp_settings(cfg: AxrConfig) -> dict[str, Any]:
-    """``fsdp_config`` with the ``fsdp_`` prefix dropped (both spellings are accepted)."""
-    settings: dict[str, Any] = {}
-    if cfg.fsdp_config is not None:
-        for key, value in cfg.fsdp_config.model_dump(exclude_none=True).items():
-            settings[key.removeprefix("fsdp_") if key != "fsdp_version" else key] = value
+    """The ``fsdp_config`` keys that are set, by their FSDP2 names (the config loader renamed FSDP1's)."""
+    if cfg.fsdp_config is None:
+        return {}
+    settings: dict[str, Any] = cfg.fsdp_config.model_dump(exclude_none=True)
     return settings
 
 
@@ -148,6 +147,14 @@ def _fsdp_plugin(cfg: AxrConfig, version: int, device_type: str) -> Any:
         # Measured: accelerate's FSDP1 on CPU fails ("Inconsistent compute device and device_id").
         raise ConfigError("fsdp_version: FSDP1 needs CUDA devices; use fsdp_version = 2 (works on CPU too)")
     settings = _fsdp_settings(cfg)
+    for key in ("mixed_precision_policy", "cpu_offload_pin_memory"):
+        if key in settings:
+            raise ConfigError(f"fsdp_config.{key}: not supported yet (axr's precision keys set FSDP's)")
+    if settings.get("final_state_dict_type", "FULL_STATE_DICT") != "FULL_STATE_DICT":
+        raise ConfigError(
+            "fsdp_config.final_state_dict_type: axr saves the final model whole (FULL_STATE_DICT); "
+            f"{settings['final_state_dict_type']} is not supported yet"
+        )
     options = set(cfg.fsdp or [])
     unknown = options - {"full_shard", "shard_grad_op", "hybrid_shard", "no_shard", "auto_wrap", "offload"}
     if unknown:

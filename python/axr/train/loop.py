@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from axr.config import AxrConfig
+from axr.config.precision import apply_tf32
 from axr.errors import AxrError, ConfigError
 from axr.models.adapters import apply_adapter, check_adapter_supported
 from axr.models.attention import select_attention
@@ -194,11 +195,10 @@ def _schedule(cfg: AxrConfig, micro_batches_per_epoch: int, has_eval: bool) -> S
     steps_per_epoch = math.ceil(micro_batches_per_epoch / cfg.gradient_accumulation_steps)
     total_steps = cfg.max_steps or math.ceil(cfg.num_epochs * steps_per_epoch)
     eval_every = _every(cfg.eval_steps, total_steps) or _per_epoch(cfg.evals_per_epoch, steps_per_epoch)
-    if has_eval and eval_every is None:
+    if has_eval and eval_every is None and cfg.evals_per_epoch != 0:
+        # evals_per_epoch = 0 means no evaluation (Axolotl); unset means once per epoch.
         eval_every = steps_per_epoch
     save_every = None
-    if cfg.save_strategy == "best":
-        raise ConfigError('save_strategy: "best" is not supported yet; use "steps", "epoch" or "no"')
     if cfg.save_strategy != "no":
         save_every = _every(cfg.save_steps, total_steps) or _per_epoch(cfg.saves_per_epoch, steps_per_epoch)
         if save_every is None and cfg.save_strategy in (None, "epoch", "steps"):
@@ -217,6 +217,7 @@ def setup(cfg: AxrConfig, *, data: TrainingData | None = None) -> Run:
     attention = select_attention(cfg)
     device_type = "cuda" if torch.cuda.is_available() else "cpu"
     precision = resolve_precision(cfg, device_type, adapter=bool(cfg.adapter))
+    apply_tf32(cfg)
     trackers = trackers_of(cfg)
     output_dir = Path(cfg.output_dir)
     accelerator, engine = build_accelerator(

@@ -67,9 +67,13 @@ def build_optimizer(cfg: Any, model: Any) -> Any:
     name = cfg.optimizer
     groups = parameter_groups(model, cfg.weight_decay)
     learning_rate = cfg.learning_rate
-    betas = (cfg.adam_beta1 or 0.9, cfg.adam_beta2 or 0.999)
-    epsilon = cfg.adam_epsilon or 1e-8
-    extra = dict(getattr(cfg, "optim_args", None) or {})
+    # 0 is a valid beta (adam_beta1 = 0 turns momentum off): only an unset value takes the default.
+    betas = (
+        0.9 if cfg.adam_beta1 is None else cfg.adam_beta1,
+        0.999 if cfg.adam_beta2 is None else cfg.adam_beta2,
+    )
+    epsilon = 1e-8 if cfg.adam_epsilon is None else cfg.adam_epsilon
+    extra = dict(cfg.optim_args or {})
     if name in TORCH_ADAMW:
         fused = name == "adamw_torch_fused"
         return torch.optim.AdamW(groups, lr=learning_rate, betas=betas, eps=epsilon, fused=fused, **extra)

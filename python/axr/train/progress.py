@@ -18,11 +18,11 @@ TRACKER_PACKAGES = {"tensorboard": "tensorboard", "wandb": "wandb", "mlflow": "m
 def trackers_of(cfg: Any) -> list[str]:
     """accelerate ``log_with`` names the config asks for; a missing package is a ConfigError."""
     wanted: list[tuple[str, str]] = []
-    if getattr(cfg, "use_tensorboard", False):
+    if cfg.use_tensorboard:
         wanted.append(("tensorboard", "use_tensorboard"))
-    if getattr(cfg, "wandb_project", None) and getattr(cfg, "wandb_mode", None) != "disabled":
+    if cfg.wandb_project and cfg.wandb_mode != "disabled":
         wanted.append(("wandb", "wandb_project"))
-    if getattr(cfg, "mlflow_tracking_uri", None) or getattr(cfg, "mlflow_experiment_name", None):
+    if cfg.mlflow_tracking_uri or cfg.mlflow_experiment_name:
         wanted.append(("mlflow", "mlflow_tracking_uri"))
     for tracker, key in wanted:
         package = TRACKER_PACKAGES[tracker]
@@ -36,22 +36,22 @@ def trackers_of(cfg: Any) -> list[str]:
 def tracker_init_kwargs(cfg: Any) -> dict[str, Any]:
     """Per-tracker options (project, run name, entity, mlflow experiment)."""
     kwargs: dict[str, Any] = {}
-    if getattr(cfg, "wandb_project", None):
+    if cfg.wandb_project:
         wandb: dict[str, Any] = {}
         for key, option in (("wandb_entity", "entity"), ("wandb_name", "name"), ("wandb_run_id", "id")):
-            if getattr(cfg, key, None):
+            if getattr(cfg, key):
                 wandb[option] = getattr(cfg, key)
-        if getattr(cfg, "wandb_mode", None):
+        if cfg.wandb_mode:
             wandb["mode"] = cfg.wandb_mode
         kwargs["wandb"] = wandb
-    if getattr(cfg, "mlflow_tracking_uri", None) or getattr(cfg, "mlflow_experiment_name", None):
-        kwargs["mlflow"] = {"experiment_name": getattr(cfg, "mlflow_experiment_name", None) or "axr"}
+    if cfg.mlflow_tracking_uri or cfg.mlflow_experiment_name:
+        kwargs["mlflow"] = {"experiment_name": cfg.mlflow_experiment_name or "axr"}
     return kwargs
 
 
 def project_name_of(cfg: Any) -> str:
     """The run's project name for trackers."""
-    return getattr(cfg, "wandb_project", None) or getattr(cfg, "mlflow_experiment_name", None) or "axr"
+    return cfg.wandb_project or cfg.mlflow_experiment_name or "axr"
 
 
 class Progress:
