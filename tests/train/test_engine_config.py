@@ -96,6 +96,9 @@ def test_fsdp1_on_cpu_is_refused_not_ignored(tmp_path):
     cfg = config_of(tmp_path, fsdp=["full_shard"])
     with pytest.raises(ConfigError, match="FSDP1 needs CUDA"):
         _fsdp_plugin(cfg, 1, "cpu")
+    sharded = config_of(tmp_path, '[fsdp_config]\nversion = 2\nstate_dict_type = "SHARDED_STATE_DICT"\n')
+    with pytest.raises(ConfigError, match="state_dict_type: axr gathers checkpoints"):
+        _fsdp_plugin(sharded, 2, "cpu")
 
 
 def test_a_rank_without_eval_rows_still_runs_its_forwards(tiny_llama_dir):

@@ -150,11 +150,13 @@ def _fsdp_plugin(cfg: AxrConfig, version: int, device_type: str) -> Any:
     for key in ("mixed_precision_policy", "cpu_offload_pin_memory"):
         if key in settings:
             raise ConfigError(f"fsdp_config.{key}: not supported yet (axr's precision keys set FSDP's)")
-    if settings.get("final_state_dict_type", "FULL_STATE_DICT") != "FULL_STATE_DICT":
-        raise ConfigError(
-            "fsdp_config.final_state_dict_type: axr saves the final model whole (FULL_STATE_DICT); "
-            f"{settings['final_state_dict_type']} is not supported yet"
-        )
+    for key in ("state_dict_type", "final_state_dict_type"):
+        if settings.get(key, "FULL_STATE_DICT") != "FULL_STATE_DICT":
+            # Checkpoints and the final model are gathered whole (pickle-free safetensors).
+            raise ConfigError(
+                f"fsdp_config.{key}: axr gathers checkpoints and the final model whole (FULL_STATE_DICT); "
+                f"{settings[key]} is not supported yet"
+            )
     options = set(cfg.fsdp or [])
     unknown = options - {"full_shard", "shard_grad_op", "hybrid_shard", "no_shard", "auto_wrap", "offload"}
     if unknown:
@@ -173,8 +175,6 @@ def _fsdp_plugin(cfg: AxrConfig, version: int, device_type: str) -> Any:
         kwargs["min_num_params"] = settings["min_num_params"]
     if settings.get("offload_params") or "offload" in options:
         kwargs["cpu_offload"] = True
-    if settings.get("state_dict_type"):
-        kwargs["state_dict_type"] = settings["state_dict_type"]
     for key in ("cpu_ram_efficient_loading", "activation_checkpointing", "sync_module_states"):
         if settings.get(key) is not None:
             kwargs[key] = settings[key]
