@@ -26,7 +26,7 @@ EXPECTED: dict[str, set[str]] = {
     "2024-dpo.yml": {"rl", "rl_beta"},
     "2024-fsdp.yml": set(),
     "2024-llama2-lora.yml": set(),
-    "2024-mistral-qlora.yml": {"load_in_4bit", "optimizer"},
+    "2024-mistral-qlora.yml": set(),
     "2024-pretraining.yml": {
         "pretraining_dataset",
         "pretraining_dataset[0].name",
@@ -63,7 +63,7 @@ EXPECTED: dict[str, set[str]] = {
         "datasets[1].type.chosen_format",
         "datasets[1].type.rejected_format",
     },
-    "today-qlora-fsdp1-version.yaml": {"load_in_4bit", "bnb_config_kwargs", "peft_use_rslora"},
+    "today-qlora-fsdp1-version.yaml": set(),
     "today-qwen3-chat-template.yaml": {"activation_offloading"},
     "today-sdp-flag.yaml": set(),
 }

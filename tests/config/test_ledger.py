@@ -129,7 +129,7 @@ def write(tmp_path: Path, text: str) -> Path:
 def test_not_yet_keys_fail_validation_all_at_once(tmp_path, capsys):
     path = write(
         tmp_path,
-        "base_model: m\nuse_ray: true\nload_in_4bit: true\nadapter: qlora\nrl: dpo\n"
+        "base_model: m\nuse_ray: true\ngptq: true\nadapter: lora\nrl: dpo\n"
         "torch_compile: true\nsave_strategy: best\nlora_r: 8\n"
         "datasets:\n  - path: d.jsonl\n    type: alpaca\n    field_chosen: chosen\n",
     )
@@ -139,7 +139,7 @@ def test_not_yet_keys_fail_validation_all_at_once(tmp_path, capsys):
     assert err.startswith(f"axr: error: invalid config {path} (6 problems):"), err
     for key in (
         "use_ray",
-        "load_in_4bit",
+        "gptq",
         "rl",
         "torch_compile",
         "save_strategy",
@@ -197,8 +197,7 @@ def test_explain_prints_the_ledger_entry_of_each_key_set(tmp_path, capsys):
         "base_model: used by models.load (tokenizer and model loading)",
         "lora_r: used by models.adapters.apply_adapter (the PEFT LoRA config)",
         "strict: has no effect in axr: axr lets command-line overrides set any key",
-        "load_in_8bit: off (setting it would load the base model's weights in 8 bits (bitsandbytes): "
-        "not supported yet)",
+        "load_in_8bit: used by models.quantization (bitsandbytes 4-bit / 8-bit base weights)",
         "datasets: used by data.preprocess.options_from_config (the native pipeline's options)",
         "overrides_of_model_config: used by models.load (tokenizer and model loading)",
         "liger_rms_norm: has no effect in axr: a fused GPU kernel computing the same thing faster; "

@@ -80,12 +80,42 @@ def test_unknown_optimizer_names_the_key():
         config(optimizer="muon")
 
 
-def test_bitsandbytes_optimizers_are_not_supported_yet():
-    # The 8-bit/paged optimizers come with issue 14 (state restored exactly on resume).
-    refused = r"optimizer: not supported yet: .*'paged_adamw_8bit'.*\(issue 14\)"
-    with pytest.raises(ConfigError, match=refused):
-        config(optimizer="paged_adamw_8bit")
+def without_bitsandbytes(monkeypatch):
+    """Make bitsandbytes look absent, as on a machine without the bnb extra."""
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "bitsandbytes" else real(name, *a)
+    )
+
+
+def test_bitsandbytes_optimizer_without_the_package_says_how_to_install(monkeypatch):
+    without_bitsandbytes(monkeypatch)
+    with pytest.raises(ConfigError, match="optimizer: 'paged_adamw_8bit' needs the bitsandbytes"):
+        build_optimizer(config(optimizer="paged_adamw_8bit"), tiny_model())
     assert "paged_adamw_8bit" in supported_optimizers()
+
+
+def test_quantized_base_without_bitsandbytes_says_how_to_install(monkeypatch, tmp_path):
+    from helpers import write_config
+
+    from axr.config import load_config
+    from axr.models.quantization import check_quantization_supported
+
+    without_bitsandbytes(monkeypatch)
+    path = write_config(
+        tmp_path / "q.toml",
+        tmp_path,
+        tmp_path / "out",
+        adapter="qlora",
+        load_in_4bit=True,
+        lora_target_linear=True,
+    )
+    with pytest.raises(
+        ConfigError, match=r"load_in_4bit: quantized base weights need bitsandbytes.*axr\[bnb\]"
+    ):
+        check_quantization_supported(load_config(path))
 
 
 def test_cosine_with_warmup_and_min_ratio():

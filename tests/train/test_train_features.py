@@ -116,10 +116,13 @@ def test_flash_attention_without_the_package_is_a_config_error(tmp_path, tiny_ll
 @pytest.mark.parametrize(
     ("keys", "message"),
     [
-        ({"adapter": "qlora", "load_in_4bit": True}, "load_in_4bit: not supported yet: .* 4 bits"),
         (
             {"adapter": "lora", "relora_steps": 10, "lora_target_linear": True},
             "relora_steps: not supported yet: ReLoRA",
+        ),
+        (
+            {"adapter": "lora", "relora": True, "jagged_restart_steps": 10, "lora_target_linear": True},
+            "relora: not supported yet",
         ),
         ({"adapter": "lora"}, "lora_target_modules: .* needs the modules to adapt"),
     ],

@@ -79,6 +79,7 @@ _ENGINES = "tests/train/test_engine_config.py"
 PREPROCESS = "data.preprocess.options_from_config (the native pipeline's options)"
 MODEL_LOAD = "models.load (tokenizer and model loading)"
 ADAPTER = "models.adapters.apply_adapter (the PEFT LoRA config)"
+QUANTIZATION = "models.quantization (bitsandbytes 4-bit / 8-bit base weights)"
 OPTIMIZER = "train.optim.build_optimizer"
 SCHEDULE = "train.optim.build_scheduler"
 LOOP = "train.loop.train"
@@ -136,18 +137,25 @@ TOP_LEVEL: dict[str, Entry] = {
     "use_onebitllms": not_yet("1.58-bit (BitNet) training through onebitllms"),
     "trainer_cls": not_yet("train with a custom Trainer class"),
     "freeze_mm_modules": not_yet("freeze the vision/audio towers of a multimodal model"),
-    "unfrozen_parameters": not_yet("train only the parameters matching these patterns", 14),
+    "unfrozen_parameters": used(
+        ADAPTER, "tests/train/test_peft_options.py::test_unfrozen_parameters_train_only_the_matching_weights"
+    ),
     "image_size": not_yet("resize images of multimodal data"),
     "image_resize_algorithm": not_yet("the filter used to resize images of multimodal data"),
     "role_boundaries": not_yet("role markers of the multimodal loss mask"),
     # ---- quantization and precision ---------------------------------------------------------
-    "bnb_config_kwargs": not_yet("pass these options to bitsandbytes' quantization config", 14),
+    "bnb_config_kwargs": used(
+        QUANTIZATION, "tests/train/test_qlora.py::test_bnb_config_kwargs_reach_the_quantized_layers"
+    ),
     "gptq": not_yet("train LoRA on a GPTQ-quantized base model", 14),
     "gptq_groupsize": no_effect("setting of Axolotl's old GPTQ loader; Axolotl ignores it too"),
     "gptq_model_v1": no_effect("setting of Axolotl's old GPTQ loader; Axolotl ignores it too"),
     "gptq_disable_exllama": no_effect("dropped by Axolotl's validation, so never read there either"),
-    "load_in_8bit": not_yet("load the base model's weights in 8 bits (bitsandbytes)", 14),
-    "load_in_4bit": not_yet("load the base model's weights in 4 bits (bitsandbytes), as QLoRA does", 14),
+    "load_in_8bit": used(QUANTIZATION, "tests/train/test_qlora.py::test_lora_on_an_8bit_base_trains"),
+    "load_in_4bit": used(
+        QUANTIZATION,
+        "tests/train/test_qlora.py::test_qlora_trains_and_the_saved_adapter_reproduces_the_eval_loss",
+    ),
     "model_quantization_config": not_yet(
         "load the model with a transformers quantization config (MXFP4, FP8)"
     ),
@@ -255,16 +263,25 @@ TOP_LEVEL: dict[str, Entry] = {
     "lora_dropout": used(ADAPTER, f"{_EFFECTS}::test_adapter_keys"),
     "lora_target_modules": used(ADAPTER, f"{_EFFECTS}::test_adapter_keys"),
     "lora_target_linear": used(ADAPTER, f"{_EFFECTS}::test_adapter_keys"),
-    "lora_target_parameters": not_yet("put LoRA on parameters directly (MoE expert weights)", 14),
+    "lora_target_parameters": used(
+        ADAPTER,
+        "tests/train/test_peft_options.py::test_target_modules_layers_and_parameters_select_what_is_adapted",
+    ),
     "peft_layers_to_transform": used(ADAPTER, f"{_EFFECTS}::test_adapter_keys"),
     "peft_layers_pattern": not_yet("the layer-name pattern used with peft_layers_to_transform", 14),
     "lora_modules_to_save": used(ADAPTER, f"{_EFFECTS}::test_adapter_keys"),
     "lora_fan_in_fan_out": used(ADAPTER, f"{_EFFECTS}::test_adapter_keys"),
     "lora_rank_pattern": not_yet("per-module LoRA ranks", 14),
     "lora_alpha_pattern": not_yet("per-module LoRA alphas", 14),
-    "peft": not_yet("LoftQ initialisation of the LoRA weights (peft.loftq_config)", 14),
-    "peft_use_dora": not_yet("DoRA (weight-decomposed LoRA)", 14),
-    "peft_use_rslora": not_yet("rank-stabilised LoRA scaling (alpha / sqrt(r))", 14),
+    "peft": used(
+        ADAPTER, "tests/train/test_peft_options.py::test_loftq_and_fan_in_fan_out_reach_the_lora_config"
+    ),
+    "peft_use_dora": used(
+        ADAPTER, "tests/train/test_peft_options.py::test_dora_reaches_peft_and_changes_the_forward"
+    ),
+    "peft_use_rslora": used(
+        ADAPTER, "tests/train/test_peft_options.py::test_rslora_scales_by_alpha_over_sqrt_r"
+    ),
     "peft_layer_replication": not_yet("replicate layer ranges before adding adapters", 14),
     "peft_init_lora_weights": not_yet("another LoRA initialisation method", 14),
     "peft_trainable_token_indices": not_yet("train only these embedding rows", 14),
@@ -286,9 +303,18 @@ TOP_LEVEL: dict[str, Entry] = {
     "relora_prune_ratio": not_yet("ReLoRA: share of optimizer state pruned at each restart", 14),
     "relora_prune_method": not_yet("ReLoRA: how optimizer state is pruned at each restart", 14),
     "relora_cpu_offload": not_yet("ReLoRA: merge on the CPU at restarts", 14),
-    "jagged_restart_steps": not_yet("ReLoRA: steps between learning-rate restarts", 14),
-    "jagged_restart_warmup_steps": not_yet("ReLoRA: warmup steps after each restart", 14),
-    "jagged_restart_anneal_steps": not_yet("ReLoRA: anneal steps before each restart", 14),
+    "jagged_restart_steps": used(
+        SCHEDULE,
+        "tests/train/test_jagged_schedule.py::test_restarts_drop_to_the_floor_then_warm_up_and_anneal",
+    ),
+    "jagged_restart_warmup_steps": used(
+        SCHEDULE,
+        "tests/train/test_jagged_schedule.py::test_restarts_drop_to_the_floor_then_warm_up_and_anneal",
+    ),
+    "jagged_restart_anneal_steps": used(
+        SCHEDULE,
+        "tests/train/test_jagged_schedule.py::test_restarts_drop_to_the_floor_then_warm_up_and_anneal",
+    ),
     "lisa_n_layers": not_yet("LISA: train this many layers at a time"),
     "lisa_step_interval": not_yet("LISA: steps between layer switches"),
     "lisa_layers_attribute": not_yet("LISA: where the layer list is"),
@@ -386,6 +412,10 @@ TOP_LEVEL: dict[str, Entry] = {
     "train_on_inputs": used(PREPROCESS, f"{_EFFECTS}::test_preprocess_option_keys"),
     "group_by_length": used("train.batches.build_plan", f"{_EFFECTS}::test_loop_keys"),
     "gradient_checkpointing": used(MODEL_LOAD, f"{_EFFECTS}::test_gradient_checkpointing_keys"),
+    "output_router_logits": used(
+        "models.load (the model config) and train.loss (the router auxiliary loss)",
+        "tests/train/test_model_matrix.py::test_output_router_logits_changes_what_train_optimises",
+    ),
     "gradient_checkpointing_kwargs": used(MODEL_LOAD, f"{_EFFECTS}::test_gradient_checkpointing_keys"),
     "selective_checkpointing": not_yet("keep the outputs of chosen ops instead of recomputing them"),
     "activation_offloading": not_yet("offload activations to CPU memory or disk"),

@@ -8,25 +8,11 @@ config is validated, not when training starts; a name Axolotl does not know eith
 from __future__ import annotations
 
 from axr.config.schema import AxrConfig
+from axr.train.optim import supported_optimizers
 
-BUILT_OPTIMIZERS = ("adamw_torch", "adamw_hf", "adamw_torch_fused", "sgd", "adagrad", "adafactor")
+# The names build_optimizer knows (torch, bitsandbytes); importing it loads no torch.
+BUILT_OPTIMIZERS = tuple(supported_optimizers())
 """Optimizers ``axr.train.optim.build_optimizer`` builds and the ledger counts as supported."""
-BITSANDBYTES_OPTIMIZERS = (
-    "adamw_bnb_8bit",
-    "adamw_8bit",
-    "paged_adamw_8bit",
-    "paged_adamw_32bit",
-    "lion_8bit",
-    "lion_32bit",
-    "paged_lion_8bit",
-    "paged_lion_32bit",
-    "ademamix_8bit",
-    "paged_ademamix_8bit",
-    "paged_ademamix_32bit",
-    "rmsprop_bnb",
-    "rmsprop_bnb_8bit",
-    "rmsprop_bnb_32bit",
-)
 OTHER_AXOLOTL_OPTIMIZERS = (
     "adamw_torch_xla",
     "adamw_torch_npu_fused",
@@ -34,7 +20,6 @@ OTHER_AXOLOTL_OPTIMIZERS = (
     "adamw_anyprecision",
     "adamw_torch_4bit",
     "adamw_torch_8bit",
-    "ademamix",
     "rmsprop",
     "galore_adamw",
     "galore_adamw_8bit",
@@ -85,10 +70,10 @@ def name_problems(config: AxrConfig) -> list[str]:
     """Problem lines for ``optimizer`` and ``lr_scheduler`` names axr does not build."""
     problems: list[str] = []
     optimizer = config.optimizer
-    if optimizer in BITSANDBYTES_OPTIMIZERS:
+    if optimizer == "paged_ademamix_32bit":
         problems.append(
-            f"optimizer: not supported yet: the bitsandbytes optimizer {optimizer!r} with its state "
-            "restored exactly on resume (issue 14)"
+            "optimizer: not supported yet: 'paged_ademamix_32bit' (bitsandbytes 0.50 crashes on it "
+            "without a GPU); use 'paged_ademamix_8bit' or 'ademamix_8bit'"
         )
     elif optimizer in OTHER_AXOLOTL_OPTIMIZERS:
         problems.append(

@@ -416,12 +416,15 @@ class AxrConfig(BaseModel):
     overrides_of_model_config: dict[str, Any] | None = None
     """Values set on the model's config before loading,
     e.g. ``rope_scaling = {type = "linear", factor = 2}``."""
+    output_router_logits: bool | None = None
+    """MoE models (Mixtral, Qwen-MoE, ...): add the router load-balancing loss,
+    ``router_aux_loss_coef`` × the family's own ``load_balancing_loss_func``, to the training loss."""
 
     # ---- quantization and precision -----------------------------------------
     bnb_config_kwargs: BnbConfigKwargs | None = None
     """bitsandbytes quantization options for ``load_in_4bit``/``load_in_8bit``."""
     gptq: bool = False
-    """The model is a 4-bit GPTQ quantized model."""
+    """The model is a 4-bit GPTQ quantized model (not supported yet: transformers needs gptqmodel)."""
     load_in_8bit: bool = False
     """Load the base model in 8 bits (bitsandbytes)."""
     load_in_4bit: bool = False
@@ -523,13 +526,24 @@ class AxrConfig(BaseModel):
     peft_layers_to_transform: list[NonNegativeInt] | None = None
     """Layer indices to adapt; default: all."""
     lora_modules_to_save: list[str] | None = None
-    """Modules trained in full and saved with the adapter (e.g. ``embed_tokens``, ``lm_head``)."""
-    lora_fan_in_fan_out: bool = False
+    """Modules trained in full and saved with the adapter (e.g. ``embed_tokens``, ``lm_head``); float32
+    under bf16/fp16 autocast."""
+    lora_fan_in_fan_out: bool | None = None
     """The target layers store weights as (fan_in, fan_out) (GPT-2 Conv1D)."""
+    lora_target_parameters: str | list[str] | None = None
+    """Parameters (not modules) that get LoRA weights, e.g. MoE expert tensors (PEFT
+    ``target_parameters``); needs ``lora_dropout = 0``."""
+    peft_use_dora: bool | None = None
+    """DoRA: weight-decomposed LoRA (PEFT ``use_dora``)."""
+    peft_use_rslora: bool | None = None
+    """Rank-stabilised LoRA: scale by alpha / sqrt(r) instead of alpha / r (PEFT ``use_rslora``)."""
+    unfrozen_parameters: list[str] | None = None
+    """Full fine-tune: train only the parameters whose names match these patterns (regex, dots literal,
+    matched from the start; an optional row range such as ``[:32000]``); all others stay frozen."""
     peft: PeftConfig | None = None
     """Extra PEFT options (LoftQ)."""
     relora_steps: PositiveInt | None = None
-    """ReLoRA: steps per restart (needs an adapter)."""
+    """ReLoRA: steps per restart (needs an adapter; ReLoRA is not supported yet)."""
     relora_warmup_steps: NonNegativeInt | None = None
     """ReLoRA: warmup steps after each restart."""
     relora_anneal_steps: NonNegativeInt | None = None
@@ -538,6 +552,17 @@ class AxrConfig(BaseModel):
     """ReLoRA: optimizer magnitude pruning threshold."""
     relora_cpu_offload: bool | None = None
     """ReLoRA: merge LoRA weights on the CPU at restarts."""
+    relora: bool | None = None
+    """ReLoRA (Axolotl's current name): merges and restarts the adapter every ``jagged_restart_steps``
+    (not supported yet)."""
+    relora_prune_method: Literal["magnitude", "random", "reset"] | None = None
+    """ReLoRA: how optimizer state is pruned at each restart."""
+    jagged_restart_steps: PositiveInt | None = None
+    """ReLoRA / jagged schedule: steps between restarts (Axolotl's name for ``relora_steps``)."""
+    jagged_restart_warmup_steps: NonNegativeInt | None = None
+    """Warmup steps after each restart (Axolotl's name for ``relora_warmup_steps``)."""
+    jagged_restart_anneal_steps: NonNegativeInt | None = None
+    """Anneal steps before each restart (Axolotl's name for ``relora_anneal_steps``)."""
 
     # ---- tracking -----------------------------------------------------------
     use_tensorboard: bool = False

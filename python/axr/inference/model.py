@@ -83,7 +83,9 @@ def load_for_inference(cfg: Any, *, on_cpu: bool = False) -> LoadedModel:
     device = "cuda" if torch.cuda.is_available() and not on_cpu else "cpu"
     dtype = _compute_dtype(cfg, device, adapter=adapter_dir is not None)
     # Generation needs neither checkpointing nor the packed-mask check of training.
-    inference_cfg = cfg.model_copy(update={"gradient_checkpointing": False, "sample_packing": False})
+    inference_cfg = cfg.model_copy(
+        update={"gradient_checkpointing": False, "sample_packing": False, "eval_sample_packing": False}
+    )
     if on_cpu or device == "cpu":
         inference_cfg = inference_cfg.model_copy(update={"device_map": None, "max_memory": None})
     elif cfg.gpu_memory_limit is not None and cfg.device_map is None:

@@ -14,6 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from axr.errors import ConfigError
+from axr.models.quantization import quantized_load_kwargs
+from axr.train.loss import router_loss_function
+from axr.train.packing_guard import refuse_unsafe_packing
 
 
 @dataclass(frozen=True)
@@ -212,6 +215,14 @@ def load_model(cfg: Any, tokenizer: Any, *, precision: Precision, attention: str
 
     model_config = model_config_of(cfg)
     model_config.use_cache = False
+    refuse_unsafe_packing(cfg, model_config)
+    if cfg.output_router_logits is not None:
+        if cfg.output_router_logits and getattr(model_config, "router_aux_loss_coef", None) is None:
+            raise ConfigError(
+                f"output_router_logits: {model_config.model_type} has no router auxiliary loss in "
+                "transformers (no router_aux_loss_coef in its config); remove the key"
+            )
+        model_config.output_router_logits = cfg.output_router_logits
 
     loader = getattr(transformers, cfg.model_type, None)
     if loader is None:
@@ -233,10 +244,25 @@ def load_model(cfg: Any, tokenizer: Any, *, precision: Precision, attention: str
         max_memory = dict.fromkeys(range(torch.cuda.device_count()), limit)
     if max_memory is not None:
         kwargs["max_memory"] = max_memory
+    kwargs.update(quantized_load_kwargs(cfg, precision))
     refuse_pickle_weights(cfg.base_model, "base_model", "*.safetensors")
     if not pickle_weights_allowed():
         kwargs["use_safetensors"] = True
-    model = _from_pretrained(loader, cfg.base_model, "base_model", **kwargs)
+    try:
+        model = _from_pretrained(loader, cfg.base_model, "base_model", **kwargs)
+    except ValueError as error:
+        if "attention implementation" not in str(error):
+            raise
+        raise ConfigError(
+            f"attn_implementation: {model_config.model_type} cannot run {attention} attention in "
+            f'transformers: {error}. Choose another backend: attn_implementation = "eager", or '
+            '"flash_attention_2" on CUDA'
+        ) from error
+    if cfg.output_router_logits and router_loss_function(model) is None:
+        raise ConfigError(
+            f"output_router_logits: {type(model).__name__} has no load_balancing_loss_func in transformers; "
+            "remove the key"
+        )
 
     vocabulary = len(tokenizer)
     if model.get_input_embeddings().num_embeddings < vocabulary:

@@ -36,6 +36,7 @@ from axr.errors import AxrError, ConfigError
 from axr.models.adapters import apply_adapter, check_adapter_supported
 from axr.models.attention import select_attention
 from axr.models.load import Precision, check_sequence_len, load_model, load_tokenizer, resolve_precision
+from axr.models.quantization import quantized_layer_summary
 from axr.train.batches import MicroBatchPlan, build_plan, collate_micro_batch
 from axr.train.checkpoint import (
     load_checkpoint,
@@ -48,6 +49,7 @@ from axr.train.evaluation import evaluate
 from axr.train.health import check_step, check_weights
 from axr.train.loss import forward_summed_loss, supports_position_selection
 from axr.train.optim import build_optimizer, build_scheduler, check_names
+from axr.train.packing_guard import guard_packing
 from axr.train.progress import Progress, project_name_of, tracker_init_kwargs, trackers_of
 from axr.train.resume_plan import check_plan, plan_of
 
@@ -233,7 +235,8 @@ def setup(cfg: AxrConfig, *, data: TrainingData | None = None) -> Run:
     # The store's own tokenizer (config tokens already added) is the one its ids belong to.
     tokenizer, tokens_added = load_tokenizer(cfg, store_tokenizer=getattr(data.train, "tokenizer_dir", None))
     model = load_model(cfg, tokenizer, precision=precision, attention=attention)
-    model = apply_adapter(cfg, model, tokens_added=tokens_added)
+    quantized_layers = quantized_layer_summary(model)
+    model = apply_adapter(cfg, model, tokens_added=tokens_added, precision=precision)
     if cfg.neftune_noise_alpha:
         _add_neftune(model, cfg.neftune_noise_alpha)
     model.train()
@@ -285,6 +288,7 @@ def setup(cfg: AxrConfig, *, data: TrainingData | None = None) -> Run:
     model, optimizer = accelerator.prepare(model, build_optimizer(cfg, model))
     # On the prepared optimizer: ZeRO-3 regroups the parameters, and the schedule must drive those groups.
     scheduler = build_scheduler(cfg, optimizer, schedule.total_steps)
+    guard_packing(cfg, model, attention, accelerator)  # refuses a model whose packed samples leak
 
     state = TrainerState()
     data_plan = plan_of(cfg, data.train, world_size)
@@ -318,6 +322,7 @@ def setup(cfg: AxrConfig, *, data: TrainingData | None = None) -> Run:
         f"process, {schedule.steps_per_epoch} steps/epoch, {schedule.total_steps} steps, {world_size} "
         f"process(es) ({engine_name}), attention {attention}, "
         f"precision {precision.mixed if precision.mixed != 'no' else precision.weights}"
+        + (f", base weights: {quantized_layers}" if quantized_layers else "")
         + (f", resuming at step {state.step}" if resume_from else "")
     )
     return Run(
