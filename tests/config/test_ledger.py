@@ -129,7 +129,7 @@ def write(tmp_path: Path, text: str) -> Path:
 def test_not_yet_keys_fail_validation_all_at_once(tmp_path, capsys):
     path = write(
         tmp_path,
-        "base_model: m\ndeepspeed: zero3.json\ngptq: true\nadapter: lora\nrl: dpo\n"
+        "base_model: m\nuse_ray: true\ngptq: true\nadapter: lora\nrl: dpo\n"
         "torch_compile: true\nsave_strategy: best\nlora_r: 8\n"
         "datasets:\n  - path: d.jsonl\n    type: alpaca\n    field_chosen: chosen\n",
     )
@@ -138,7 +138,7 @@ def test_not_yet_keys_fail_validation_all_at_once(tmp_path, capsys):
     lines = [line.strip() for line in err.splitlines()[1:]]
     assert err.startswith(f"axr: error: invalid config {path} (6 problems):"), err
     for key in (
-        "deepspeed",
+        "use_ray",
         "gptq",
         "rl",
         "torch_compile",
@@ -146,9 +146,7 @@ def test_not_yet_keys_fail_validation_all_at_once(tmp_path, capsys):
         "datasets[0].field_chosen",
     ):
         assert any(line.startswith(f"{key}: not supported yet: ") for line in lines), (key, err)
-    assert (
-        "deepspeed: not supported yet: train with DeepSpeed ZeRO, configured by this file (issue 13)" in lines
-    )
+    assert "use_ray: not supported yet: run training on Ray (issue 13)" in lines
 
 
 def test_a_gguf_base_model_is_not_supported_yet(tmp_path):
@@ -210,11 +208,11 @@ def test_explain_prints_the_ledger_entry_of_each_key_set(tmp_path, capsys):
 
 
 def test_explain_still_reports_not_yet_keys(tmp_path, capsys):
-    path = write(tmp_path, "base_model: m\ndeepspeed: zero2.json\n")
+    path = write(tmp_path, "base_model: m\nuse_ray: true\n")
     assert main(["validate", "--explain", str(path)]) == 2
     captured = capsys.readouterr()
-    assert "deepspeed: not supported yet: train with DeepSpeed ZeRO" in captured.out
-    assert "deepspeed: not supported yet" in captured.err
+    assert "use_ray: not supported yet: run training on Ray" in captured.out
+    assert "use_ray: not supported yet" in captured.err
 
 
 @pytest.mark.parametrize(

@@ -137,7 +137,7 @@ def test_evaluation_counts_every_sample_once_across_ranks(tiny_llama_dir):
     from transformers import AutoModelForCausalLM
 
     from axr.packing import MultipackBatchSampler, plan_summary
-    from axr.train.loop import evaluation_sums
+    from axr.train.evaluation import evaluation_sums
 
     rows = InMemoryDataset(random_rows(4, seed=4))  # 2 bins of 64 tokens for 3 ranks: one bin repeats
     model = AutoModelForCausalLM.from_pretrained(tiny_llama_dir)

@@ -12,6 +12,7 @@ from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from axr.config import load_config
+from axr.errors import ConfigError
 from axr.train.loop import TrainingData, train
 
 
@@ -141,3 +142,16 @@ def test_auto_resume_on_packed_bins_gives_the_same_losses(tmp_path, tiny_llama_d
     resumed = run(tmp_path, "interrupted", tiny_llama_dir, rows, auto_resume_from_checkpoints=True, **keys)
     assert resumed.losses == pytest.approx(whole.losses[4:], rel=1e-6)
     assert len(resumed.losses) == 1
+
+
+def test_resume_with_another_micro_batch_size_is_refused(tmp_path, tiny_llama_dir):
+    rows = random_rows(12, seed=8)
+    keys = {"max_steps": 4, "save_steps": 2, "learning_rate": 1e-3, "sample_packing": False}
+    whole = run(tmp_path, "whole", tiny_llama_dir, rows, micro_batch_size=2, **keys)
+    checkpoint = whole.output_dir / "checkpoint-2"
+    plan = json.loads((checkpoint / "trainer_state.json").read_text())["plan"]
+    assert plan["micro_batch_size"] == 2
+    assert plan["world_size"] == 1
+    with pytest.raises(ConfigError, match=r"micro_batch_size: checkpoint 2, this run 3"):
+        run(tmp_path, "resumed", tiny_llama_dir, rows, micro_batch_size=3,
+            resume_from_checkpoint=str(checkpoint), **keys)  # fmt: skip

@@ -53,6 +53,8 @@ def top_level_conflicts(values: Mapping[str, Any]) -> list[str]:
     problems += _exclusive(values, "eval_steps", "evals_per_epoch", "set one of them")
     problems += _exclusive(values, "save_steps", "saves_per_epoch", "set one of them")
     problems += _exclusive(values, "fsdp", "deepspeed", "use one distributed engine")
+    problems += _exclusive(values, "fsdp_config", "deepspeed", "use one distributed engine")
+    problems += _exclusive(values, "fsdp_version", "deepspeed", "use one distributed engine")
     val_set_size = _number(values, "val_set_size")
     if _is_set(values, "test_datasets") and val_set_size is not None and val_set_size > 0:
         problems.append(

@@ -74,6 +74,7 @@ _OPTIM = "tests/train/test_optim.py"
 _FEATURES = "tests/train/test_train_features.py"
 _LOOP = "tests/train/test_train_loop.py"
 _PRECISION = "tests/config/test_config_precision.py"
+_ENGINES = "tests/train/test_engine_config.py"
 
 PREPROCESS = "data.preprocess.options_from_config (the native pipeline's options)"
 MODEL_LOAD = "models.load (tokenizer and model loading)"
@@ -84,6 +85,7 @@ QUANTIZATION = "models.quantization (bitsandbytes 4-bit / 8-bit base weights)"
 OPTIMIZER = "train.optim.build_optimizer"
 SCHEDULE = "train.optim.build_scheduler"
 LOOP = "train.loop.train"
+ENGINE = "train.engine.build_accelerator (accelerate's DDP, DeepSpeed and FSDP plugins)"
 TRACKERS = "train.progress (accelerate trackers)"
 DATASET_FORMAT = "data.preprocess: a format key of the dataset's type (native pipeline)"
 
@@ -505,17 +507,17 @@ TOP_LEVEL: dict[str, Entry] = {
     "device": no_effect("axr picks the device from the launcher's environment"),
     "special_tokens": used(PREPROCESS, f"{_EFFECTS}::test_preprocess_option_keys"),
     "tokens": used(PREPROCESS, f"{_EFFECTS}::test_preprocess_option_keys"),
-    "fsdp": not_yet("shard the model with FSDP", 13),
-    "fsdp_config": not_yet("shard the model with FSDP, configured by these settings", 13),
-    "fsdp_version": not_yet("choose FSDP1 or FSDP2", 13),
+    "fsdp": used(ENGINE, f"{_ENGINES}::test_fsdp_config_spellings_read_the_same"),
+    "fsdp_config": used(ENGINE, f"{_ENGINES}::test_fsdp_config_spellings_read_the_same"),
+    "fsdp_version": used(ENGINE, f"{_ENGINES}::test_fsdp_config_spellings_read_the_same"),
     "fsdp_final_state_dict_type": not_yet("the state-dict format of FSDP's final save", 13),
-    "deepspeed": not_yet("train with DeepSpeed ZeRO, configured by this file", 13),
+    "deepspeed": used(ENGINE, f"{_ENGINES}::test_deepspeed_auto_values_are_filled_from_the_axr_config"),
     "deepcompile": not_yet("DeepSpeed's deepcompile", 13),
     "ddp": no_effect("axr uses DDP whenever it is launched on several processes"),
-    "ddp_timeout": not_yet("the process-group timeout of multi-process training", 13),
-    "ddp_bucket_cap_mb": not_yet("the DDP gradient bucket size", 13),
-    "ddp_broadcast_buffers": not_yet("DDP's broadcast_buffers", 13),
-    "ddp_find_unused_parameters": not_yet("DDP's find_unused_parameters", 13),
+    "ddp_timeout": used(ENGINE, f"{_ENGINES}::test_ddp_keys_reach_accelerate"),
+    "ddp_bucket_cap_mb": used(ENGINE, f"{_ENGINES}::test_ddp_keys_reach_accelerate"),
+    "ddp_broadcast_buffers": used(ENGINE, f"{_ENGINES}::test_ddp_keys_reach_accelerate"),
+    "ddp_find_unused_parameters": used(ENGINE, f"{_ENGINES}::test_ddp_keys_reach_accelerate"),
     "dp_shard_size": not_yet("the size of data-parallel shard groups", 13),
     "dp_replicate_size": not_yet("the size of data-parallel replica groups", 13),
     "context_parallel_size": not_yet("split each sequence over several GPUs"),

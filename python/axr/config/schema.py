@@ -713,14 +713,19 @@ class AxrConfig(BaseModel):
     """FSDP options, e.g. ``["full_shard", "auto_wrap"]``."""
     fsdp_config: FsdpConfig | None = None
     """FSDP plugin settings."""
+    fsdp_version: Literal[1, 2] | None = None
+    """FSDP generation (same as ``fsdp_config.fsdp_version``)."""
     deepspeed: str | dict[str, Any] | None = None
-    """DeepSpeed config file (or the config itself)."""
+    """DeepSpeed config: a JSON file, a shipped one (``zero1``, ``zero2``, ``zero3``, ``zero3_bf16``,
+    ``zero3_bf16_cpuoffload_all``, also as ``deepspeed_configs/<name>.json``) or the config itself."""
     ddp_timeout: PositiveInt | None = None
     """DDP timeout in seconds."""
     ddp_bucket_cap_mb: PositiveInt | None = None
     """DDP gradient bucket size in MB."""
     ddp_broadcast_buffers: bool | None = None
     """DDP broadcast buffers."""
+    ddp_find_unused_parameters: bool | None = None
+    """DDP find_unused_parameters (needed when some parameters get no gradient in a step)."""
     torchdistx_path: str | None = None
     """Path to torchdistx (for ``adamw_anyprecision``)."""
     debug: bool | None = None

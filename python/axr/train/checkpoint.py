@@ -115,11 +115,12 @@ def save_checkpoint(
     accelerator.wait_for_everyone()
     save_state(rng_state(), staging / rng_file_name(accelerator.process_index))
     state_dict = accelerator.get_state_dict(model)
+    optimizer_state = whole_optimizer_state(accelerator, model, optimizer)
     if accelerator.is_main_process:
         accelerator.unwrap_model(model).save_pretrained(
             str(staging), state_dict=state_dict, safe_serialization=True
         )
-        save_state(optimizer.state_dict(), staging / OPTIMIZER_FILE)
+        save_state(optimizer_state, staging / OPTIMIZER_FILE)
         save_state(scheduler.state_dict(), staging / SCHEDULER_FILE)
         (staging / STATE_FILE).write_text(json.dumps(trainer_state, indent=2) + "\n")
     accelerator.wait_for_everyone()
@@ -132,6 +133,33 @@ def save_checkpoint(
                 shutil.rmtree(old, ignore_errors=True)
     accelerator.wait_for_everyone()
     return final
+
+
+def whole_optimizer_state(accelerator: Any, model: Any, optimizer: Any) -> dict[str, Any]:
+    """The optimizer state of every parameter, whole, on the main process (every rank calls this).
+
+    Under FSDP2 each rank holds the state of its shards only: torch gathers it (keyed by parameter
+    name) so the checkpoint is the same pickle-free file as without sharding.
+    """
+    if getattr(accelerator, "is_fsdp2", False):
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
+
+        options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+        gathered: dict[str, Any] = get_optimizer_state_dict(model, optimizer.optimizer, options=options)
+        return gathered
+    whole: dict[str, Any] = optimizer.state_dict()
+    return whole
+
+
+def _load_optimizer_state(accelerator: Any, model: Any, optimizer: Any, state: dict[str, Any]) -> None:
+    if getattr(accelerator, "is_fsdp2", False):
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+
+        # Every rank read the whole state; torch keeps the part of this rank's shards.
+        options = StateDictOptions(full_state_dict=True)
+        set_optimizer_state_dict(model, optimizer.optimizer, optim_state_dict=state, options=options)
+        return
+    optimizer.load_state_dict(state)
 
 
 def _read_weights(file: Path) -> dict[str, Any]:
@@ -188,10 +216,8 @@ def _load_weights(model: Any, folder: Path) -> None:
         raise ConfigError(f"resume_from_checkpoint: {folder} lacks weights of this model: {missing[:5]}")
 
 
-def load_checkpoint(
-    accelerator: Any, model: Any, optimizer: Any, scheduler: Any, folder: str | Path
-) -> dict[str, Any]:
-    """Restore weights, optimizer, scheduler and this rank's RNG from ``folder``; return its trainer state."""
+def load_checkpoint_weights(model: Any, folder: str | Path) -> None:
+    """Restore the weights of ``folder`` into ``model`` before the engine wraps (and maybe shards) it."""
     path = Path(folder)
     if not (path / STATE_FILE).exists():
         raise ConfigError(
@@ -199,8 +225,19 @@ def load_checkpoint(
         )
     refuse_pickles(path)
     verify_checkpoint(path)
-    _load_weights(accelerator.unwrap_model(model), path)
-    optimizer.load_state_dict(load_state(path / OPTIMIZER_FILE))
+    _load_weights(model, path)
+
+
+def load_checkpoint(
+    accelerator: Any, model: Any, optimizer: Any, scheduler: Any, folder: str | Path
+) -> dict[str, Any]:
+    """Restore optimizer, scheduler and this rank's RNG from ``folder``; return its trainer state.
+
+    The weights were restored before ``accelerator.prepare`` (``load_checkpoint_weights``).
+    """
+    path = Path(folder)
+    refuse_pickles(path)
+    _load_optimizer_state(accelerator, model, optimizer, load_state(path / OPTIMIZER_FILE))
     scheduler.load_state_dict(load_state(path / SCHEDULER_FILE))
     restore_rng_state(load_state(path / rng_file_name(accelerator.process_index)))
     try:

@@ -1,17 +1,22 @@
-"""``train(cfg)``: setup, the loop, save. Reads top to bottom.
+"""``train(cfg)``: set up, then repeat one optimizer step and the periodic work, then save.
 
-One optimizer step:
+One optimizer step (``optimizer_step``):
 
 1. take the next ``gradient_accumulation_steps`` micro-batches of this rank (collated on the host);
 2. count their trainable tokens and sum that count over ranks (the step's normaliser);
-3. for each micro-batch: forward, summed token loss, backward of ``loss_sum * world_size / count``
-   (DDP averages gradients over ranks; the factor turns that average back into a sum), with
-   gradient sync only on the last micro-batch;
-4. clip, optimizer step, schedule step;
-5. log, maybe evaluate, maybe save a checkpoint.
+3. for each micro-batch: forward, summed token loss, backward of
+   ``loss_sum * world_size * accumulation / count``, with gradient sync only on the last
+   micro-batch. Every engine (DDP, FSDP, DeepSpeed) averages gradients over ranks and
+   accelerate (or DeepSpeed) divides the loss by the configured accumulation: the two
+   factors undo that, so the gradient is a sum over tokens divided once;
+4. clip, optimizer step, schedule step (under DeepSpeed the engine clips and steps at the
+   accumulation boundary, inside the last backward).
 
 So the gradient of a step is exactly that of one big batch of all its tokens,
-whatever the split into micro-batches and ranks.
+whatever the split into micro-batches, ranks and engine.
+
+The periodic work after a step (``after_step``): log, stop on the loss watchdog, evaluate
+(early stopping), save a checkpoint.
 """
 
 from __future__ import annotations
@@ -25,20 +30,29 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from axr.config import AxrConfig
 from axr.config.precision import apply_tf32
 from axr.errors import AxrError, ConfigError
 from axr.models.adapters import apply_adapter, check_adapter_supported
 from axr.models.attention import select_attention
-from axr.models.load import check_sequence_len, load_model, load_tokenizer, resolve_precision
+from axr.models.load import Precision, check_sequence_len, load_model, load_tokenizer, resolve_precision
 from axr.models.quantization import quantized_layer_summary
 from axr.train.batches import MicroBatchPlan, build_plan, collate_micro_batch
-from axr.train.checkpoint import load_checkpoint, newest_verified_checkpoint, save_checkpoint
+from axr.train.checkpoint import (
+    load_checkpoint,
+    load_checkpoint_weights,
+    newest_verified_checkpoint,
+    save_checkpoint,
+)
+from axr.train.engine import Engine, build_accelerator
+from axr.train.evaluation import evaluate
 from axr.train.health import check_step, check_weights
 from axr.train.loss import forward_summed_loss, supports_position_selection
 from axr.train.optim import build_optimizer, build_scheduler, check_names
 from axr.train.packing_guard import guard_packing
 from axr.train.progress import Progress, project_name_of, tracker_init_kwargs, trackers_of
 from axr.train.push import HubPush
+from axr.train.resume_plan import check_plan, plan_of
 
 
 @dataclass
@@ -57,10 +71,79 @@ class TrainResult:
     steps: int
     losses: list[float] = field(default_factory=list)
     eval_losses: list[float] = field(default_factory=list)
+    grad_norms: list[float | None] = field(default_factory=list)
     stopped_early: bool = False
+    model: Any = None
+    """The trained model as the engine holds it (DDP/FSDP-wrapped, a DeepSpeed engine), on every rank."""
 
 
-def open_training_data(cfg: Any) -> TrainingData:
+@dataclass
+class TrainerState:
+    """Where the run is: saved in checkpoints (``trainer_state.json``) and restored on resume."""
+
+    step: int = 0
+    epoch: int = 0
+    micro_batch_in_epoch: int = 0
+    best_eval_loss: float | None = None
+    evals_without_improvement: int = 0
+
+
+@dataclass
+class Schedule:
+    """How many steps, and when to evaluate and save."""
+
+    micro_batches_per_epoch: int
+    steps_per_epoch: int
+    total_steps: int
+    eval_every: int | None
+    save_every: int | None
+
+
+@dataclass
+class Run:
+    """Everything ``setup`` builds; the step and the periodic work read it."""
+
+    cfg: AxrConfig
+    accelerator: Any
+    engine: Engine
+    precision: Precision
+    data: TrainingData
+    tokenizer: Any
+    model: Any
+    optimizer: Any
+    scheduler: Any
+    plan: MicroBatchPlan
+    eval_plan: MicroBatchPlan | None
+    schedule: Schedule
+    attention: str
+    select_positions: bool
+    packing: bool
+    eval_packing: bool
+    pad_to: int | None
+    pad_id: int
+    trackers: list[str]
+    output_dir: Path
+    progress: Progress
+    state: TrainerState
+    data_plan: dict[str, Any]
+    """How the data is dealt (``resume_plan.plan_of``): recorded in checkpoints, checked on resume."""
+    resumed_from: str | None = None
+    push: HubPush | None = None
+    """Uploads to ``hub_model_id`` (main process only), when set."""
+
+
+@dataclass
+class StepOutcome:
+    """What one optimizer step measured."""
+
+    loss: float
+    grad_norm: float | None
+    learning_rate: float
+    trainable_tokens: float
+    tokens: float
+
+
+def open_training_data(cfg: AxrConfig) -> TrainingData:
     """The prepared stores of the config: reused when their fingerprint matches, else built first."""
     from axr.data import PreparedDataset, preprocess
 
@@ -105,65 +188,34 @@ def _add_neftune(model: Any, alpha: float) -> None:
     model.get_input_embeddings().register_forward_hook(hook)
 
 
-def _resolved_config(cfg: Any) -> dict[str, Any]:
-    if hasattr(cfg, "model_dump"):
-        dumped: dict[str, Any] = cfg.model_dump(mode="json", exclude_none=True)
-        return dumped
-    return dict(vars(cfg))
+def _resolved_config(cfg: AxrConfig) -> dict[str, Any]:
+    dumped: dict[str, Any] = cfg.model_dump(mode="json", exclude_none=True)
+    return dumped
 
 
-def evaluation_sums(
-    model: Any,
-    accelerator: Any,
-    dataset: Any,
-    plan: MicroBatchPlan,
-    *,
-    packing: bool,
-    attention: str,
-    pad: int,
-    select: bool,
-) -> Any:
-    """This rank's ``[summed eval loss, trained tokens]`` (float64 tensor), every sample counted once."""
+# ---- setup -------------------------------------------------------------------------------------
+
+
+def _schedule(cfg: AxrConfig, micro_batches_per_epoch: int, has_eval: bool) -> Schedule:
+    steps_per_epoch = math.ceil(micro_batches_per_epoch / cfg.gradient_accumulation_steps)
+    total_steps = cfg.max_steps or math.ceil(cfg.num_epochs * steps_per_epoch)
+    eval_every = _every(cfg.eval_steps, total_steps) or _per_epoch(cfg.evals_per_epoch, steps_per_epoch)
+    if has_eval and eval_every is None and cfg.evals_per_epoch != 0:
+        # evals_per_epoch = 0 means no evaluation (Axolotl); unset means once per epoch.
+        eval_every = steps_per_epoch
+    save_every = None
+    if cfg.save_strategy != "no":
+        save_every = _every(cfg.save_steps, total_steps) or _per_epoch(cfg.saves_per_epoch, steps_per_epoch)
+        if save_every is None and cfg.save_strategy in (None, "epoch", "steps"):
+            save_every = steps_per_epoch
+    return Schedule(micro_batches_per_epoch, steps_per_epoch, total_steps, eval_every, save_every)
+
+
+def setup(cfg: AxrConfig, *, data: TrainingData | None = None) -> Run:
+    """Accelerator and engine, data, model, optimizer, schedule, and the resumed state if any."""
     import torch
-
-    model.eval()
-    sums = torch.zeros(2, device=accelerator.device, dtype=torch.float64)
-    plan.set_epoch(0)
-    with torch.no_grad():
-        for index in range(len(plan)):
-            bins = plan.micro_batch(index)
-            repeats = getattr(plan, "repeats", None)
-            if repeats is not None:
-                # Without drop_last the sampler repeats bins so every rank has a last step; count each once.
-                flags = repeats(index)
-                bins = [members for members, repeated in zip(bins, flags, strict=True) if not repeated]
-            if not bins:
-                continue
-            batch = collate_micro_batch(dataset, bins, packing=packing, pad_token_id=pad, pad_to=None)
-            with accelerator.autocast():
-                summed = forward_summed_loss(model, batch, attention, accelerator.device, select=select)
-            sums[0] += summed.double()
-            sums[1] += batch["num_trainable"]
-    model.train()
-    return sums
-
-
-def evaluate(model: Any, accelerator: Any, dataset: Any, plan: MicroBatchPlan, **options: Any) -> float:
-    """Token-weighted mean eval loss over every eval row of every rank."""
-    totals = accelerator.reduce(
-        evaluation_sums(model, accelerator, dataset, plan, **options), reduction="sum"
-    )
-    return float(totals[0] / totals[1]) if float(totals[1]) > 0 else float("nan")
-
-
-def train(cfg: Any, *, data: TrainingData | None = None) -> TrainResult:
-    """Fine-tune the model of ``cfg`` on its prepared data; write checkpoints and the result to output_dir."""
-    import torch
-    from accelerate import Accelerator
-    from accelerate.state import AcceleratorState
     from accelerate.utils import set_seed
 
-    # ---- setup ---------------------------------------------------------------------------------
     check_adapter_supported(cfg)
     check_names(cfg)
     check_sequence_len(cfg)
@@ -173,15 +225,8 @@ def train(cfg: Any, *, data: TrainingData | None = None) -> TrainResult:
     apply_tf32(cfg)
     trackers = trackers_of(cfg)
     output_dir = Path(cfg.output_dir)
-    # accelerate keeps one process-wide state: a second train() in the same process (a notebook, the
-    # tests) with other precision settings needs a fresh one. The process group (PartialState) stays.
-    AcceleratorState._reset_state()
-    # cpu=True on a machine without CUDA is what makes accelerate run CPU processes as a gloo group.
-    accelerator = Accelerator(
-        mixed_precision=precision.mixed,
-        log_with=trackers or None,
-        project_dir=str(output_dir),
-        cpu=device_type == "cpu",
+    accelerator, engine = build_accelerator(
+        cfg, precision=precision, trackers=trackers, output_dir=output_dir, device_type=device_type
     )
     rank, world_size = accelerator.process_index, accelerator.num_processes
     set_seed(cfg.seed)
@@ -202,9 +247,6 @@ def train(cfg: Any, *, data: TrainingData | None = None) -> TrainResult:
 
     packing = bool(cfg.sample_packing)
     eval_packing = packing if cfg.eval_sample_packing is None else bool(cfg.eval_sample_packing)
-    pad_to = cfg.sequence_len if cfg.pad_to_sequence_len else None
-    pad_id = tokenizer.pad_token_id
-    accumulation = cfg.gradient_accumulation_steps
     plan = build_plan(
         cfg,
         data.train.lengths,
@@ -214,14 +256,11 @@ def train(cfg: Any, *, data: TrainingData | None = None) -> TrainResult:
         world_size=world_size,
         train=True,
     )
-    micro_batches_per_epoch = len(plan)
-    if micro_batches_per_epoch == 0:
+    if len(plan) == 0:
         raise AxrError(
             f"micro_batch_size: {len(data.train)} training samples make no full micro-batch of "
             f"{cfg.micro_batch_size} row(s) on each of {world_size} process(es); lower micro_batch_size"
         )
-    steps_per_epoch = math.ceil(micro_batches_per_epoch / accumulation)
-    total_steps = cfg.max_steps or math.ceil(cfg.num_epochs * steps_per_epoch)
     eval_plan = None
     if data.eval is not None and len(data.eval) > 0:
         eval_plan = build_plan(
@@ -233,40 +272,39 @@ def train(cfg: Any, *, data: TrainingData | None = None) -> TrainResult:
             world_size=world_size,
             train=False,
         )
-    eval_every = _every(cfg.eval_steps, total_steps) or _per_epoch(cfg.evals_per_epoch, steps_per_epoch)
-    if eval_plan is not None and eval_every is None and cfg.evals_per_epoch != 0:
-        # evals_per_epoch = 0 means no evaluation (Axolotl); unset means once per epoch.
-        eval_every = steps_per_epoch
-    save_every = None
-    if cfg.save_strategy != "no":
-        save_every = _every(cfg.save_steps, total_steps) or _per_epoch(cfg.saves_per_epoch, steps_per_epoch)
-        if save_every is None and cfg.save_strategy in (None, "epoch", "steps"):
-            save_every = steps_per_epoch
-
-    # Before the first step: a wrong repo id or a missing token costs no training time.
-    push = HubPush.for_config(cfg, main_process=accelerator.is_main_process)
-    optimizer = build_optimizer(cfg, model)
-    scheduler = build_scheduler(cfg, optimizer, total_steps)
-    model, optimizer = accelerator.prepare(model, optimizer)
-    guard_packing(cfg, model, attention, accelerator)  # refuses a model whose packed samples leak
-
-    state: dict[str, Any] = {
-        "step": 0,
-        "epoch": 0,
-        "micro_batch_in_epoch": 0,
-        "best_eval_loss": None,
-        "evals_without_improvement": 0,
-    }
+    schedule = _schedule(cfg, len(plan), eval_plan is not None)
     resume_from = cfg.resume_from_checkpoint
     if resume_from is None and cfg.auto_resume_from_checkpoints:
         found = newest_verified_checkpoint(output_dir, warn=accelerator.is_main_process)
         resume_from = str(found) if found else None
+    if engine.kind == "deepspeed" and (schedule.save_every or resume_from):
+        # DeepSpeed's own checkpoints are pickles (loading one can run code); axr checkpoints hold none.
+        raise ConfigError(
+            "save_strategy: checkpoints under deepspeed are not supported yet (DeepSpeed writes its "
+            'sharded optimizer state as pickles); set save_strategy = "no" and do not resume. The '
+            "final model is still saved whole"
+        )
     if resume_from:
-        state = load_checkpoint(accelerator, model, optimizer, scheduler, resume_from)
-        if state["step"] >= total_steps:
+        # Before prepare: the engine may shard the parameters, and the checkpoint holds them whole.
+        load_checkpoint_weights(model, resume_from)
+
+    # Before the first step: a wrong repo id or a missing token costs no training time.
+    push = HubPush.for_config(cfg, main_process=accelerator.is_main_process)
+    model, optimizer = accelerator.prepare(model, build_optimizer(cfg, model))
+    # On the prepared optimizer: ZeRO-3 regroups the parameters, and the schedule must drive those groups.
+    scheduler = build_scheduler(cfg, optimizer, schedule.total_steps)
+    guard_packing(cfg, model, attention, accelerator)  # refuses a model whose packed samples leak
+
+    state = TrainerState()
+    data_plan = plan_of(cfg, data.train, world_size)
+    if resume_from:
+        saved = load_checkpoint(accelerator, model, optimizer, scheduler, resume_from)
+        check_plan(saved.pop("plan", None), data_plan, resume_from)
+        state = TrainerState(**saved)
+        if state.step >= schedule.total_steps:
             raise ConfigError(
-                f"resume_from_checkpoint: {resume_from} is at step {state['step']}, already at or past "
-                f"the {total_steps} steps this config trains for"
+                f"resume_from_checkpoint: {resume_from} is at step {state.step}, already at or past "
+                f"the {schedule.total_steps} steps this config trains for"
             )
 
     if trackers:
@@ -274,161 +312,262 @@ def train(cfg: Any, *, data: TrainingData | None = None) -> TrainResult:
             project_name_of(cfg), config=_resolved_config(cfg), init_kwargs=tracker_init_kwargs(cfg)
         )
     progress = Progress(
-        total_steps=total_steps,
-        initial_step=state["step"],
+        total_steps=schedule.total_steps,
+        initial_step=state.step,
         metrics_path=output_dir / "metrics.jsonl",
         enabled=accelerator.is_main_process,
     )
+    engine_name = {
+        "ddp": "ddp" if world_size > 1 else "no engine",
+        "deepspeed": f"deepspeed zero{engine.zero_stage}",
+        "fsdp": f"fsdp{engine.fsdp_version}",
+    }[engine.kind]
     progress.message(
-        f"axr train: {len(data.train)} samples, {micro_batches_per_epoch} micro-batches/epoch/process, "
-        f"{steps_per_epoch} steps/epoch, {total_steps} steps, {world_size} process(es), "
-        f"attention {attention}, "
+        f"axr train: {len(data.train)} samples, {schedule.micro_batches_per_epoch} micro-batches/epoch/"
+        f"process, {schedule.steps_per_epoch} steps/epoch, {schedule.total_steps} steps, {world_size} "
+        f"process(es) ({engine_name}), attention {attention}, "
         f"precision {precision.mixed if precision.mixed != 'no' else precision.weights}"
         + (f", base weights: {quantized_layers}" if quantized_layers else "")
-        + (f", resuming at step {state['step']}" if resume_from else "")
+        + (f", resuming at step {state.step}" if resume_from else "")
+    )
+    return Run(
+        cfg=cfg,
+        accelerator=accelerator,
+        engine=engine,
+        precision=precision,
+        data=data,
+        tokenizer=tokenizer,
+        model=model,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        plan=plan,
+        eval_plan=eval_plan,
+        schedule=schedule,
+        attention=attention,
+        select_positions=select_positions,
+        packing=packing,
+        eval_packing=eval_packing,
+        pad_to=cfg.sequence_len if cfg.pad_to_sequence_len else None,
+        pad_id=tokenizer.pad_token_id,
+        trackers=trackers,
+        output_dir=output_dir,
+        progress=progress,
+        state=state,
+        data_plan=data_plan,
+        resumed_from=resume_from,
+        push=push,
     )
 
-    # ---- the loop ------------------------------------------------------------------------------
-    result = TrainResult(output_dir=output_dir, steps=state["step"])
-    stream = _micro_batches(plan, state["epoch"], state["micro_batch_in_epoch"])
-    logging_steps = cfg.logging_steps or 1
-    watchdog_strikes = 0
-    device = accelerator.device
-    for step in range(state["step"], total_steps):
-        step_start, step_cpu_start = time.perf_counter(), time.process_time()
-        # 1. this step's micro-batches: never across an epoch boundary
-        batches: list[dict[str, Any]] = []
-        for _ in range(accumulation):
-            epoch, index, bins = next(stream)
-            if batches and epoch != state["epoch"]:
-                stream = _micro_batches(plan, epoch, index)  # put it back: it opens the next step
-                break
-            batches.append(
-                collate_micro_batch(data.train, bins, packing=packing, pad_token_id=pad_id, pad_to=pad_to)
-            )
-            state["epoch"], state["micro_batch_in_epoch"] = epoch, index + 1
-        data_seconds = time.perf_counter() - step_start
 
-        # 2. the step's normaliser: trainable tokens over all micro-batches and ranks
-        step_counts = [sum(b["num_trainable"] for b in batches), sum(b["num_tokens"] for b in batches)]
-        counts = torch.tensor(step_counts, device=device, dtype=torch.float64)
-        counts = accelerator.reduce(counts, reduction="sum")
-        trainable, tokens = float(counts[0]), float(counts[1])
+# ---- one optimizer step ------------------------------------------------------------------------
 
-        # 3. forward/backward, gradients synced on the last micro-batch only
-        loss_sum = torch.zeros((), device=device, dtype=torch.float64)
-        for position, batch in enumerate(batches):
-            last = position == len(batches) - 1
-            with accelerator.no_sync(model) if not last else nullcontext():
-                with accelerator.autocast():
-                    summed = forward_summed_loss(model, batch, attention, device, select=select_positions)
-                accelerator.backward(summed * world_size / max(trainable, 1.0))
-            loss_sum += summed.detach().double()
 
-        # 4. clip, step, schedule
-        grad_norm = None
-        if cfg.max_grad_norm:
-            grad_norm = float(accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm))
-        learning_rate = scheduler.get_last_lr()[0]
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-
-        # 5. log, evaluate, save
-        loss = float(accelerator.reduce(loss_sum, reduction="sum")) / max(trainable, 1.0)
-        state["step"] = step + 1
-        result.losses.append(loss)
-        seconds = time.perf_counter() - step_start
-        record = {
-            "step": step + 1,
-            "epoch": round(state["epoch"] + state["micro_batch_in_epoch"] / micro_batches_per_epoch, 4),
-            "loss": loss,
-            "lr": learning_rate,
-            "grad_norm": grad_norm,
-            "trainable_tokens": int(trainable),
-            "tokens": int(tokens),
-            "tokens_per_second": tokens / seconds,
-            "step_seconds": seconds,
-            # CPU time of this process (all threads): comparable between runs on a shared machine.
-            "step_cpu_seconds": time.process_time() - step_cpu_start,
-            "data_seconds": data_seconds,
-        }
-        should_log = (step + 1) % logging_steps == 0 or step + 1 == total_steps
-        progress.step(record, log=should_log)
-        check_step(record, progress, loss_scaling=accelerator.scaler is not None)
-        if should_log and trackers:
-            accelerator.log(
-                {
-                    "train/loss": loss,
-                    "train/lr": learning_rate,
-                    "train/tokens_per_second": record["tokens_per_second"],
-                },
-                step=step + 1,
-            )
-
-        if cfg.loss_watchdog_threshold is not None:
-            watchdog_strikes = watchdog_strikes + 1 if loss > cfg.loss_watchdog_threshold else 0
-            if watchdog_strikes >= (cfg.loss_watchdog_patience or 3):
-                progress.close()
-                raise AxrError(
-                    f"loss_watchdog_threshold: loss {loss:.4f} stayed above {cfg.loss_watchdog_threshold} "
-                    f"for {watchdog_strikes} steps (step {step + 1}); training stopped. "
-                    "Lower the learning rate or raise the threshold"
-                )
-
-        stop = False
-        if eval_plan is not None and eval_every and ((step + 1) % eval_every == 0 or step + 1 == total_steps):
-            eval_loss = evaluate(
-                model,
-                accelerator,
-                data.eval,
-                eval_plan,
-                packing=eval_packing,
-                attention=attention,
-                pad=pad_id,
-                select=select_positions,
-            )
-            result.eval_losses.append(eval_loss)
-            progress.write({"step": step + 1, "eval_loss": eval_loss})
-            progress.message(f"step {step + 1}: eval loss {eval_loss:.4f}")
-            if trackers:
-                accelerator.log({"eval/loss": eval_loss}, step=step + 1)
-            best = state["best_eval_loss"]
-            if best is None or eval_loss < best:
-                state["best_eval_loss"], state["evals_without_improvement"] = eval_loss, 0
-            else:
-                state["evals_without_improvement"] += 1
-                patience = cfg.early_stopping_patience
-                if patience and state["evals_without_improvement"] >= patience:
-                    progress.message(f"early stop: eval loss did not improve for {patience} evaluations")
-                    stop = result.stopped_early = True
-
-        if save_every and ((step + 1) % save_every == 0) and step + 1 < total_steps and not stop:
-            checkpoint = save_checkpoint(
-                accelerator, model, optimizer, scheduler, state, output_dir, total_limit=cfg.save_total_limit
-            )
-            if push is not None:
-                push.saved_checkpoint(checkpoint, state["step"])
-        if stop:
+def next_micro_batches(
+    run: Run, stream: Iterator[tuple[int, int, list[list[int]]]]
+) -> tuple[list[dict[str, Any]], Iterator[tuple[int, int, list[list[int]]]]]:
+    """The collated micro-batches of the next step (never across an epoch boundary), and the stream."""
+    batches: list[dict[str, Any]] = []
+    for _ in range(run.cfg.gradient_accumulation_steps):
+        epoch, index, bins = next(stream)
+        if batches and epoch != run.state.epoch:
+            stream = _micro_batches(run.plan, epoch, index)  # put it back: it opens the next step
             break
+        batches.append(
+            collate_micro_batch(
+                run.data.train, bins, packing=run.packing, pad_token_id=run.pad_id, pad_to=run.pad_to
+            )
+        )
+        run.state.epoch, run.state.micro_batch_in_epoch = epoch, index + 1
+    return batches, stream
 
-    # ---- save ----------------------------------------------------------------------------------
-    result.steps = state["step"]
-    progress.close()
-    check_weights(accelerator, model, step=state["step"], what="final model")
+
+def optimizer_step(run: Run, batches: list[dict[str, Any]]) -> StepOutcome:
+    """Forward/backward every micro-batch of the step, then clip, step and schedule once."""
+    import torch
+
+    accelerator, model = run.accelerator, run.model
+    device = accelerator.device
+    counts = torch.tensor(
+        [sum(b["num_trainable"] for b in batches), sum(b["num_tokens"] for b in batches)],
+        device=device,
+        dtype=torch.float64,
+    )
+    counts = accelerator.reduce(counts, reduction="sum")
+    trainable, tokens = float(counts[0]), float(counts[1])
+    # Undo the engines' mean over ranks and accelerate's (DeepSpeed's) division by the accumulation.
+    scale = accelerator.num_processes * accelerator.gradient_accumulation_steps / max(trainable, 1.0)
+
+    loss_sum = torch.zeros((), device=device, dtype=torch.float64)
+    for position, batch in enumerate(batches):
+        last = position == len(batches) - 1
+        # sync_gradients: DDP/FSDP reduce, and DeepSpeed reaches its accumulation boundary, on the last only.
+        accelerator.sync_gradients = last
+        with nullcontext() if last else accelerator.no_sync(model):
+            with accelerator.autocast():
+                summed = forward_summed_loss(model, batch, run.attention, device, select=run.select_positions)
+            accelerator.backward(summed * scale)
+        loss_sum += summed.detach().double()
+
+    grad_norm = None
+    if run.cfg.max_grad_norm:
+        # Under DeepSpeed the engine clipped inside the last backward; this returns its global norm (or None).
+        norm = accelerator.clip_grad_norm_(model.parameters(), run.cfg.max_grad_norm)
+        grad_norm = None if norm is None else float(norm)
+    learning_rate = run.scheduler.get_last_lr()[0]
+    run.optimizer.step()
+    run.scheduler.step()
+    run.optimizer.zero_grad(set_to_none=True)
+    loss = float(accelerator.reduce(loss_sum, reduction="sum")) / max(trainable, 1.0)
+    return StepOutcome(loss, grad_norm, learning_rate, trainable, tokens)
+
+
+# ---- periodic work: log, watchdog, evaluate, save ----------------------------------------------
+
+
+def log_step(run: Run, outcome: StepOutcome, *, started: tuple[float, float], data_seconds: float) -> None:
+    cfg, state = run.cfg, run.state
+    seconds = time.perf_counter() - started[0]
+    record = {
+        "step": state.step,
+        "epoch": round(state.epoch + state.micro_batch_in_epoch / run.schedule.micro_batches_per_epoch, 4),
+        "loss": outcome.loss,
+        "lr": outcome.learning_rate,
+        "grad_norm": outcome.grad_norm,
+        "trainable_tokens": int(outcome.trainable_tokens),
+        "tokens": int(outcome.tokens),
+        "tokens_per_second": outcome.tokens / seconds,
+        "step_seconds": seconds,
+        # CPU time of this process (all threads): comparable between runs on a shared machine.
+        "step_cpu_seconds": time.process_time() - started[1],
+        "data_seconds": data_seconds,
+    }
+    should_log = state.step % (cfg.logging_steps or 1) == 0 or state.step == run.schedule.total_steps
+    run.progress.step(record, log=should_log)
+    check_step(record, run.progress, loss_scaling=run.accelerator.scaler is not None)
+    if should_log and run.trackers:
+        run.accelerator.log(
+            {
+                "train/loss": outcome.loss,
+                "train/lr": outcome.learning_rate,
+                "train/tokens_per_second": record["tokens_per_second"],
+            },
+            step=state.step,
+        )
+
+
+def check_watchdog(run: Run, loss: float, strikes: int) -> int:
+    """The loss watchdog's new strike count; raises when the loss stayed too high for too long."""
+    threshold = run.cfg.loss_watchdog_threshold
+    if threshold is None:
+        return 0
+    strikes = strikes + 1 if loss > threshold else 0
+    if strikes >= (run.cfg.loss_watchdog_patience or 3):
+        run.progress.close()
+        raise AxrError(
+            f"loss_watchdog_threshold: loss {loss:.4f} stayed above {threshold} "
+            f"for {strikes} steps (step {run.state.step}); training stopped. "
+            "Lower the learning rate or raise the threshold"
+        )
+    return strikes
+
+
+def evaluate_now(run: Run, result: TrainResult) -> bool:
+    """Evaluate, log, track the best loss; True when early stopping says stop."""
+    assert run.eval_plan is not None
+    assert run.data.eval is not None
+    step, state = run.state.step, run.state
+    eval_loss = evaluate(
+        run.model,
+        run.accelerator,
+        run.data.eval,
+        run.eval_plan,
+        packing=run.eval_packing,
+        attention=run.attention,
+        pad=run.pad_id,
+        select=run.select_positions,
+    )
+    result.eval_losses.append(eval_loss)
+    run.progress.write({"step": step, "eval_loss": eval_loss})
+    run.progress.message(f"step {step}: eval loss {eval_loss:.4f}")
+    if run.trackers:
+        run.accelerator.log({"eval/loss": eval_loss}, step=step)
+    if state.best_eval_loss is None or eval_loss < state.best_eval_loss:
+        state.best_eval_loss, state.evals_without_improvement = eval_loss, 0
+        return False
+    state.evals_without_improvement += 1
+    patience = run.cfg.early_stopping_patience
+    if patience and state.evals_without_improvement >= patience:
+        run.progress.message(f"early stop: eval loss did not improve for {patience} evaluations")
+        return True
+    return False
+
+
+def after_step(run: Run, result: TrainResult) -> bool:
+    """Evaluate and save when due; True when the run should stop."""
+    step, schedule = run.state.step, run.schedule
+    stop = False
+    last = step == schedule.total_steps
+    if run.eval_plan is not None and schedule.eval_every and (step % schedule.eval_every == 0 or last):
+        stop = result.stopped_early = evaluate_now(run, result)
+    if schedule.save_every and step % schedule.save_every == 0 and not last and not stop:
+        checkpoint = save_checkpoint(
+            run.accelerator,
+            run.model,
+            run.optimizer,
+            run.scheduler,
+            {**vars(run.state), "plan": run.data_plan},
+            run.output_dir,
+            total_limit=run.cfg.save_total_limit,
+        )
+        if run.push is not None:
+            run.push.saved_checkpoint(checkpoint, step)
+    return stop
+
+
+# ---- the recipe --------------------------------------------------------------------------------
+
+
+def save_final(run: Run) -> None:
+    """The trained model (or adapter) whole, as safetensors, with tokenizer and resolved config."""
+    accelerator = run.accelerator
+    check_weights(accelerator, run.model, step=run.state.step, what="final model")
     accelerator.wait_for_everyone()
-    state_dict = accelerator.get_state_dict(model)  # every rank: a collective under FSDP/DeepSpeed
+    state_dict = accelerator.get_state_dict(run.model)  # every rank: a collective under FSDP/DeepSpeed
     if accelerator.is_main_process:
-        unwrapped = accelerator.unwrap_model(model)
-        unwrapped.save_pretrained(str(output_dir), state_dict=state_dict, safe_serialization=True)
-        tokenizer.save_pretrained(str(output_dir))
-        (output_dir / "axr_config.json").write_text(json.dumps(_resolved_config(cfg), indent=2) + "\n")
-        what = "adapter" if cfg.adapter else "model"
-        progress.message(f"axr train: {what} saved to {output_dir} after {state['step']} steps")
-        if push is not None:
-            push.finished(output_dir, state["step"])
-            progress.message(f"axr train: pushed to the hub repo {push.repo_id}")
+        unwrapped = accelerator.unwrap_model(run.model)
+        unwrapped.save_pretrained(str(run.output_dir), state_dict=state_dict, safe_serialization=True)
+        run.tokenizer.save_pretrained(str(run.output_dir))
+        resolved = json.dumps(_resolved_config(run.cfg), indent=2)
+        (run.output_dir / "axr_config.json").write_text(resolved + "\n")
+        what = "adapter" if run.cfg.adapter else "model"
+        run.progress.message(f"axr train: {what} saved to {run.output_dir} after {run.state.step} steps")
+        if run.push is not None:
+            run.push.finished(run.output_dir, run.state.step)
+            run.progress.message(f"axr train: pushed to the hub repo {run.push.repo_id}")
     accelerator.wait_for_everyone()
-    if trackers:
-        accelerator.end_training()
+
+
+def train(cfg: AxrConfig, *, data: TrainingData | None = None) -> TrainResult:
+    """Fine-tune the model of ``cfg`` on its prepared data; write checkpoints and the result to output_dir."""
+    run = setup(cfg, data=data)
+    result = TrainResult(output_dir=run.output_dir, steps=run.state.step)
+    stream = _micro_batches(run.plan, run.state.epoch, run.state.micro_batch_in_epoch)
+    strikes = 0
+    while run.state.step < run.schedule.total_steps:
+        started = time.perf_counter(), time.process_time()
+        batches, stream = next_micro_batches(run, stream)
+        data_seconds = time.perf_counter() - started[0]
+        outcome = optimizer_step(run, batches)
+        run.state.step += 1
+        result.losses.append(outcome.loss)
+        result.grad_norms.append(outcome.grad_norm)
+        log_step(run, outcome, started=started, data_seconds=data_seconds)
+        strikes = check_watchdog(run, outcome.loss, strikes)
+        if after_step(run, result):
+            break
+    result.steps, result.model = run.state.step, run.model
+    run.progress.close()
+    save_final(run)
+    if run.trackers:
+        run.accelerator.end_training()
     return result
