@@ -336,11 +336,15 @@ class AxrConfig(BaseModel):
 
     # ---- model --------------------------------------------------------------
     base_model: str
-    """Model folder (or hub id) holding the weights, config and tokenizer."""
+    """Model folder (or hub id) holding the weights, config and tokenizer, or a ``.gguf`` file."""
     base_model_ignore_patterns: str | list[str] | None = None
     """File patterns to ignore in the model folder (e.g. ``*.pt``)."""
     base_model_config: str | None = None
     """Where the model's config.json lives when not in ``base_model``."""
+    gguf_file: str | None = None
+    """(axr) A ``.gguf`` file inside the ``base_model`` folder to use as the base model (``base_model``
+    may also name the file itself); converted once into a model folder in axr's cache (``$AXR_CACHE``,
+    default ``~/.cache/axr``)."""
     revision_of_model: str | None = None
     """Hub revision of the model."""
     tokenizer_config: str | None = None

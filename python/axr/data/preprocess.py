@@ -84,8 +84,11 @@ def _dataset_options(entry: Any, key: str, *, train_on_inputs: bool, for_eval: b
 
 
 def tokenizer_dir_for(cfg: Any) -> Path:
-    """The local folder with ``tokenizer.json``: ``tokenizer_config`` if set, else ``base_model``."""
-    name = getattr(cfg, "tokenizer_config", None) or cfg.base_model
+    """The local folder with ``tokenizer.json``: ``tokenizer_config`` if set, else ``base_model``
+    (a GGUF file's converted folder, see ``axr.models.gguf``)."""
+    from axr.models.gguf import tokenizer_source
+
+    name = tokenizer_source(cfg)
     path = Path(name)
     if (path / "tokenizer.json").is_file():
         return path

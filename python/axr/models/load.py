@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from axr.errors import ConfigError
+from axr.models.gguf import model_dir, tokenizer_source
 
 
 @dataclass(frozen=True)
@@ -73,7 +74,7 @@ def load_tokenizer(cfg: Any, *, store_tokenizer: str | Path | None = None) -> tu
     """
     import transformers
 
-    name = cfg.tokenizer_config or cfg.base_model
+    name = tokenizer_source(cfg)
     loader = getattr(transformers, cfg.tokenizer_type, None)
     if loader is None:
         raise ConfigError(f"tokenizer_type: transformers has no class {cfg.tokenizer_type!r}")
@@ -105,7 +106,8 @@ def load_model(cfg: Any, tokenizer: Any, *, precision: Precision, attention: str
     import torch
     import transformers
 
-    config_name = cfg.base_model_config or cfg.base_model
+    source = model_dir(cfg.base_model, gguf_file=cfg.gguf_file)  # a GGUF file: its converted folder
+    config_name = cfg.base_model_config or source
     model_config = _from_pretrained(
         transformers.AutoConfig, config_name, "base_model", trust_remote_code=cfg.trust_remote_code
     )
@@ -138,7 +140,7 @@ def load_model(cfg: Any, tokenizer: Any, *, precision: Precision, attention: str
         max_memory = dict.fromkeys(range(torch.cuda.device_count()), limit)
     if max_memory is not None:
         kwargs["max_memory"] = max_memory
-    model = _from_pretrained(loader, cfg.base_model, "base_model", **kwargs)
+    model = _from_pretrained(loader, source, "base_model", **kwargs)
 
     vocabulary = len(tokenizer)
     if model.get_input_embeddings().num_embeddings < vocabulary:
