@@ -15,7 +15,7 @@ import traceback
 from collections.abc import Sequence
 
 # Order is the order of `axr --help`.
-COMMANDS = ["version", "validate", "preprocess", "train", "inspect", "inference", "merge_lora"]
+COMMANDS = ["version", "validate", "preprocess", "train", "inspect", "plot", "inference", "merge_lora"]
 
 EXIT_USER_ERROR = 2
 

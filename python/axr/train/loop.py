@@ -395,6 +395,7 @@ def train(cfg: Any, *, data: TrainingData | None = None) -> TrainResult:
             save_checkpoint(
                 accelerator, model, optimizer, scheduler, state, output_dir, total_limit=cfg.save_total_limit
             )
+            progress.plot()
         if stop:
             break
 
@@ -410,6 +411,7 @@ def train(cfg: Any, *, data: TrainingData | None = None) -> TrainResult:
         (output_dir / "axr_config.json").write_text(json.dumps(_resolved_config(cfg), indent=2) + "\n")
         what = "adapter" if cfg.adapter else "model"
         progress.message(f"axr train: {what} saved to {output_dir} after {state['step']} steps")
+        progress.plot()
     accelerator.wait_for_everyone()
     if trackers:
         accelerator.end_training()
