@@ -12,7 +12,7 @@ from helpers import instruction_rows, write_config
 
 import axr.train.plot as plot_module
 from axr.cli import main
-from axr.train.plot import read_curves, text_chart
+from axr.train.plot import loss_summary, read_curves, text_chart
 from axr.train.progress import Progress
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -68,6 +68,15 @@ def test_axr_plot_text_prints_the_curve(tmp_path, capsys):
     assert chart[0] == "█   "  # only the first (highest) step reaches the top row
     assert chart[-1] == "███▁"  # the lowest step shows one eighth
     assert lines[-1] == "eval loss: 2.200 (step 3), 1.700 (step 4)"
+
+
+def test_loss_summary_averages_the_first_and_last_fifth_of_ten_steps_or_more():
+    assert loss_summary([(1, 2.0), (2, 1.0)]) == ["training loss 2.000 at step 1 -> 1.000 at step 2"]
+    points = [(step, 3.0 - 0.2 * step) for step in range(1, 11)]
+    assert loss_summary(points) == [
+        "training loss 2.800 at step 1 -> 1.000 at step 10",
+        "mean of steps 1-2: 2.700 -> mean of steps 9-10: 1.100",
+    ]
 
 
 def test_text_chart_averages_groups_of_steps():

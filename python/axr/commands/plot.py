@@ -25,7 +25,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from axr.train.plot import read_curves, text_chart, write_plot
+    from axr.train.plot import loss_summary, read_curves, text_chart, write_plot
 
     source = Path(args.output_dir)
     if args.text:
@@ -34,9 +34,7 @@ def run(args: argparse.Namespace) -> int:
             from axr.errors import AxrError
 
             raise AxrError(f"{source}: no training loss logged yet")
-        (first_step, first), (last_step, last) = curves.loss[0], curves.loss[-1]
-        print(f"training loss {first:.3f} at step {first_step} -> {last:.3f} at step {last_step}")
-        for line in text_chart(curves.loss):
+        for line in [*loss_summary(curves.loss), *text_chart(curves.loss)]:
             print(line)
         if curves.eval_loss:
             eval_text = ", ".join(f"{value:.3f} (step {step})" for step, value in curves.eval_loss)

@@ -96,6 +96,24 @@ def write_plot(output_dir: str | Path, destination: str | Path | None = None) ->
     return target
 
 
+def loss_summary(points: list[tuple[int, float]]) -> list[str]:
+    """The first and last loss, and, over 10 steps or more (one step's loss is noisy), the mean of
+    the first and of the last fifth of the steps."""
+    if not points:
+        return []
+    (first_step, first), (last_step, last) = points[0], points[-1]
+    lines = [f"training loss {first:.3f} at step {first_step} -> {last:.3f} at step {last_step}"]
+    if len(points) >= 10:
+        fifth = len(points) // 5
+        head = sum(value for _, value in points[:fifth]) / fifth
+        tail = sum(value for _, value in points[-fifth:]) / fifth
+        lines.append(
+            f"mean of steps {points[0][0]}-{points[fifth - 1][0]}: {head:.3f} -> "
+            f"mean of steps {points[-fifth][0]}-{last_step}: {tail:.3f}"
+        )
+    return lines
+
+
 def text_chart(points: list[tuple[int, float]], *, width: int = 60, height: int = 8) -> list[str]:
     """A block chart of ``points`` (step, value): one column per step, or per group of steps when
     there are more steps than ``width`` (each column the mean of its group)."""
