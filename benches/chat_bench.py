@@ -105,7 +105,7 @@ def main() -> None:
         config.write_text(
             f'base_model = "{tokenizer_dir}"\nsequence_len = 1048576\n'
             f'dataset_prepared_path = "{root / "prepared"}"\nshuffle_merged_datasets = false\n'
-            f"dataset_processes = {arguments.threads}\n"
+            f"dataset_num_proc = {arguments.threads}\n"
             f'[[datasets]]\npath = "{data}"\ntype = "chat_template"\nchat_template = "{arguments.style}"\n'
         )
         axr = _child(_AXR_CHILD, str(config), threads=arguments.threads)

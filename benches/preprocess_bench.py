@@ -191,7 +191,7 @@ def main() -> None:
         prepared = args.workdir / f"prepared-{time.time_ns()}"
         config = args.workdir / "bench.toml"
         config.write_text(
-            f'base_model = "{tokenizer_dir}"\nsequence_len = 1048576\ndataset_processes = {args.threads}\n'
+            f'base_model = "{tokenizer_dir}"\nsequence_len = 1048576\ndataset_num_proc = {args.threads}\n'
             f'dataset_prepared_path = "{prepared}"\n'
             f'[[datasets]]\npath = "{files["alpaca"]}"\ntype = "alpaca"\n'
             f'[[datasets]]\npath = "{files["completion"]}"\ntype = "completion"\n'

@@ -119,3 +119,62 @@ def test_inference_with_the_adapter_equals_inference_with_the_merged_model(
     assert "adapter none" in from_merged.err
     assert with_adapter.out.strip()
     assert from_merged.out == with_adapter.out
+
+
+def test_a_qlora_adapter_merges_into_the_unquantized_base(
+    tmp_path: Path, tiny_llama_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pytest.importorskip("bitsandbytes")
+    import torch
+    from peft import LoraConfig, PeftModel, get_peft_model
+    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+
+    quantization = BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_use_double_quant=True,
+        bnb_4bit_compute_dtype=torch.float32,
+    )
+
+    def four_bit_base():
+        return AutoModelForCausalLM.from_pretrained(
+            tiny_llama_dir, quantization_config=quantization, dtype=torch.float32, device_map={"": "cpu"}
+        )
+
+    torch.manual_seed(3)
+    lora = LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", init_lora_weights=False)
+    adapter = tmp_path / "qlora-adapter"
+    get_peft_model(four_bit_base(), lora).save_pretrained(str(adapter))
+    config = tmp_path / "config.toml"
+    config.write_text(
+        f'base_model = "{tiny_llama_dir}"\nadapter = "qlora"\nload_in_4bit = true\n'
+        f'lora_target_linear = true\noutput_dir = "{tmp_path / "out"}"\n'
+    )
+    assert main(["merge-lora", str(config), "--lora_model_dir", str(adapter)]) == 0
+    out = capsys.readouterr().out
+    assert "trained on 4-bit base weights; merging into the unquantized base in float32" in out
+
+    merged = AutoModelForCausalLM.from_pretrained(adapter / "merged", dtype=torch.float32).eval()
+    assert type(merged.model.layers[0].mlp.down_proj) is torch.nn.Linear
+    base = AutoModelForCausalLM.from_pretrained(tiny_llama_dir, dtype=torch.float32)
+    on_full_base = PeftModel.from_pretrained(base, str(adapter)).eval()
+    # Train mode under no_grad (no dropout anywhere): eval mode would switch bitsandbytes to its
+    # bfloat16 CPU inference kernel on CPUs that have one, adding an error unrelated to the merge.
+    on_four_bit_base = PeftModel.from_pretrained(four_bit_base(), str(adapter)).train()
+    plain_four_bit = four_bit_base().train()
+    plain = AutoModelForCausalLM.from_pretrained(tiny_llama_dir, dtype=torch.float32).eval()
+    input_ids = torch.randint(3, 32000, (2, 24), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        got = merged(input_ids=input_ids).logits
+        expected = on_full_base(input_ids=input_ids).logits
+        trained_on = on_four_bit_base(input_ids=input_ids).logits
+        quantization_error = float(
+            (plain_four_bit(input_ids=input_ids).logits - plain(input_ids=input_ids).logits).abs().max()
+        )
+    assert (expected - plain(input_ids=input_ids).logits).abs().max() > 100 * LOGITS_ATOL
+    # The merge is exact against the adapter on the unquantized base ...
+    torch.testing.assert_close(got, expected, atol=LOGITS_ATOL, rtol=0)
+    # ... and differs from what the adapter computed on its 4-bit base by the base's own 4-bit
+    # quantization error (the same order as between the plain 4-bit and full-precision bases).
+    assert quantization_error > 0
+    assert float((got - trained_on).abs().max()) < 3 * quantization_error

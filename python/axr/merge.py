@@ -3,6 +3,10 @@
 The result, ``<lora_model_dir>/merged``, holds safetensors weights, config and tokenizer, and
 loads with ``transformers.AutoModelForCausalLM`` alone (no PEFT, no axr). ``lora_on_cpu``
 merges on the CPU (no GPU memory used); ``gpu_memory_limit`` caps what each GPU holds.
+
+An adapter trained on 4-bit or 8-bit base weights (QLoRA, ``load_in_8bit``) is merged into the
+base loaded unquantized, in the training's compute dtype, as Axolotl does: the merged model
+then holds the original weights plus the adapter's update, with no quantization error baked in.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from axr.errors import ConfigError
+from axr.models.quantization import quantization_of
 
 MERGED = "merged"
 
@@ -42,8 +47,17 @@ def merge_lora(cfg: Any, *, log: TextIO | None = None) -> MergeResult:
             '(or set adapter = "lora" with output_dir holding the trained adapter)'
         )
     on_cpu = bool(cfg.lora_on_cpu) or not torch.cuda.is_available()
+    quantized = quantization_of(cfg)
+    if quantized:
+        cfg = cfg.model_copy(update={"load_in_4bit": False, "load_in_8bit": False})
     loaded = load_for_inference(cfg, on_cpu=on_cpu)
     print(f"axr merge-lora: loaded {loaded.describe()}", file=log)
+    if quantized:
+        print(
+            f"axr merge-lora: the adapter was trained on {quantized[0]}-bit base weights; merging into the "
+            f"unquantized base in {loaded.dtype}",
+            file=log,
+        )
     assert loaded.adapter is not None
     merged = loaded.model.merge_and_unload()
     output_dir = loaded.adapter / MERGED

@@ -20,7 +20,7 @@ EXAMPLES = REPO / "examples"
 AXOLOTL_DOCS = next(
     (
         folder / "reference" / "axolotl-docs-2024-03.txt"
-        for folder in (REPO / "shared", REPO.parent / "shared")
+        for folder in (REPO / "shared", REPO.parent / "shared", REPO.parents[1] / "shared")
         if (folder / "reference" / "axolotl-docs-2024-03.txt").exists()
     ),
     REPO / "shared" / "reference" / "axolotl-docs-2024-03.txt",
@@ -63,16 +63,15 @@ def test_each_conflict_exits_2_naming_both_keys(tmp_path, capsys, keys, named):
     assert code == 2
     assert out == ""
     assert "Traceback" not in err
-    problem_lines = [line.strip() for line in err.splitlines()[1:]]
+    # Keys of features axr does not have yet (4-bit, ReLoRA, FSDP) add their own lines; the conflict is one.
+    problem_lines = [line.strip() for line in err.splitlines()[1:] if "not supported yet" not in line]
     assert len(problem_lines) == 1, err
     for key in named:
         assert key in problem_lines[0], (key, err)
 
 
 def test_conflicting_pairs_are_accepted_one_at_a_time(tmp_path, capsys):
-    code, _, err = run_validate(
-        tmp_path, 'warmup_steps = 10\nadapter = "qlora"\nload_in_4bit = true\n', capsys
-    )
+    code, _, err = run_validate(tmp_path, 'warmup_steps = 10\nadapter = "lora"\nsave_steps = 5\n', capsys)
     assert code == 0, err
 
 
@@ -186,13 +185,16 @@ def _documented_keys() -> tuple[set[str], set[str]]:
 
 @pytest.mark.skipif(not AXOLOTL_DOCS.exists(), reason="the shared Axolotl docs are not in this checkout")
 def test_schema_covers_every_documented_axolotl_key():
-    from axr.config import AxrConfig, DatasetConfig
+    from axr.config import AxrConfig, DatasetConfig, ledger
+    from axr.config.messages import known_top_level_keys
 
     top, dataset = _documented_keys()
     assert len(top) > 140
     assert {"path", "type", "field_human", "no_input_format", "split"} <= dataset
-    assert sorted(top - set(AxrConfig.model_fields)) == []
-    assert sorted(dataset - set(DatasetConfig.model_fields)) == []
+    # Accepted by name: a typed field, a key of the ledger, or an old spelling read as a new key.
+    known_top = set(AxrConfig.model_fields) | known_top_level_keys()
+    assert sorted(top - known_top) == []
+    assert sorted(dataset - set(DatasetConfig.model_fields) - set(ledger.DATASET_ENTRY)) == []
 
 
 def test_overrides_as_separate_words_and_flags(tmp_path, capsys):

@@ -295,7 +295,7 @@ def test_blank_yaml_values_mean_unset(tmp_path):
     )
     config = load_config(path)
     assert config.adapter is None
-    assert config.bf16 is None
+    assert config.bf16 == "auto"  # blank is unset, so the default applies, as in Axolotl
     assert config.datasets[0].type is None
     assert config.save_strategy == "no"  # YAML 1.1 reads a bare `no` as false
 

@@ -16,7 +16,7 @@ from helpers import write_config
 def test_two_processes_train_on_disjoint_rows(tmp_path, tiny_llama_dir):
     config = write_config(
         tmp_path / "ddp.toml", tiny_llama_dir, tmp_path / "out",
-        micro_batch_size=2, max_steps=3, sample_packing=False, save_strategy="no",
+        micro_batch_size=2, max_steps=3, sample_packing=False, save_steps=2,
     )  # fmt: skip
     worker = Path(__file__).parent / "ddp_worker.py"
     # --multi_gpu selects accelerate's torchrun launcher; with no CUDA the processes form a gloo group.
@@ -37,3 +37,6 @@ def test_two_processes_train_on_disjoint_rows(tmp_path, tiny_llama_dir):
     # The logged loss is the global one (summed over ranks), so both ranks report the same numbers.
     assert ranks[0]["losses"] == ranks[1]["losses"]
     assert (tmp_path / "out" / "model.safetensors").exists()
+    # The checkpoint's manifest, written by rank 0 after every rank saved, lists both ranks' RNG files.
+    manifest = json.loads((tmp_path / "out" / "checkpoint-2" / "manifest.json").read_text())
+    assert {"rng_state_0.safetensors", "rng_state_1.safetensors"} <= set(manifest["files"])

@@ -4,33 +4,31 @@ from __future__ import annotations
 
 import itertools
 import math
-from types import SimpleNamespace
+import tempfile
+from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
+from axr.config import load_config
 from axr.errors import ConfigError
 from axr.train.optim import build_optimizer, build_scheduler, parameter_groups, supported_optimizers
 
 
 def config(**keys):
-    defaults = {
+    """A real validated config (written to a YAML file and loaded) with these keys over the base ones."""
+    values = {
+        "base_model": "m",
         "optimizer": "adamw_torch",
         "learning_rate": 1e-3,
         "weight_decay": 0.1,
-        "adam_beta1": None,
-        "adam_beta2": None,
-        "adam_epsilon": None,
-        "optim_args": None,
-        "lr_scheduler": "cosine",
-        "warmup_steps": None,
-        "warmup_ratio": None,
-        "cosine_min_lr_ratio": None,
-        "cosine_constant_lr_ratio": None,
-        "lr_div_factor": None,
+        **keys,
     }
-    defaults.update(keys)
-    return SimpleNamespace(**defaults)
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "config.yaml"
+        path.write_text(yaml.safe_dump(values), encoding="utf-8")
+        return load_config(path)
 
 
 def tiny_model():
@@ -75,20 +73,49 @@ def test_adam_hyperparameters_reach_the_optimizer():
 
 
 def test_unknown_optimizer_names_the_key():
+    # Refused when the config is validated, before anything is built.
     with pytest.raises(ConfigError, match="optimizer: unknown optimizer 'adamw_nope'"):
-        build_optimizer(config(optimizer="adamw_nope"), tiny_model())
+        config(optimizer="adamw_nope")
+    with pytest.raises(ConfigError, match="optimizer: not supported yet: 'muon'"):
+        config(optimizer="muon")
 
 
-def test_bitsandbytes_optimizer_without_the_package_says_how_to_install():
-    pytest.importorskip("torch")
-    try:
-        import bitsandbytes  # noqa: F401
-    except ImportError:
-        with pytest.raises(ConfigError, match="optimizer: 'paged_adamw_8bit' needs the bitsandbytes"):
-            build_optimizer(config(optimizer="paged_adamw_8bit"), tiny_model())
-    else:
-        pytest.skip("bitsandbytes is installed here")
+def without_bitsandbytes(monkeypatch):
+    """Make bitsandbytes look absent, as on a machine without the bnb extra."""
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "bitsandbytes" else real(name, *a)
+    )
+
+
+def test_bitsandbytes_optimizer_without_the_package_says_how_to_install(monkeypatch):
+    without_bitsandbytes(monkeypatch)
+    with pytest.raises(ConfigError, match="optimizer: 'paged_adamw_8bit' needs the bitsandbytes"):
+        build_optimizer(config(optimizer="paged_adamw_8bit"), tiny_model())
     assert "paged_adamw_8bit" in supported_optimizers()
+
+
+def test_quantized_base_without_bitsandbytes_says_how_to_install(monkeypatch, tmp_path):
+    from helpers import write_config
+
+    from axr.config import load_config
+    from axr.models.quantization import check_quantization_supported
+
+    without_bitsandbytes(monkeypatch)
+    path = write_config(
+        tmp_path / "q.toml",
+        tmp_path,
+        tmp_path / "out",
+        adapter="qlora",
+        load_in_4bit=True,
+        lora_target_linear=True,
+    )
+    with pytest.raises(
+        ConfigError, match=r"load_in_4bit: quantized base weights need bitsandbytes.*axr\[bnb\]"
+    ):
+        check_quantization_supported(load_config(path))
 
 
 def test_cosine_with_warmup_and_min_ratio():
@@ -140,5 +167,7 @@ def test_one_cycle_matches_torch():
 
 
 def test_unknown_scheduler_names_the_key():
-    with pytest.raises(ConfigError, match="lr_scheduler: unknown schedule 'log_sweep'"):
-        learning_rates(config(lr_scheduler="log_sweep"), 2)
+    with pytest.raises(ConfigError, match="lr_scheduler: not supported yet: 'log_sweep'"):
+        config(lr_scheduler="log_sweep")
+    with pytest.raises(ConfigError, match="lr_scheduler: unknown schedule 'cosine_nope'"):
+        config(lr_scheduler="cosine_nope")

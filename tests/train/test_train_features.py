@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from types import SimpleNamespace
 
 import pytest
 from helpers import InMemoryDataset, random_rows, write_config
@@ -96,16 +95,35 @@ def test_added_tokens_train_embeddings_with_the_adapter(tmp_path, tiny_llama_dir
     assert set(adapter_config["modules_to_save"]) >= {"embed_tokens", "lm_head"}
 
 
-def test_flash_attention_without_the_package_is_a_config_error():
-    with pytest.raises(ConfigError, match=r"flash_attention: .*pip install flash-attn"):
-        select_attention(SimpleNamespace(flash_attention=True, sample_packing=True))
+def test_flash_attention_without_the_package_is_a_config_error(tmp_path, tiny_llama_dir):
+    # Validation refuses flash_attention_2 on a machine that cannot run it, naming the reason.
+    path = write_config(tmp_path / "config.toml", tiny_llama_dir, tmp_path / "out", flash_attention=True)
+    with pytest.raises(
+        ConfigError, match=r"attn_implementation: flash_attention_2 cannot run on this machine: .*flash-attn"
+    ):
+        load_config(path)
+    # A config validated elsewhere (a GPU machine) fails the same way when the model is loaded here.
+    config = load_config(
+        write_config(tmp_path / "sdpa.toml", tiny_llama_dir, tmp_path / "out", sample_packing=True)
+    )
+    config.attn_implementation = "flash_attention_2"
+    with pytest.raises(
+        ConfigError, match=r"attn_implementation: flash_attention_2 cannot run here: .*pip install flash-attn"
+    ):
+        select_attention(config)
 
 
 @pytest.mark.parametrize(
     ("keys", "message"),
     [
-        ({"adapter": "qlora", "load_in_4bit": True}, "qlora .* comes in a later axr release"),
-        ({"adapter": "lora", "relora_steps": 10, "lora_target_linear": True}, "relora_steps: ReLoRA"),
+        (
+            {"adapter": "lora", "relora_steps": 10, "lora_target_linear": True},
+            "relora_steps: not supported yet: ReLoRA",
+        ),
+        (
+            {"adapter": "lora", "relora": True, "jagged_restart_steps": 10, "lora_target_linear": True},
+            "relora: not supported yet",
+        ),
         ({"adapter": "lora"}, "lora_target_modules: .* needs the modules to adapt"),
     ],
 )
@@ -203,7 +221,7 @@ def test_lora_model_dir_continues_an_adapter(tmp_path, tiny_llama_dir):
 @pytest.mark.parametrize(
     ("keys", "package"), [({"wandb_project": "axr"}, "wandb"), ({"mlflow_experiment_name": "axr"}, "mlflow")]
 )
-def test_tracker_without_its_package_is_a_config_error(keys, package):
+def test_tracker_without_its_package_is_a_config_error(tmp_path, tiny_llama_dir, keys, package):
     import importlib.util
 
     from axr.train.progress import trackers_of
@@ -211,4 +229,6 @@ def test_tracker_without_its_package_is_a_config_error(keys, package):
     if importlib.util.find_spec(package) is not None:
         pytest.skip(f"{package} is installed here")
     with pytest.raises(ConfigError, match=f"needs the {package} package: pip install {package}"):
-        trackers_of(SimpleNamespace(**keys))
+        trackers_of(
+            load_config(write_config(tmp_path / "config.toml", tiny_llama_dir, tmp_path / "out", **keys))
+        )

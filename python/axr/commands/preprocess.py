@@ -101,7 +101,7 @@ def summary_lines(result: Any, cfg: Any = None) -> list[str]:
 
 
 def _packing_line(result: Any, cfg: Any) -> str | None:
-    if cfg is None or not getattr(cfg, "sample_packing", False) or "train" not in result.stores:
+    if cfg is None or not cfg.sample_packing or "train" not in result.stores:
         return None
     try:
         from axr.packing import plan_summary
@@ -114,7 +114,7 @@ def _packing_line(result: Any, cfg: Any) -> str | None:
         lengths,
         int(cfg.sequence_len),
         int(cfg.micro_batch_size),
-        strategy=getattr(cfg, "packing_strategy", None) or "bfd",
+        strategy=cfg.packing_strategy,
     )
     return (
         f"pack   {summary['num_bins']:,} bins of {summary['capacity']:,} tokens, efficiency "

@@ -20,6 +20,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--schema", action="store_true", help="print the reference of every config key (Markdown) instead"
     )
+    parser.add_argument(
+        "--explain",
+        action="store_true",
+        help="for every key the file sets, say whether axr uses it, does not support it yet, or ignores it "
+        "(and why), then validate as usual",
+    )
     parser.set_defaults(func=run, accepts_overrides=True)
 
 
@@ -34,6 +40,14 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if args.config is None:
         raise ConfigError("axr validate needs a CONFIG file (or --schema)")
+    if args.explain:
+        from axr.config import explain_config, parse_overrides, read_config_file
+
+        data = read_config_file(args.config)
+        data.update(parse_overrides(args.overrides)[0])
+        print(f"# {args.config}: what axr does with each key it sets")
+        for line in explain_config(data):
+            print(line)
     config = load_config(args.config, args.overrides)
     print(f"# {args.config}: valid; every key with defaults and overrides applied")
     print(yaml.safe_dump(config.resolved_dict(), sort_keys=False, allow_unicode=True, width=100), end="")

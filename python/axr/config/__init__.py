@@ -5,7 +5,7 @@ Importing this package never imports torch (``resolve_precision`` does, on use).
 
 from __future__ import annotations
 
-from axr.config.load import load_config, parse_overrides, read_config_file, validate_config
+from axr.config.load import explain_config, load_config, parse_overrides, read_config_file, validate_config
 from axr.config.precision import PrecisionMode, device_supports_bf16, resolve_precision
 from axr.config.schema import (
     AxrConfig,
@@ -29,6 +29,7 @@ __all__ = [
     "SpecialTokensConfig",
     "UserDefinedFormat",
     "device_supports_bf16",
+    "explain_config",
     "load_config",
     "parse_overrides",
     "read_config_file",

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 import tomllib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -17,8 +18,14 @@ from typing import Annotated, Any
 import yaml
 from pydantic import TypeAdapter, ValidationError
 
+from axr.config import ledger
+from axr.config.attention import attention_problems
 from axr.config.conflicts import dataset_conflicts, top_level_conflicts
-from axr.config.messages import error_lines, suggest
+from axr.config.limits import check_file_size, check_sizes, load_yaml
+from axr.config.messages import error_lines, known_top_level_keys, suggest
+from axr.config.names import name_problems
+from axr.config.normalize import Normalized, normalize
+from axr.config.plugins import plugin_problems_and_notes
 from axr.config.schema import AxrConfig
 from axr.errors import ConfigError
 
@@ -33,13 +40,14 @@ def read_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
     if suffix not in TOML_SUFFIXES + YAML_SUFFIXES:
         raise ConfigError(f"{path}: unknown config file type {suffix!r}; use .toml, .yaml or .yml")
     try:
+        check_file_size(path.stat().st_size, str(path))
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError(f"{path}: config file not found") from None
     except OSError as error:
         raise ConfigError(f"{path}: cannot read the config file: {error.strerror}") from None
     try:
-        data = tomllib.loads(text) if suffix in TOML_SUFFIXES else yaml.safe_load(text)
+        data = tomllib.loads(text) if suffix in TOML_SUFFIXES else load_yaml(text, str(path))
     except tomllib.TOMLDecodeError as error:
         raise ConfigError(f"{path}: not valid TOML: {error}") from None
     except yaml.YAMLError as error:
@@ -48,6 +56,7 @@ def read_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
         data = {}
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: the config must be a table of keys, not a {type(data).__name__}")
+    check_sizes(data, str(path))
     return data
 
 
@@ -108,8 +117,13 @@ def parse_overrides(arguments: Sequence[str]) -> tuple[dict[str, Any], list[str]
             else:
                 text = "true"
         if key not in AxrConfig.model_fields:
+            if key in known_top_level_keys():
+                # An Axolotl key without a typed field (or an old spelling): the ledger and the
+                # aliases read it like a key from the file.
+                values[key] = _override_candidates(text)[0]
+                continue
             line = f"--{key}: unknown key"
-            close = suggest(key, list(AxrConfig.model_fields))
+            close = suggest(key, sorted(known_top_level_keys()))
             if close is not None:
                 line += f" (did you mean '--{close}'?)"
             problems.append(line)
@@ -142,15 +156,97 @@ def _raw_conflicts(data: Mapping[str, Any]) -> list[str]:
 
 
 def validate_config(data: Mapping[str, Any], *, source: str | None = None) -> AxrConfig:
-    """Validate a raw key/value table; every problem in one ``ConfigError``."""
+    """Validate a raw key/value table; every problem in one ``ConfigError``.
+
+    Blanks, aliases and the key ledger are applied first (``axr.config.normalize``,
+    ``axr.config.ledger``): keys that are not supported yet are problems like any other,
+    keys without effect become notes (``AxrConfig.notes``).
+    """
+    normalized = normalize(data)
+    lines = list(normalized.problems)
+    notes = list(normalized.notes)
+    found, noted = _ledger_review(normalized)
+    lines += found
+    notes += noted
+    plugins = normalized.data.get("plugins")
+    if isinstance(plugins, list):
+        found, noted = plugin_problems_and_notes(plugins)
+        lines += found
+        notes += noted
     try:
-        config = AxrConfig.model_validate(dict(data))
+        config = AxrConfig.model_validate(normalized.data)
     except ValidationError as error:
-        lines = error_lines(AxrConfig, error)
-        lines += [line for line in _raw_conflicts(data) if line not in lines]
+        lines += error_lines(AxrConfig, error)
+        lines += [line for line in _raw_conflicts(normalized.data) if line not in lines]
         raise ConfigError(_report(lines, source)) from None
+    lines += attention_problems(config)
+    lines += name_problems(config)
+    if lines:
+        raise ConfigError(_report(lines, source))
     config._source_path = source
+    config._notes = notes
+    config._ledger_only = dict(normalized.set_aside)
     return config
+
+
+def _ledger_review(normalized: Normalized) -> tuple[list[str], list[str]]:
+    """Not-yet-supported keys that are set (problems) and keys without effect (notes)."""
+    problems, notes = ledger.review(normalized.data)
+    top_level = {key: value for key, value in normalized.set_aside.items() if "[" not in key}
+    found, noted = ledger.review(top_level)
+    problems += found
+    notes += noted
+    for list_key in ("datasets", "test_datasets", "pretraining_dataset"):
+        entries = normalized.data.get(list_key)
+        if not isinstance(entries, list):
+            continue
+        for index, entry in enumerate(entries):
+            if not isinstance(entry, Mapping):
+                continue
+            prefix = f"{list_key}[{index}]."
+            aside = {
+                key[len(prefix) :]: value
+                for key, value in normalized.set_aside.items()
+                if key.startswith(prefix)
+            }
+            in_type = {key[len("type.") :]: value for key, value in aside.items() if key.startswith("type.")}
+            rest = {key: value for key, value in aside.items() if not key.startswith("type.")}
+            for table, where in (({**entry, **rest}, prefix), (in_type, prefix + "type.")):
+                found, noted = ledger.review(table, prefix=where, dataset=True)
+                problems += found
+                notes += noted
+    return problems, notes
+
+
+def explain_config(data: Mapping[str, Any]) -> list[str]:
+    """``axr validate --explain``: one ledger line per key the raw table sets, old spellings named."""
+    normalized = normalize(data)
+    lines = [f"{note}" for note in normalized.notes]
+    tables: list[tuple[str, Mapping[str, Any], bool]] = [("", normalized.data, False)]
+    tables.append(("", {k: v for k, v in normalized.set_aside.items() if "[" not in k}, False))
+    for list_key in ("datasets", "test_datasets", "pretraining_dataset"):
+        entries = normalized.data.get(list_key)
+        if isinstance(entries, list):
+            for index, entry in enumerate(entries):
+                if isinstance(entry, Mapping):
+                    prefix = f"{list_key}[{index}]."
+                    aside = {
+                        k[len(prefix) :]: v for k, v in normalized.set_aside.items() if k.startswith(prefix)
+                    }
+                    rest = {k: v for k, v in aside.items() if not k.startswith("type.")}
+                    in_type = {k[5:]: v for k, v in aside.items() if k.startswith("type.")}
+                    tables.append((prefix, {**entry, **rest}, True))
+                    tables.append((prefix + "type.", in_type, True))
+    for prefix, table, dataset in tables:
+        for key in table:
+            entry = ledger.entry_for(key, dataset=dataset)
+            if entry is None:
+                lines.append(f"{prefix}{key}: unknown key")
+            elif isinstance(entry, ledger.NotYet) and not ledger.is_set(table[key]):
+                lines.append(f"{prefix}{key}: off (setting it would {entry.would}: not supported yet)")
+            else:
+                lines.append(ledger.explain(prefix + key, entry))
+    return lines
 
 
 def _report(lines: Sequence[str], source: str | None) -> str:
@@ -179,6 +275,8 @@ def load_config(path: str | os.PathLike[str], overrides: Sequence[str] = ()) -> 
         ) from None
     if override_problems:
         raise ConfigError(_report(override_problems, source))
+    for note in config.notes:
+        print(f"axr: note: {note}", file=sys.stderr)
     return config
 
 

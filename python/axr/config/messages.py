@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ValidationError
 
-from axr.config.schema import DatasetConfig
+from axr.config.schema import AxrConfig, DatasetConfig
 
 
 def _unwrap(annotation: Any) -> Any:
@@ -192,17 +192,69 @@ def _quote(value: Any) -> str:
     return f'"{value}"' if isinstance(value, str) else str(value)
 
 
+def _edit_distance(first: str, second: str) -> int:
+    """Levenshtein distance, with a swap of two neighbours counting as one edit."""
+    previous_previous: list[int] = []
+    previous = list(range(len(second) + 1))
+    for i, a in enumerate(first, 1):
+        current = [i]
+        for j, b in enumerate(second, 1):
+            cost = min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (a != b))
+            if i > 1 and j > 1 and a == second[j - 2] and first[i - 2] == b:
+                cost = min(cost, previous_previous[j - 2] + 1)
+            current.append(cost)
+        previous_previous, previous = previous, current
+    return previous[-1]
+
+
 def suggest(key: str, candidates: Sequence[str]) -> str | None:
-    """The closest known key to a misspelt one, if any is close enough."""
-    matches = difflib.get_close_matches(key, list(candidates), n=1, cutoff=0.6)
-    return matches[0] if matches else None
+    """The known key a misspelt one was meant to be, if one is a typo away.
+
+    Only spelling slips count (a few edited letters, or the same words in another order): a key
+    that merely shares words with another (``batch_size`` / ``eval_batch_size``,
+    ``liger_rms_norm`` / ``flash_attn_rms_norm``) means something else, so it is not suggested.
+    """
+    allowed = 1 if len(key) <= 4 else 2 if len(key) <= 12 else 3
+    best: tuple[int, float, str] | None = None
+    words = sorted(key.split("_"))
+    for candidate in candidates:
+        distance = 0 if sorted(candidate.split("_")) == words else _edit_distance(key, candidate)
+        if distance > allowed:
+            continue
+        ratio = difflib.SequenceMatcher(None, key, candidate).ratio()
+        if best is None or (distance, -ratio) < (best[0], -best[1]):
+            best = (distance, ratio, candidate)
+    return best[2] if best else None
+
+
+def known_top_level_keys() -> set[str]:
+    """Every top-level key accepted by name: schema fields, ledger keys and old spellings."""
+    from axr.config import ledger
+
+    return (
+        set(AxrConfig.model_fields)
+        | set(ledger.TOP_LEVEL)
+        | set(ledger.ALIASES)
+        | set(ledger.ATTENTION_FLAGS)
+        | {"gc_steps", "flash_attn_d512"}
+    )
+
+
+def _candidates(model: type[BaseModel]) -> list[str]:
+    from axr.config import ledger
+
+    if model is AxrConfig:
+        return sorted(known_top_level_keys())
+    if model is DatasetConfig:
+        return sorted(set(model.model_fields) | set(ledger.DATASET_ENTRY))
+    return list(model.model_fields)
 
 
 def unknown_key_message(path: Sequence[str | int], model: type[BaseModel] | None) -> str:
     """``unknown key 'lora_rr' (did you mean 'lora_r'?)``, with the path when nested."""
     key = path[-1] if path else "?"
     line = f"{format_path(path)}: unknown key"
-    close = suggest(str(key), list(model.model_fields)) if model is not None else None
+    close = suggest(str(key), _candidates(model)) if model is not None else None
     if close is not None:
         line += f" (did you mean '{close}'?)"
     elif model is not None and len(path) == 1 and str(key) in DatasetConfig.model_fields:

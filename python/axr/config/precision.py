@@ -51,3 +51,16 @@ def resolve_precision(config: AxrConfig, device: str) -> PrecisionMode:
         if not on_cpu and config.fp16 is not False:
             return "fp16"
     return "fp32"
+
+
+def apply_tf32(config: AxrConfig) -> None:
+    """``tf32``: allow (true) or forbid (false) TF32 matmuls and convolutions; unset leaves torch's setting.
+
+    TF32 only exists on NVIDIA Ampere or newer GPUs; elsewhere the switches change nothing.
+    """
+    if config.tf32 is None:
+        return
+    import torch
+
+    torch.backends.cuda.matmul.allow_tf32 = bool(config.tf32)
+    torch.backends.cudnn.allow_tf32 = bool(config.tf32)

@@ -15,6 +15,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr, model_validator
+from pydantic.functional_validators import AfterValidator
 from pydantic_core import PydanticCustomError
 
 from axr.config.conflicts import dataset_conflicts, top_level_conflicts
@@ -42,6 +43,45 @@ def _reject_bool(value: Any) -> Any:
 def _yaml_no(value: Any) -> Any:
     # YAML 1.1 reads a bare `no` as false; for a key whose value can be "no", that is what was meant.
     return "no" if value is False else value
+
+
+# sequence_len: beyond any model's context (the longest today are around 10M tokens); a bigger
+# value is a typo, caught before anything is loaded. The model's own limit is checked at load.
+MAX_SEQUENCE_LEN = 1 << 24
+
+
+def _sequence_len_bound(value: int) -> int:
+    if value > MAX_SEQUENCE_LEN:
+        raise PydanticCustomError(
+            "sequence_len_too_long",
+            "longer than any model's context: at most {limit} (2**24) tokens",
+            {"limit": MAX_SEQUENCE_LEN},
+        )
+    return value
+
+
+def _scalar(text: str) -> Any:
+    for reader in (int, float):
+        try:
+            return reader(text)
+        except ValueError:
+            pass
+    return {"true": True, "false": False}.get(text.lower(), text)
+
+
+def _key_values(value: Any) -> Any:
+    # Axolotl (like transformers' TrainingArguments) takes optim_args as "k=v,k2=v2".
+    if not isinstance(value, str):
+        return value
+    pairs: dict[str, Any] = {}
+    for item in value.split(","):
+        if not item.strip():
+            continue
+        name, equals, text = item.partition("=")
+        if not equals or not name.strip():
+            raise PydanticCustomError("key_values", "expected key=value pairs separated by commas")
+        pairs[name.strip()] = _scalar(text.strip())
+    return pairs
 
 
 Int = Annotated[int, BeforeValidator(_reject_bool)]
@@ -286,40 +326,46 @@ class PeftConfig(BaseModel):
 
 
 class FsdpConfig(BaseModel):
-    """FSDP options, passed to accelerate's FSDP plugin."""
+    """FSDP options by their FSDP2 names; FSDP1's ``fsdp_``-prefixed names are read as these."""
 
     model_config = _STRICT
 
     fsdp_version: Literal[1, 2] | None = None
-    """FSDP version."""
-    fsdp_offload_params: bool | None = None
+    """FSDP version (``version`` is read as this)."""
+    offload_params: bool | None = None
     """Offload parameters to CPU."""
-    fsdp_state_dict_type: Literal["FULL_STATE_DICT", "SHARDED_STATE_DICT", "LOCAL_STATE_DICT"] | None = None
+    cpu_offload_pin_memory: bool | None = None
+    """FSDP2 with ``offload_params``: false lets offloaded parameters swap."""
+    state_dict_type: Literal["FULL_STATE_DICT", "SHARDED_STATE_DICT", "LOCAL_STATE_DICT"] | None = None
     """How checkpoints are gathered."""
-    fsdp_transformer_layer_cls_to_wrap: str | None = None
+    final_state_dict_type: Literal["FULL_STATE_DICT", "SHARDED_STATE_DICT", "LOCAL_STATE_DICT"] | None = None
+    """How the final model is gathered."""
+    transformer_layer_cls_to_wrap: str | None = None
     """Decoder layer class to wrap, e.g. ``LlamaDecoderLayer``."""
-    fsdp_auto_wrap_policy: Literal["TRANSFORMER_BASED_WRAP", "SIZE_BASED_WRAP", "NO_WRAP"] | None = None
+    auto_wrap_policy: Literal["TRANSFORMER_BASED_WRAP", "SIZE_BASED_WRAP", "NO_WRAP"] | None = None
     """Auto-wrap policy."""
-    fsdp_min_num_params: Annotated[Int, Field(ge=0)] | None = None
+    min_num_params: Annotated[Int, Field(ge=0)] | None = None
     """Minimum parameters per wrapped module with ``SIZE_BASED_WRAP``."""
-    fsdp_sharding_strategy: str | None = None
-    """Sharding strategy (``FULL_SHARD``, ``SHARD_GRAD_OP``, ``NO_SHARD``, ``HYBRID_SHARD``)."""
-    fsdp_backward_prefetch: str | None = None
-    """Backward prefetch policy (``BACKWARD_PRE``, ``BACKWARD_POST``)."""
-    fsdp_forward_prefetch: bool | None = None
-    """Prefetch the next all-gather in forward."""
-    fsdp_sync_module_states: bool | None = None
+    sharding_strategy: str | None = None
+    """FSDP1 sharding strategy (``FULL_SHARD``, ``SHARD_GRAD_OP``, ``NO_SHARD``, ``HYBRID_SHARD``)."""
+    backward_prefetch: str | None = None
+    """FSDP1 backward prefetch policy (``BACKWARD_PRE``, ``BACKWARD_POST``)."""
+    forward_prefetch: bool | None = None
+    """FSDP1: prefetch the next all-gather in forward."""
+    sync_module_states: bool | None = None
     """Broadcast module states from rank 0."""
-    fsdp_use_orig_params: bool | None = None
+    use_orig_params: bool | None = None
     """Use original parameters (needed for mixed requires_grad, e.g. LoRA)."""
-    fsdp_cpu_ram_efficient_loading: bool | None = None
+    cpu_ram_efficient_loading: bool | None = None
     """Load the model on rank 0 only."""
-    fsdp_activation_checkpointing: bool | None = None
+    activation_checkpointing: bool | None = None
     """Activation checkpointing inside FSDP."""
-    fsdp_limit_all_gathers: bool | None = None
-    """Rate-limit all-gathers."""
-    fsdp_reshard_after_forward: bool | None = None
+    limit_all_gathers: bool | None = None
+    """FSDP1: rate-limit all-gathers."""
+    reshard_after_forward: bool | None = None
     """FSDP2: reshard parameters after forward."""
+    mixed_precision_policy: str | None = None
+    """FSDP mixed-precision policy (e.g. ``bf16``)."""
 
 
 Adapter = Annotated[Literal["lora", "qlora"] | None, Blankable]
@@ -333,6 +379,8 @@ class AxrConfig(BaseModel):
     model_config = _STRICT
 
     _source_path: str | None = PrivateAttr(default=None)
+    _notes: list[str] = PrivateAttr(default_factory=list)
+    _ledger_only: dict[str, Any] = PrivateAttr(default_factory=dict)
 
     # ---- model --------------------------------------------------------------
     base_model: str
@@ -372,12 +420,15 @@ class AxrConfig(BaseModel):
     overrides_of_model_config: dict[str, Any] | None = None
     """Values set on the model's config before loading,
     e.g. ``rope_scaling = {type = "linear", factor = 2}``."""
+    output_router_logits: bool | None = None
+    """MoE models (Mixtral, Qwen-MoE, ...): add the router load-balancing loss,
+    ``router_aux_loss_coef`` × the family's own ``load_balancing_loss_func``, to the training loss."""
 
     # ---- quantization and precision -----------------------------------------
     bnb_config_kwargs: BnbConfigKwargs | None = None
     """bitsandbytes quantization options for ``load_in_4bit``/``load_in_8bit``."""
     gptq: bool = False
-    """The model is a 4-bit GPTQ quantized model."""
+    """The model is a 4-bit GPTQ quantized model (not supported yet: transformers needs gptqmodel)."""
     load_in_8bit: bool = False
     """Load the base model in 8 bits (bitsandbytes)."""
     load_in_4bit: bool = False
@@ -421,8 +472,9 @@ class AxrConfig(BaseModel):
     """Folder where the prepared (tokenized) dataset is stored and reused."""
     push_dataset_to_hub: str | None = None
     """Hub repo to push the prepared dataset to."""
-    dataset_processes: PositiveInt | None = None
-    """Threads used to prepare the data (axr: Rust worker threads); default: the number of CPU cores."""
+    dataset_num_proc: PositiveInt | None = None
+    """Threads used to prepare the data (axr: Rust worker threads); default: the number of CPU cores.
+    ``dataset_processes`` is read as this."""
     dataset_keep_in_memory: bool | None = None
     """Keep the dataset in memory while preprocessing."""
     hub_model_id: str | None = None
@@ -442,8 +494,9 @@ class AxrConfig(BaseModel):
     """Streamed ``completion`` data for pretraining (Axolotl); a path or a list of dataset entries."""
 
     # ---- sequence and packing -----------------------------------------------
-    sequence_len: PositiveInt = 512
-    """Maximum tokens in a training sample (and bin capacity when packing)."""
+    sequence_len: Annotated[PositiveInt, AfterValidator(_sequence_len_bound)] = 512
+    """Maximum tokens in a training sample (and bin capacity when packing); at most the model's
+    context (``max_position_embeddings``, with rope scaling), checked when training starts."""
     pad_to_sequence_len: bool | None = None
     """Pad every batch to ``sequence_len`` tokens."""
     sample_packing: bool = False
@@ -477,13 +530,24 @@ class AxrConfig(BaseModel):
     peft_layers_to_transform: list[NonNegativeInt] | None = None
     """Layer indices to adapt; default: all."""
     lora_modules_to_save: list[str] | None = None
-    """Modules trained in full and saved with the adapter (e.g. ``embed_tokens``, ``lm_head``)."""
-    lora_fan_in_fan_out: bool = False
+    """Modules trained in full and saved with the adapter (e.g. ``embed_tokens``, ``lm_head``); float32
+    under bf16/fp16 autocast."""
+    lora_fan_in_fan_out: bool | None = None
     """The target layers store weights as (fan_in, fan_out) (GPT-2 Conv1D)."""
+    lora_target_parameters: str | list[str] | None = None
+    """Parameters (not modules) that get LoRA weights, e.g. MoE expert tensors (PEFT
+    ``target_parameters``); needs ``lora_dropout = 0``."""
+    peft_use_dora: bool | None = None
+    """DoRA: weight-decomposed LoRA (PEFT ``use_dora``)."""
+    peft_use_rslora: bool | None = None
+    """Rank-stabilised LoRA: scale by alpha / sqrt(r) instead of alpha / r (PEFT ``use_rslora``)."""
+    unfrozen_parameters: list[str] | None = None
+    """Full fine-tune: train only the parameters whose names match these patterns (regex, dots literal,
+    matched from the start; an optional row range such as ``[:32000]``); all others stay frozen."""
     peft: PeftConfig | None = None
     """Extra PEFT options (LoftQ)."""
     relora_steps: PositiveInt | None = None
-    """ReLoRA: steps per restart (needs an adapter)."""
+    """ReLoRA: steps per restart (needs an adapter; ReLoRA is not supported yet)."""
     relora_warmup_steps: NonNegativeInt | None = None
     """ReLoRA: warmup steps after each restart."""
     relora_anneal_steps: NonNegativeInt | None = None
@@ -492,6 +556,17 @@ class AxrConfig(BaseModel):
     """ReLoRA: optimizer magnitude pruning threshold."""
     relora_cpu_offload: bool | None = None
     """ReLoRA: merge LoRA weights on the CPU at restarts."""
+    relora: bool | None = None
+    """ReLoRA (Axolotl's current name): merges and restarts the adapter every ``jagged_restart_steps``
+    (not supported yet)."""
+    relora_prune_method: Literal["magnitude", "random", "reset"] | None = None
+    """ReLoRA: how optimizer state is pruned at each restart."""
+    jagged_restart_steps: PositiveInt | None = None
+    """ReLoRA / jagged schedule: steps between restarts (Axolotl's name for ``relora_steps``)."""
+    jagged_restart_warmup_steps: NonNegativeInt | None = None
+    """Warmup steps after each restart (Axolotl's name for ``relora_warmup_steps``)."""
+    jagged_restart_anneal_steps: NonNegativeInt | None = None
+    """Anneal steps before each restart (Axolotl's name for ``relora_anneal_steps``)."""
 
     # ---- tracking -----------------------------------------------------------
     use_tensorboard: bool = False
@@ -544,8 +619,8 @@ class AxrConfig(BaseModel):
     """Log every N optimizer steps."""
     eval_steps: Annotated[Float, Field(gt=0)] | None = None
     """Evaluate every N steps (a value < 1 is a fraction of total steps); not with ``evals_per_epoch``."""
-    evals_per_epoch: PositiveInt | None = None
-    """Evaluations per epoch; not with ``eval_steps``."""
+    evals_per_epoch: NonNegativeInt | None = None
+    """Evaluations per epoch (0: no evaluation); not with ``eval_steps``."""
     save_strategy: Annotated[Literal["no", "steps", "epoch", "best"] | None, BeforeValidator(_yaml_no)] = None
     """When to save checkpoints (``no`` skips them)."""
     save_steps: Annotated[Float, Field(gt=0)] | None = None
@@ -582,8 +657,8 @@ class AxrConfig(BaseModel):
     """Learning-rate schedule (``cosine``, ``linear``, ``constant``, ``one_cycle``, ``log_sweep``, ...)."""
     lr_scheduler_kwargs: dict[str, Any] | None = None
     """Extra options of the schedule."""
-    cosine_min_lr_ratio: Fraction | None = None
-    """Cosine decays to this fraction of the peak learning rate."""
+    cosine_min_lr_ratio: Annotated[Float, Field(ge=0, le=1)] | None = None
+    """Cosine decays to this fraction of the peak learning rate (1: constant after warmup)."""
     cosine_constant_lr_ratio: Fraction | None = None
     """Hold the minimum learning rate from this fraction of training on."""
     lr_div_factor: PositiveFloat | None = None
@@ -591,8 +666,8 @@ class AxrConfig(BaseModel):
     optimizer: str = "adamw_torch"
     """Optimizer name (transformers ``OptimizerNames``: ``adamw_torch``, ``adamw_torch_fused``, ``sgd``,
     ``adafactor``, ``adamw_bnb_8bit``, ``paged_adamw_8bit``, ...)."""
-    optim_args: str | dict[str, Any] | None = None
-    """Extra optimizer arguments."""
+    optim_args: Annotated[dict[str, Any] | None, BeforeValidator(_key_values)] = None
+    """Extra optimizer arguments: a table, or Axolotl's ``"k=v,k2=v2"`` string."""
     optim_target_modules: str | list[str] | None = None
     """Modules optimized by GaLore-style optimizers."""
     weight_decay: Annotated[Float, Field(ge=0)] = 0.0
@@ -611,10 +686,9 @@ class AxrConfig(BaseModel):
     # ---- attention and kernels ----------------------------------------------
     flash_optimum: bool | None = None
     """Use optimum's BetterTransformer."""
-    xformers_attention: bool | None = None
-    """Use xformers attention."""
-    flash_attention: bool | None = None
-    """Use flash-attention (varlen kernels when packing)."""
+    attn_implementation: str | None = None
+    """Attention backend: ``sdpa`` (default), ``eager``, ``flash_attention_2`` (CUDA + flash-attn);
+    ``flash_attention: true``, ``sdp_attention: true``, ``eager_attention: true`` are read as these."""
     flash_attn_cross_entropy: bool | None = None
     """flash-attention's cross-entropy kernel."""
     flash_attn_rms_norm: bool | None = None
@@ -623,10 +697,6 @@ class AxrConfig(BaseModel):
     """Fuse the Q, K and V projections."""
     flash_attn_fuse_mlp: bool | None = None
     """Fuse part of the MLP."""
-    sdp_attention: bool | None = None
-    """Use PyTorch scaled-dot-product attention."""
-    eager_attention: bool | None = None
-    """Use transformers' eager (plain PyTorch) attention, for debugging."""
     s2_attention: bool | None = None
     """Shifted-sparse attention (Llama only)."""
 
@@ -662,6 +732,10 @@ class AxrConfig(BaseModel):
     strict: bool | None = None
     """(Axolotl) allow CLI overrides of config keys; axr always does."""
 
+    plugins: list[str] | None = None
+    """Axolotl plugin import paths (``axolotl.integrations.liger.LigerPlugin``, ...); each is mapped
+    to what axr does for its feature."""
+
     # ---- axr-only -----------------------------------------------------------
     on_bad_row: Literal["error", "skip"] = "error"
     """(axr) A malformed row stops preprocessing (``error``) or is skipped, counted and reported
@@ -693,6 +767,16 @@ class AxrConfig(BaseModel):
         return self.model_dump() == other.model_dump()
 
     __hash__ = None  # type: ignore[assignment]  # mutable, like every pydantic model
+
+    @property
+    def notes(self) -> list[str]:
+        """One line per key that has no effect in axr, and per old spelling read as a new key."""
+        return list(self._notes)
+
+    @property
+    def ledger_only_keys(self) -> dict[str, Any]:
+        """Keys accepted by name only (no typed field) that the file set, by their path."""
+        return dict(self._ledger_only)
 
     @property
     def config_path(self) -> str | None:

@@ -51,7 +51,9 @@ def collate_packed(
     Returns torch tensors ``input_ids``, ``labels``, ``position_ids`` (``[rows, length]``,
     int64), ``cu_seqlens`` (int32, boundaries of every sample and of each row's padding
     over the flattened batch), ``max_seqlen`` (int), ``num_tokens`` (int: real tokens) and
-    ``num_trainable`` (int: labels that take part in the loss).
+    ``num_trainable`` (int: labels that take part in the loss), and ``real_tokens`` (bool
+    ``[rows, length]``, False on each row's padding: the router auxiliary loss of MoE models
+    counts real tokens only).
     """
     import torch
 
@@ -61,6 +63,7 @@ def collate_packed(
     input_ids = np.full((rows, length), pad_token_id, dtype=np.int64)
     labels = np.full((rows, length), IGNORE_INDEX, dtype=np.int64)
     position_ids = np.zeros((rows, length), dtype=np.int64)
+    real_tokens = np.zeros((rows, length), dtype=np.bool_)
     boundaries = [0]
     max_seqlen = 0
     for row, samples in enumerate(bins):
@@ -77,6 +80,7 @@ def collate_packed(
             boundaries.append(row * length + end)
             max_seqlen = max(max_seqlen, size)
             start = end
+        real_tokens[row, :start] = True
         if start < length:
             boundaries.append((row + 1) * length)
             max_seqlen = max(max_seqlen, length - start)
@@ -84,6 +88,7 @@ def collate_packed(
         "input_ids": torch.from_numpy(input_ids),
         "labels": torch.from_numpy(labels),
         "position_ids": torch.from_numpy(position_ids),
+        "real_tokens": torch.from_numpy(real_tokens),
         "cu_seqlens": torch.tensor(boundaries, dtype=torch.int32),
         "max_seqlen": max_seqlen,
         "num_tokens": sum(row_lengths),

@@ -46,7 +46,9 @@ def _entry_dict(entry: Any) -> tuple[dict[str, Any], set[str]]:
     return data, set(data)
 
 
-def _dataset_options(entry: Any, key: str, *, train_on_inputs: bool, for_eval: bool) -> dict[str, Any]:
+def _dataset_options(
+    entry: Any, key: str, *, train_on_inputs: bool, for_eval: bool, cfg: Any = None
+) -> dict[str, Any]:
     data, given = _entry_dict(entry)
     for hub_key in _HUB_ONLY_KEYS:
         if hub_key in given and data.get(hub_key) not in (None, False):
@@ -80,7 +82,16 @@ def _dataset_options(entry: Any, key: str, *, train_on_inputs: bool, for_eval: b
             continue
         format_keys[name] = value
     format_keys.setdefault("train_on_inputs", train_on_inputs)
+    if cfg is not None and _is_conversation(format_keys.get("type")):
+        # Top-level conversation settings apply to every conversation dataset that sets none.
+        for top_key in ("eot_tokens", "default_system_message"):
+            if getattr(cfg, top_key) is not None:
+                format_keys.setdefault(top_key, getattr(cfg, top_key))
     return {"source": source, "format": format_keys}
+
+
+def _is_conversation(dataset_type: Any) -> bool:
+    return isinstance(dataset_type, str) and dataset_type.split(".", 1)[0] in ("chat_template", "sharegpt")
 
 
 def tokenizer_dir_for(cfg: Any) -> Path:
@@ -92,7 +103,7 @@ def tokenizer_dir_for(cfg: Any) -> Path:
     path = Path(name)
     if (path / "tokenizer.json").is_file():
         return path
-    key = "tokenizer_config" if getattr(cfg, "tokenizer_config", None) else "base_model"
+    key = "tokenizer_config" if cfg.tokenizer_config else "base_model"
     if path.is_dir():
         raise ConfigError(
             f"{key}: {path} has no tokenizer.json (axr tokenizes with the fast tokenizer's file)"
@@ -107,8 +118,8 @@ def options_from_config(cfg: Any) -> dict[str, Any]:
     """The ``PreprocessOptions`` a config describes (a JSON-ready dict)."""
     if not cfg.datasets:
         raise ConfigError("datasets: at least one dataset is needed to preprocess")
-    train_on_inputs = bool(getattr(cfg, "train_on_inputs", False))
-    special = getattr(cfg, "special_tokens", None)
+    train_on_inputs = bool(cfg.train_on_inputs)
+    special = cfg.special_tokens
     special_tokens: dict[str, str] = {}
     if special is not None:
         values = special.model_dump() if hasattr(special, "model_dump") else dict(special)
@@ -122,32 +133,37 @@ def options_from_config(cfg: Any) -> dict[str, Any]:
             special_tokens[role] = value
     options: dict[str, Any] = {
         "datasets": [
-            _dataset_options(entry, f"datasets[{index}]", train_on_inputs=train_on_inputs, for_eval=False)
+            _dataset_options(
+                entry, f"datasets[{index}]", train_on_inputs=train_on_inputs, for_eval=False, cfg=cfg
+            )
             for index, entry in enumerate(cfg.datasets)
         ],
         "test_datasets": [
-            _dataset_options(entry, f"test_datasets[{index}]", train_on_inputs=train_on_inputs, for_eval=True)
-            for index, entry in enumerate(getattr(cfg, "test_datasets", None) or [])
+            _dataset_options(
+                entry, f"test_datasets[{index}]", train_on_inputs=train_on_inputs, for_eval=True, cfg=cfg
+            )
+            for index, entry in enumerate(cfg.test_datasets or [])
         ],
         "tokenizer_dir": str(tokenizer_dir_for(cfg)),
         "special_tokens": special_tokens,
-        "tokens": list(getattr(cfg, "tokens", None) or []),
+        "tokens": list(cfg.tokens or []),
         "sequence_len": int(cfg.sequence_len),
-        "excess_length_strategy": getattr(cfg, "excess_length_strategy", "drop"),
-        "on_bad_row": getattr(cfg, "on_bad_row", "error"),
-        "shuffle_merged_datasets": bool(getattr(cfg, "shuffle_merged_datasets", True)),
-        "val_set_size": float(getattr(cfg, "val_set_size", 0.0) or 0.0),
-        "seed": int(getattr(cfg, "seed", None) or 42),
-        "dataset_shard_num": getattr(cfg, "dataset_shard_num", None),
-        "dataset_shard_idx": getattr(cfg, "dataset_shard_idx", None),
-        "prepared_dir": str(getattr(cfg, "dataset_prepared_path", None) or DEFAULT_PREPARED_DIR),
-        "num_threads": getattr(cfg, "dataset_processes", None),
+        "excess_length_strategy": cfg.excess_length_strategy,
+        "on_bad_row": cfg.on_bad_row,
+        "shuffle_merged_datasets": bool(cfg.shuffle_merged_datasets),
+        "val_set_size": float(cfg.val_set_size),
+        # seed = 0 is a seed like any other (training uses it as given).
+        "seed": int(cfg.seed),
+        "dataset_shard_num": cfg.dataset_shard_num,
+        "dataset_shard_idx": cfg.dataset_shard_idx,
+        "prepared_dir": str(cfg.dataset_prepared_path or DEFAULT_PREPARED_DIR),
+        "num_threads": cfg.dataset_num_proc,
     }
     # Axolotl's top-level chat template becomes the tokenizer's own for this run: conversation
     # datasets that name none use it, and it is saved with the tokenizer for inference.
-    if getattr(cfg, "chat_template", None) is not None:
+    if cfg.chat_template is not None:
         options["chat_template"] = cfg.chat_template
-        if getattr(cfg, "chat_template_jinja", None) is not None:
+        if cfg.chat_template_jinja is not None:
             options["chat_template_jinja"] = cfg.chat_template_jinja
     return options
 
@@ -185,13 +201,13 @@ def preprocess(
     else:
         report = json.loads(native_preprocess(options_json, progress=callback))
     stores = {split: Path(path) for split, path in report["stores"].items()}
-    if getattr(cfg, "special_tokens_in_text", "report") == "error":
+    if cfg.special_tokens_in_text == "error":
         from axr.data.doctor import StoreRows, check_special_tokens
 
         # An eval store cut by val_set_size reads the train datasets again: check it only when it
         # has datasets of its own.
         for split, path in stores.items():
-            if split == "train" or getattr(cfg, "test_datasets", None):
+            if split == "train" or cfg.test_datasets:
                 check_special_tokens(StoreRows(path))
     return PreprocessResult(
         root=Path(report["root"]),

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from axr.errors import ConfigError
+from axr.models.load import refuse_pickle_weights
 
 ADAPTER_CONFIG = "adapter_config.json"
 
@@ -82,7 +83,9 @@ def load_for_inference(cfg: Any, *, on_cpu: bool = False) -> LoadedModel:
     device = "cuda" if torch.cuda.is_available() and not on_cpu else "cpu"
     dtype = _compute_dtype(cfg, device, adapter=adapter_dir is not None)
     # Generation needs neither checkpointing nor the packed-mask check of training.
-    inference_cfg = cfg.model_copy(update={"gradient_checkpointing": False, "sample_packing": False})
+    inference_cfg = cfg.model_copy(
+        update={"gradient_checkpointing": False, "sample_packing": False, "eval_sample_packing": False}
+    )
     if on_cpu or device == "cpu":
         inference_cfg = inference_cfg.model_copy(update={"device_map": None, "max_memory": None})
     elif cfg.gpu_memory_limit is not None and cfg.device_map is None:
@@ -94,6 +97,7 @@ def load_for_inference(cfg: Any, *, on_cpu: bool = False) -> LoadedModel:
     if inference_cfg.device_map is None:
         model.to(device)
     if adapter_dir is not None:
+        refuse_pickle_weights(adapter_dir, "lora_model_dir", "adapter_model.safetensors")
         model = PeftModel.from_pretrained(model, str(adapter_dir), is_trainable=False)
     model.eval()
     # The training loader turns the KV cache off; generation wants it.

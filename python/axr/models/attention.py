@@ -15,29 +15,21 @@ Packed rows must never attend across samples. The two ways this holds:
 
 from __future__ import annotations
 
-import importlib.util
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from axr.errors import ConfigError
+
+if TYPE_CHECKING:
+    from axr.config import AxrConfig
 
 FLASH_ATTENTION = "flash_attention_2"
 SDPA = "sdpa"
 EAGER = "eager"
 
-UNSUPPORTED_KEYS = (
-    "xformers_attention",
-    "s2_attention",
-    "flash_attn_cross_entropy",
-    "flash_attn_rms_norm",
-    "flash_attn_fuse_qkv",
-    "flash_attn_fuse_mlp",
-)
-"""Axolotl attention patches axr does not implement: set, they are an error rather than ignored."""
-
 FLASH_INSTALL_HINT = (
-    "flash_attention: true needs the flash-attn package and a CUDA GPU; install it with "
+    "attn_implementation: flash_attention_2 needs the flash-attn package and a CUDA GPU; install it with "
     "`pip install flash-attn --no-build-isolation` (or `pip install 'axr[flash-attn]'`), "
-    "or set sdp_attention: true to use PyTorch SDPA instead"
+    "or set attn_implementation: sdpa to use PyTorch SDPA instead"
 )
 
 
@@ -49,28 +41,25 @@ def _version_tuple(version: str) -> tuple[int, ...]:
     return tuple(parts)
 
 
-def select_attention(cfg: Any) -> str:
-    """The ``attn_implementation`` for transformers from the config's attention keys.
+def select_attention(cfg: AxrConfig) -> str:
+    """The ``attn_implementation`` for transformers: the config's, or SDPA when it names none.
 
-    Raises ``ConfigError`` when the chosen backend cannot run here, naming the key.
+    Validation already refused backends axr does not run; this checks again at model-load time
+    (the machine may differ from the one that validated) and raises ``ConfigError`` naming the key.
     """
-    for key in UNSUPPORTED_KEYS:
-        if getattr(cfg, key, None):
-            raise ConfigError(
-                f"{key}: not supported by axr; use flash_attention = true (CUDA) or sdp_attention = true"
-            )
-    if getattr(cfg, "flash_attention", False):
-        if importlib.util.find_spec("flash_attn") is None:
-            raise ConfigError(
-                f"flash_attention: the flash-attn package is not installed. {FLASH_INSTALL_HINT}"
-            )
-        import torch
+    implementation = cfg.attn_implementation or SDPA
+    if implementation == FLASH_ATTENTION:
+        from axr.config.attention import flash_attention_missing
 
-        if not torch.cuda.is_available():
-            raise ConfigError(f"flash_attention: no CUDA device is available. {FLASH_INSTALL_HINT}")
+        reason = flash_attention_missing()
+        if reason is not None:
+            raise ConfigError(
+                f"attn_implementation: flash_attention_2 cannot run here: {reason}. {FLASH_INSTALL_HINT}"
+            )
         return FLASH_ATTENTION
-    implementation = EAGER if getattr(cfg, "eager_attention", False) else SDPA
-    if getattr(cfg, "sample_packing", False):
+    if implementation not in (SDPA, EAGER):
+        raise ConfigError(f"attn_implementation: {implementation!r} is not supported; use sdpa or eager")
+    if cfg.sample_packing:
         check_packed_mask_support()
     return implementation
 

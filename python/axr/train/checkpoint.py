@@ -3,32 +3,57 @@
 A checkpoint folder ``output_dir/checkpoint-<step>/`` holds::
 
     adapter_model.safetensors + adapter_config.json   (LoRA)   or   model*.safetensors + config.json (full)
-    optimizer.pt, scheduler.pt                         optimizer moments and schedule position
-    rng_state_<rank>.pt                                python, numpy, torch (and CUDA) generators, per rank
+    optimizer.safetensors, scheduler.safetensors       optimizer moments and schedule position
+    rng_state_<rank>.safetensors                       python, numpy, torch (and CUDA) generators, per rank
     trainer_state.json                                 step, epoch, micro-batches consumed in the epoch, ...
+    manifest.json                                      size and sha256 of every other file, written last
+
+Nothing in it is a pickle (``axr.train.state_file``): resuming from a checkpoint someone
+else made reads tensors and JSON, never code. A folder holding a pickle file (``*.pt``,
+``*.bin``, ...) is refused before anything in it is read.
 
 It is written as ``checkpoint-<step>.tmp`` and renamed when complete, so a crash
-never leaves a folder that looks whole. The data position is (epoch, micro-batches
-consumed in that epoch): the batch plan is a pure function of (seed, epoch, rank),
-so a resumed run skips exactly the micro-batches it already trained on.
+never leaves a folder that looks whole; the manifest is checked before anything is loaded, so a
+file damaged or changed since (a truncated copy, a full disk, a bad sector) is found by name.
+``auto_resume_from_checkpoints`` skips, with a warning, newer checkpoints that fail it. The
+manifest guards against damage, not against someone who rewrites it: what keeps a hostile
+checkpoint from running code is that nothing in one is a pickle. No checkpoint holds NaN or
+infinite trainable weights: saving one stops training instead (``axr.train.health``).
+
+The data position is (epoch, micro-batches consumed in that epoch): the batch plan is a pure
+function of (seed, epoch, rank), so a resumed run skips exactly the micro-batches it already trained on.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
 import re
 import shutil
+import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from axr.errors import ConfigError
+from axr.train.health import check_weights
+from axr.train.state_file import load_state, save_state
 
 PREFIX = "checkpoint-"
 STATE_FILE = "trainer_state.json"
+OPTIMIZER_FILE = "optimizer.safetensors"
+SCHEDULER_FILE = "scheduler.safetensors"
+MANIFEST_FILE = "manifest.json"
+_MANIFEST_FORMAT = "axr-checkpoint-manifest-1"
 _CHECKPOINT_NAME = re.compile(r"^checkpoint-(\d+)$")
+# Extensions of files that torch.load / pickle would read; a checkpoint holding one is refused.
+PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".pkl", ".pickle", ".ckpt", ".joblib")
+
+
+def rng_file_name(rank: int) -> str:
+    return f"rng_state_{rank}.safetensors"
 
 
 def list_checkpoints(output_dir: str | Path) -> list[Path]:
@@ -42,12 +67,6 @@ def list_checkpoints(output_dir: str | Path) -> list[Path]:
         if match and (child / STATE_FILE).exists():
             found.append((int(match.group(1)), child))
     return [path for _, path in sorted(found)]
-
-
-def latest_checkpoint(output_dir: str | Path) -> Path | None:
-    """The newest complete checkpoint in ``output_dir``, if any."""
-    checkpoints = list_checkpoints(output_dir)
-    return checkpoints[-1] if checkpoints else None
 
 
 def rng_state() -> dict[str, Any]:
@@ -86,26 +105,26 @@ def save_checkpoint(
     total_limit: int | None = None,
 ) -> Path:
     """Write ``checkpoint-<step>`` (all ranks call this; rank 0 writes the shared files)."""
-    import torch
-
     step = trainer_state["step"]
+    check_weights(accelerator, model, step=step, what="checkpoint")
     final = Path(output_dir) / f"{PREFIX}{step}"
     staging = final.with_name(final.name + ".tmp")
     if accelerator.is_main_process:
         shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir(parents=True)
     accelerator.wait_for_everyone()
-    torch.save(rng_state(), staging / f"rng_state_{accelerator.process_index}.pt")
+    save_state(rng_state(), staging / rng_file_name(accelerator.process_index))
     state_dict = accelerator.get_state_dict(model)
     if accelerator.is_main_process:
         accelerator.unwrap_model(model).save_pretrained(
             str(staging), state_dict=state_dict, safe_serialization=True
         )
-        torch.save(optimizer.state_dict(), staging / "optimizer.pt")
-        torch.save(scheduler.state_dict(), staging / "scheduler.pt")
+        save_state(optimizer.state_dict(), staging / OPTIMIZER_FILE)
+        save_state(scheduler.state_dict(), staging / SCHEDULER_FILE)
         (staging / STATE_FILE).write_text(json.dumps(trainer_state, indent=2) + "\n")
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
+        write_manifest(staging)  # last: every rank's files are in the folder now
         shutil.rmtree(final, ignore_errors=True)
         staging.rename(final)
         if total_limit:
@@ -115,13 +134,31 @@ def save_checkpoint(
     return final
 
 
-def _load_weights(model: Any, folder: Path) -> None:
+def _read_weights(file: Path) -> dict[str, Any]:
+    import torch
     from safetensors.torch import load_file
 
+    try:
+        tensors: dict[str, Any] = load_file(str(file))
+    except Exception as error:
+        raise ConfigError(
+            f"resume_from_checkpoint: {file} is not a readable safetensors file ({error}); "
+            "the checkpoint is damaged"
+        ) from None
+    for name, tensor in tensors.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise ConfigError(
+                f"resume_from_checkpoint: {file} holds NaN or infinite values in {name}; training on "
+                "from it would only produce NaN. Resume from an earlier checkpoint"
+            )
+    return tensors
+
+
+def _load_weights(model: Any, folder: Path) -> None:
     if (folder / "adapter_model.safetensors").exists():
         from peft import set_peft_model_state_dict
 
-        result = set_peft_model_state_dict(model, load_file(str(folder / "adapter_model.safetensors")))
+        result = set_peft_model_state_dict(model, _read_weights(folder / "adapter_model.safetensors"))
         unexpected = getattr(result, "unexpected_keys", [])
         if unexpected:
             raise ConfigError(
@@ -135,7 +172,7 @@ def _load_weights(model: Any, folder: Path) -> None:
         )
     state: dict[str, Any] = {}
     for file in files:
-        state.update(load_file(str(file)))
+        state.update(_read_weights(file))
     result = model.load_state_dict(state, strict=False)
     if result.unexpected_keys:
         raise ConfigError(
@@ -155,18 +192,117 @@ def load_checkpoint(
     accelerator: Any, model: Any, optimizer: Any, scheduler: Any, folder: str | Path
 ) -> dict[str, Any]:
     """Restore weights, optimizer, scheduler and this rank's RNG from ``folder``; return its trainer state."""
-    import torch
-
     path = Path(folder)
     if not (path / STATE_FILE).exists():
         raise ConfigError(
             f"resume_from_checkpoint: {path} is not a complete axr checkpoint (no {STATE_FILE})"
         )
+    refuse_pickles(path)
+    verify_checkpoint(path)
     _load_weights(accelerator.unwrap_model(model), path)
-    optimizer.load_state_dict(torch.load(path / "optimizer.pt", map_location="cpu", weights_only=False))
-    scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=False))
-    rng_file = path / f"rng_state_{accelerator.process_index}.pt"
-    if rng_file.exists():
-        restore_rng_state(torch.load(rng_file, weights_only=False))
-    state: dict[str, Any] = json.loads((path / STATE_FILE).read_text())
+    optimizer.load_state_dict(load_state(path / OPTIMIZER_FILE))
+    scheduler.load_state_dict(load_state(path / SCHEDULER_FILE))
+    restore_rng_state(load_state(path / rng_file_name(accelerator.process_index)))
+    try:
+        state: dict[str, Any] = json.loads((path / STATE_FILE).read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ConfigError(
+            f"resume_from_checkpoint: {path / STATE_FILE} is not valid JSON ({error})"
+        ) from None
     return state
+
+
+def refuse_pickles(folder: Path) -> None:
+    """A checkpoint is read only when it holds no file that a pickle loader would open."""
+    pickles = sorted(child.name for child in folder.iterdir() if child.suffix.lower() in PICKLE_SUFFIXES)
+    if pickles:
+        raise ConfigError(
+            f"resume_from_checkpoint: {folder / pickles[0]} is a pickle file; axr checkpoints hold none "
+            "(loading a pickle can run any code it names), so this checkpoint is not read. "
+            "Resume only from checkpoints axr wrote"
+            + (f" (also found: {', '.join(pickles[1:])})" if len(pickles) > 1 else "")
+        )
+
+
+def _sha256(file: Path) -> str:
+    digest = hashlib.sha256()
+    with file.open("rb") as stream:
+        while chunk := stream.read(1 << 22):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _files_of(folder: Path) -> dict[str, Path]:
+    """Every file under ``folder`` but the manifest, by its path relative to ``folder``."""
+    return {
+        path.relative_to(folder).as_posix(): path
+        for path in sorted(folder.rglob("*"))
+        if not path.is_dir() and path != folder / MANIFEST_FILE
+    }
+
+
+def write_manifest(folder: Path) -> None:
+    """Record the size and sha256 of every file under ``folder`` in its manifest.json."""
+    files = {
+        name: {"bytes": path.stat().st_size, "sha256": _sha256(path)}
+        for name, path in _files_of(folder).items()
+    }
+    text = json.dumps({"format": _MANIFEST_FORMAT, "files": files}, indent=2) + "\n"
+    (folder / MANIFEST_FILE).write_text(text)
+
+
+def verify_checkpoint(folder: Path, key: str = "resume_from_checkpoint") -> None:
+    """ConfigError naming the file unless ``folder`` holds exactly the files its manifest lists,
+    each with the recorded size and sha256."""
+    manifest_file = folder / MANIFEST_FILE
+    if not manifest_file.is_file():
+        raise ConfigError(
+            f"{key}: {folder} has no {MANIFEST_FILE}; an axr checkpoint is complete only with one "
+            "(it is written last)"
+        )
+    try:
+        manifest = json.loads(manifest_file.read_text())
+        if manifest.get("format") != _MANIFEST_FORMAT:
+            raise ValueError(f"format is {manifest.get('format')!r}, not {_MANIFEST_FORMAT!r}")
+        files = manifest["files"].items()
+        listed = {name: (int(entry["bytes"]), str(entry["sha256"])) for name, entry in files}
+        outside = [name for name in listed if Path(name).is_absolute() or ".." in Path(name).parts]
+        if outside:
+            raise ValueError(f"{outside[0]!r} is not a path inside the checkpoint")
+    except (UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError) as error:
+        raise ConfigError(f"{key}: {manifest_file} is damaged ({error})") from None
+    present = set(_files_of(folder))
+    unlisted = sorted(present - set(listed))
+    if unlisted:
+        raise ConfigError(
+            f"{key}: {folder / unlisted[0]} is not in the checkpoint's {MANIFEST_FILE}: the folder was "
+            "changed after axr wrote it"
+        )
+    for name, (size, sha256) in sorted(listed.items()):
+        file = folder / name
+        if not file.is_file():
+            raise ConfigError(f"{key}: {file} is missing (listed in {manifest_file})")
+        actual = file.stat().st_size
+        if actual != size:
+            raise ConfigError(
+                f"{key}: {file} has {actual} bytes, {size} when written: the file is damaged or truncated"
+            )
+        if _sha256(file) != sha256:
+            raise ConfigError(
+                f"{key}: {file} does not match the sha256 in {manifest_file}: the file is damaged"
+            )
+
+
+def newest_verified_checkpoint(output_dir: str | Path, *, warn: bool = True) -> Path | None:
+    """The newest checkpoint in ``output_dir`` that passes ``verify_checkpoint``; each newer one that
+    fails is skipped with a warning naming it and why."""
+    for folder in reversed(list_checkpoints(output_dir)):
+        try:
+            refuse_pickles(folder)
+            verify_checkpoint(folder, key="auto_resume_from_checkpoints")
+        except ConfigError as error:
+            if warn:
+                print(f"axr: warning: skipping checkpoint {folder}: {error}", file=sys.stderr)
+            continue
+        return folder
+    return None

@@ -25,14 +25,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from axr.config.precision import apply_tf32
 from axr.errors import AxrError, ConfigError
 from axr.models.adapters import apply_adapter, check_adapter_supported
 from axr.models.attention import select_attention
-from axr.models.load import load_model, load_tokenizer, resolve_precision
+from axr.models.load import check_sequence_len, load_model, load_tokenizer, resolve_precision
+from axr.models.quantization import quantized_layer_summary
 from axr.train.batches import MicroBatchPlan, build_plan, collate_micro_batch
-from axr.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from axr.train.checkpoint import load_checkpoint, newest_verified_checkpoint, save_checkpoint
+from axr.train.health import check_step, check_weights
 from axr.train.loss import forward_summed_loss, supports_position_selection
 from axr.train.optim import build_optimizer, build_scheduler, check_names
+from axr.train.packing_guard import guard_packing
 from axr.train.progress import Progress, project_name_of, tracker_init_kwargs, trackers_of
 
 
@@ -161,9 +165,11 @@ def train(cfg: Any, *, data: TrainingData | None = None) -> TrainResult:
     # ---- setup ---------------------------------------------------------------------------------
     check_adapter_supported(cfg)
     check_names(cfg)
+    check_sequence_len(cfg)
     attention = select_attention(cfg)
     device_type = "cuda" if torch.cuda.is_available() else "cpu"
     precision = resolve_precision(cfg, device_type, adapter=bool(cfg.adapter))
+    apply_tf32(cfg)
     trackers = trackers_of(cfg)
     output_dir = Path(cfg.output_dir)
     # accelerate keeps one process-wide state: a second train() in the same process (a notebook, the
@@ -186,7 +192,8 @@ def train(cfg: Any, *, data: TrainingData | None = None) -> TrainResult:
     # The store's own tokenizer (config tokens already added) is the one its ids belong to.
     tokenizer, tokens_added = load_tokenizer(cfg, store_tokenizer=getattr(data.train, "tokenizer_dir", None))
     model = load_model(cfg, tokenizer, precision=precision, attention=attention)
-    model = apply_adapter(cfg, model, tokens_added=tokens_added)
+    quantized_layers = quantized_layer_summary(model)
+    model = apply_adapter(cfg, model, tokens_added=tokens_added, precision=precision)
     if cfg.neftune_noise_alpha:
         _add_neftune(model, cfg.neftune_noise_alpha)
     model.train()
@@ -226,11 +233,10 @@ def train(cfg: Any, *, data: TrainingData | None = None) -> TrainResult:
             train=False,
         )
     eval_every = _every(cfg.eval_steps, total_steps) or _per_epoch(cfg.evals_per_epoch, steps_per_epoch)
-    if eval_plan is not None and eval_every is None:
+    if eval_plan is not None and eval_every is None and cfg.evals_per_epoch != 0:
+        # evals_per_epoch = 0 means no evaluation (Axolotl); unset means once per epoch.
         eval_every = steps_per_epoch
     save_every = None
-    if cfg.save_strategy == "best":
-        raise ConfigError('save_strategy: "best" is not supported yet; use "steps", "epoch" or "no"')
     if cfg.save_strategy != "no":
         save_every = _every(cfg.save_steps, total_steps) or _per_epoch(cfg.saves_per_epoch, steps_per_epoch)
         if save_every is None and cfg.save_strategy in (None, "epoch", "steps"):
@@ -239,6 +245,7 @@ def train(cfg: Any, *, data: TrainingData | None = None) -> TrainResult:
     optimizer = build_optimizer(cfg, model)
     scheduler = build_scheduler(cfg, optimizer, total_steps)
     model, optimizer = accelerator.prepare(model, optimizer)
+    guard_packing(cfg, model, attention, accelerator)  # refuses a model whose packed samples leak
 
     state: dict[str, Any] = {
         "step": 0,
@@ -249,7 +256,7 @@ def train(cfg: Any, *, data: TrainingData | None = None) -> TrainResult:
     }
     resume_from = cfg.resume_from_checkpoint
     if resume_from is None and cfg.auto_resume_from_checkpoints:
-        found = latest_checkpoint(output_dir)
+        found = newest_verified_checkpoint(output_dir, warn=accelerator.is_main_process)
         resume_from = str(found) if found else None
     if resume_from:
         state = load_checkpoint(accelerator, model, optimizer, scheduler, resume_from)
@@ -274,6 +281,7 @@ def train(cfg: Any, *, data: TrainingData | None = None) -> TrainResult:
         f"{steps_per_epoch} steps/epoch, {total_steps} steps, {world_size} process(es), "
         f"attention {attention}, "
         f"precision {precision.mixed if precision.mixed != 'no' else precision.weights}"
+        + (f", base weights: {quantized_layers}" if quantized_layers else "")
         + (f", resuming at step {state['step']}" if resume_from else "")
     )
 
@@ -344,6 +352,7 @@ def train(cfg: Any, *, data: TrainingData | None = None) -> TrainResult:
         }
         should_log = (step + 1) % logging_steps == 0 or step + 1 == total_steps
         progress.step(record, log=should_log)
+        check_step(record, progress, loss_scaling=accelerator.scaler is not None)
         if should_log and trackers:
             accelerator.log(
                 {
@@ -402,6 +411,7 @@ def train(cfg: Any, *, data: TrainingData | None = None) -> TrainResult:
     # ---- save ----------------------------------------------------------------------------------
     result.steps = state["step"]
     progress.close()
+    check_weights(accelerator, model, step=state["step"], what="final model")
     accelerator.wait_for_everyone()
     state_dict = accelerator.get_state_dict(model)  # every rank: a collective under FSDP/DeepSpeed
     if accelerator.is_main_process:

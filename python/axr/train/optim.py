@@ -16,15 +16,26 @@ from axr.errors import ConfigError
 TORCH_ADAMW = {"adamw_torch", "adamw_hf", "adamw_torch_fused"}
 """adamw_hf was transformers' own AdamW, removed from transformers; torch's AdamW computes the same update."""
 BITSANDBYTES_OPTIMIZERS = {
-    "adamw_bnb_8bit": "AdamW8bit",
-    "adamw_8bit": "AdamW8bit",
-    "paged_adamw_8bit": "PagedAdamW8bit",
-    "paged_adamw_32bit": "PagedAdamW32bit",
-    "lion_8bit": "Lion8bit",
-    "lion_32bit": "Lion32bit",
-    "paged_lion_8bit": "PagedLion8bit",
-    "paged_lion_32bit": "PagedLion32bit",
+    "adamw_bnb_8bit": "AdamW",
+    "adamw_8bit": "AdamW",
+    "paged_adamw_8bit": "AdamW",
+    "paged_adamw_32bit": "AdamW",
+    "lion_8bit": "Lion",
+    "lion_32bit": "Lion",
+    "paged_lion_8bit": "Lion",
+    "paged_lion_32bit": "Lion",
+    "rmsprop_bnb": "RMSprop",
+    "rmsprop_bnb_8bit": "RMSprop",
+    "rmsprop_bnb_32bit": "RMSprop",
+    "ademamix": "AdEMAMix",
+    "ademamix_8bit": "AdEMAMix",
+    "paged_ademamix_8bit": "AdEMAMix",
 }
+"""transformers' bitsandbytes optimizer names (Axolotl passes them through): the bitsandbytes class,
+with 8-bit state when the name says ``8bit`` and paged state when it says ``paged`` (on a CPU,
+bitsandbytes warns and keeps the state unpaged). Only parameters of at least ``min_8bit_size``
+(default 4096) elements get 8-bit state; ``optim_args`` can lower it. ``paged_ademamix_32bit`` is
+left out: bitsandbytes 0.50 fails on it on the CPU."""
 OTHER_OPTIMIZERS = {"sgd", "adagrad", "adafactor"}
 SCHEDULERS = ("cosine", "linear", "constant", "constant_with_warmup", "one_cycle")
 
@@ -67,9 +78,13 @@ def build_optimizer(cfg: Any, model: Any) -> Any:
     name = cfg.optimizer
     groups = parameter_groups(model, cfg.weight_decay)
     learning_rate = cfg.learning_rate
-    betas = (cfg.adam_beta1 or 0.9, cfg.adam_beta2 or 0.999)
-    epsilon = cfg.adam_epsilon or 1e-8
-    extra = dict(getattr(cfg, "optim_args", None) or {})
+    # 0 is a valid beta (adam_beta1 = 0 turns momentum off): only an unset value takes the default.
+    betas = (
+        0.9 if cfg.adam_beta1 is None else cfg.adam_beta1,
+        0.999 if cfg.adam_beta2 is None else cfg.adam_beta2,
+    )
+    epsilon = 1e-8 if cfg.adam_epsilon is None else cfg.adam_epsilon
+    extra = dict(cfg.optim_args or {})  # the schema parsed "k=v,k2=v2" text
     if name in TORCH_ADAMW:
         fused = name == "adamw_torch_fused"
         return torch.optim.AdamW(groups, lr=learning_rate, betas=betas, eps=epsilon, fused=fused, **extra)
@@ -84,20 +99,49 @@ def build_optimizer(cfg: Any, model: Any) -> Any:
         options = {"scale_parameter": False, "relative_step": False, "warmup_init": False} | extra
         return Adafactor(groups, lr=learning_rate, **options)
     if name in BITSANDBYTES_OPTIMIZERS:
-        if importlib.util.find_spec("bitsandbytes") is None:
-            raise ConfigError(
-                f"optimizer: {name!r} needs the bitsandbytes package, which is not installed: "
-                "pip install 'axr[bnb]' (or pick adamw_torch)"
-            )
-        import bitsandbytes
-
-        optimizer_class = getattr(bitsandbytes.optim, BITSANDBYTES_OPTIMIZERS[name])
-        if "lion" in name:
-            return optimizer_class(groups, lr=learning_rate, betas=betas, **extra)
-        return optimizer_class(groups, lr=learning_rate, betas=betas, eps=epsilon, **extra)
+        return _bitsandbytes_optimizer(name, groups, learning_rate, betas, epsilon, extra)
     raise ConfigError(
         f"optimizer: unknown optimizer {name!r}; supported: {', '.join(supported_optimizers())}"
     )
+
+
+def _bitsandbytes_optimizer(
+    name: str,
+    groups: list[dict[str, Any]],
+    learning_rate: float,
+    betas: tuple[float, float],
+    epsilon: float,
+    extra: dict[str, Any],
+) -> Any:
+    """transformers' recipe for its bitsandbytes names, so a config trains as it does under Axolotl."""
+    if importlib.util.find_spec("bitsandbytes") is None:
+        raise ConfigError(
+            f"optimizer: {name!r} needs the bitsandbytes package, which is not installed: "
+            "pip install 'axr[bnb]' (or pick adamw_torch)"
+        )
+    import bitsandbytes
+
+    family = BITSANDBYTES_OPTIMIZERS[name]
+    optimizer_class = getattr(bitsandbytes.optim, family)
+    options: dict[str, Any] = {"optim_bits": 8 if "8bit" in name else 32}
+    if family != "RMSprop":
+        options["is_paged"] = "paged" in name
+    if family == "AdamW":
+        options |= {"betas": betas, "eps": epsilon}
+    elif family == "Lion":
+        options["betas"] = betas
+    elif family == "AdEMAMix":
+        # AdEMAMix's third beta, alpha and schedules come from optim_args, as in transformers.
+        options |= {
+            "betas": (
+                float(extra.pop("beta1", betas[0])),
+                float(extra.pop("beta2", betas[1])),
+                float(extra.pop("beta3", 0.9999)),
+            ),
+            "alpha": float(extra.pop("alpha", 5.0)),
+            "eps": float(extra.pop("eps", epsilon)),
+        }
+    return optimizer_class(groups, lr=learning_rate, **(options | extra))
 
 
 def warmup_steps_of(cfg: Any, total_steps: int) -> int:
@@ -157,6 +201,11 @@ def build_scheduler(cfg: Any, optimizer: Any, total_steps: int) -> Any:
             return (step + 1) / (warmup + 1) if step < warmup else 1.0
 
     elif name == "one_cycle":
+        if cfg.jagged_restart_steps:
+            raise ConfigError(
+                "jagged_restart_steps: jagged restarts scale a cosine, linear or constant schedule, "
+                "not one_cycle; pick one of those for lr_scheduler or drop jagged_restart_steps"
+            )
         div_factor = cfg.lr_div_factor or 25.0
         return torch.optim.lr_scheduler.OneCycleLR(
             optimizer,
@@ -170,4 +219,36 @@ def build_scheduler(cfg: Any, optimizer: Any, total_steps: int) -> Any:
         )
     else:
         raise ConfigError(f"lr_scheduler: unknown schedule {name!r}; supported: {', '.join(SCHEDULERS)}")
+    every = cfg.jagged_restart_steps
+    if every:
+        inner = factor
+        restart_warmup = cfg.jagged_restart_warmup_steps
+        restart_anneal = cfg.jagged_restart_anneal_steps
+        options: dict[str, Any] = {
+            "every": int(every),
+            # Axolotl's defaults: 10 warmup steps, 1 anneal step, a floor of cosine_min_lr_ratio or 0.001.
+            "warmup": 10 if restart_warmup is None else int(restart_warmup),
+            "anneal": 1 if restart_anneal is None else int(restart_anneal),
+            "min_scale": cfg.cosine_min_lr_ratio or 0.001,
+        }
+
+        def factor(step: int) -> float:
+            return inner(step) * jagged_scale(step, **options)
+
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def jagged_scale(step: int, *, every: int, warmup: int, anneal: int, min_scale: float) -> float:
+    """Axolotl's jagged restarts: every ``every`` steps the learning rate drops to ``min_scale`` of the
+    schedule's and warms back up over ``warmup`` steps; it anneals over the ``anneal`` steps before
+    each restart. Nothing changes before the first restart's warmup would begin."""
+    if step < every - warmup:
+        return 1.0
+    progress = step % every
+    if progress < warmup:
+        cycle = min(1.0, progress / warmup)
+    elif progress > every - anneal:
+        cycle = min(1.0, (every - progress) / anneal)
+    else:
+        cycle = 1.0
+    return cycle * (1.0 - min_scale) + min_scale

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
 
 from axr.errors import ConfigError
+from axr.train.health import nonfinite_keys
 
 TRACKER_PACKAGES = {"tensorboard": "tensorboard", "wandb": "wandb", "mlflow": "mlflow"}
 
@@ -16,11 +18,11 @@ TRACKER_PACKAGES = {"tensorboard": "tensorboard", "wandb": "wandb", "mlflow": "m
 def trackers_of(cfg: Any) -> list[str]:
     """accelerate ``log_with`` names the config asks for; a missing package is a ConfigError."""
     wanted: list[tuple[str, str]] = []
-    if getattr(cfg, "use_tensorboard", False):
+    if cfg.use_tensorboard:
         wanted.append(("tensorboard", "use_tensorboard"))
-    if getattr(cfg, "wandb_project", None) and getattr(cfg, "wandb_mode", None) != "disabled":
+    if cfg.wandb_project and cfg.wandb_mode != "disabled":
         wanted.append(("wandb", "wandb_project"))
-    if getattr(cfg, "mlflow_tracking_uri", None) or getattr(cfg, "mlflow_experiment_name", None):
+    if cfg.mlflow_tracking_uri or cfg.mlflow_experiment_name:
         wanted.append(("mlflow", "mlflow_tracking_uri"))
     for tracker, key in wanted:
         package = TRACKER_PACKAGES[tracker]
@@ -34,29 +36,32 @@ def trackers_of(cfg: Any) -> list[str]:
 def tracker_init_kwargs(cfg: Any) -> dict[str, Any]:
     """Per-tracker options (project, run name, entity, mlflow experiment)."""
     kwargs: dict[str, Any] = {}
-    if getattr(cfg, "wandb_project", None):
+    if cfg.wandb_project:
         wandb: dict[str, Any] = {}
         for key, option in (("wandb_entity", "entity"), ("wandb_name", "name"), ("wandb_run_id", "id")):
-            if getattr(cfg, key, None):
+            if getattr(cfg, key):
                 wandb[option] = getattr(cfg, key)
-        if getattr(cfg, "wandb_mode", None):
+        if cfg.wandb_mode:
             wandb["mode"] = cfg.wandb_mode
         kwargs["wandb"] = wandb
-    if getattr(cfg, "mlflow_tracking_uri", None) or getattr(cfg, "mlflow_experiment_name", None):
-        kwargs["mlflow"] = {"experiment_name": getattr(cfg, "mlflow_experiment_name", None) or "axr"}
+    if cfg.mlflow_tracking_uri or cfg.mlflow_experiment_name:
+        kwargs["mlflow"] = {"experiment_name": cfg.mlflow_experiment_name or "axr"}
     return kwargs
 
 
 def project_name_of(cfg: Any) -> str:
     """The run's project name for trackers."""
-    return getattr(cfg, "wandb_project", None) or getattr(cfg, "mlflow_experiment_name", None) or "axr"
+    return cfg.wandb_project or cfg.mlflow_experiment_name or "axr"
 
 
 class Progress:
     """Progress bar (step/total, loss, lr, tokens/s, ETA) on the main process, and metrics.jsonl.
 
-    metrics.jsonl gets one JSON object per logged step and per evaluation; it is
-    appended to, so a resumed run continues the same file.
+    metrics.jsonl gets one JSON object per logged step and per evaluation. A run starting at
+    ``initial_step`` first cuts the file back to the records of steps up to that one (a resumed
+    run re-runs the steps after its checkpoint, a fresh run starts it empty), so no step is
+    listed twice. Every line is strict JSON: a NaN or infinite value is written as ``null`` and
+    its key listed under ``"nonfinite"``.
     """
 
     def __init__(self, *, total_steps: int, initial_step: int, metrics_path: Path, enabled: bool) -> None:
@@ -64,10 +69,12 @@ class Progress:
         self.metrics_path = metrics_path
         self.bar: Any = None
         self._plot_skipped = False
+        self.last_written_step: int | None = None
         if enabled:
             from tqdm.auto import tqdm
 
             metrics_path.parent.mkdir(parents=True, exist_ok=True)
+            truncate_metrics(metrics_path, initial_step)
             self.bar = tqdm(
                 total=total_steps,
                 initial=initial_step,
@@ -98,7 +105,13 @@ class Progress:
         if not self.enabled:
             return
         with self.metrics_path.open("a") as stream:
-            stream.write(json.dumps(record) + "\n")
+            stream.write(metrics_line(record))
+        self.last_written_step = record.get("step")
+
+    def ensure_logged(self, record: dict[str, Any]) -> None:
+        """Write the step ``record`` unless ``step`` already wrote it (a step that stops the run)."""
+        if self.last_written_step != record["step"]:
+            self.write(record)
 
     def message(self, text: str) -> None:
         """A line of text that does not break the bar."""
@@ -125,3 +138,32 @@ class Progress:
         """Finish the bar."""
         if self.bar is not None:
             self.bar.close()
+
+
+def metrics_line(record: dict[str, Any]) -> str:
+    """One strict-JSON line: non-finite floats become null, their keys listed under ``nonfinite``."""
+    nonfinite = nonfinite_keys(record)
+    if nonfinite:
+        record = {key: None if key in nonfinite else value for key, value in record.items()}
+        record["nonfinite"] = nonfinite
+    return json.dumps(record, allow_nan=False) + "\n"
+
+
+def truncate_metrics(path: Path, last_step: int) -> None:
+    """Keep only the records of ``path`` with ``step <= last_step`` (and drop a torn last line).
+
+    Rewritten through a temporary file and a rename, so a kill here leaves the old file or the new.
+    """
+    if not path.exists():
+        return
+    kept = []
+    for line in path.read_text(errors="replace").splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue  # a line cut short by a kill
+        if isinstance(record, dict) and isinstance(record.get("step"), int) and record["step"] <= last_step:
+            kept.append(metrics_line(record))  # also turns an older axr's bare NaN into null
+    staging = path.with_name(path.name + ".tmp")
+    staging.write_text("".join(kept))
+    os.replace(staging, path)
