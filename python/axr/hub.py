@@ -145,9 +145,15 @@ def model_folder(
 
 def model_source(cfg: Any, key: str, *, weights: bool = False) -> str:
     """The local folder for config key ``key`` (``base_model``, ``base_model_config``,
-    ``tokenizer_config``, ``lora_model_dir``): ``revision_of_model`` applies to the base model's
-    repo, ``base_model_ignore_patterns`` to what is fetched of it."""
+    ``tokenizer_config``, ``lora_model_dir``): a GGUF file's converted folder (``axr.models.gguf``),
+    a hub id's cached snapshot, or the local path as given. ``revision_of_model`` applies to the
+    base model's repo, ``base_model_ignore_patterns`` to what is fetched of it."""
+    from axr.models.gguf import model_dir
+
     name = getattr(cfg, key)
+    converted = model_dir(name, gguf_file=cfg.gguf_file if key == "base_model" else None, key=key)
+    if converted != name:
+        return converted
     same_repo = name == cfg.base_model
     return model_folder(
         name,

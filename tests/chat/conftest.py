@@ -20,3 +20,9 @@ def tekken_tokenizer_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def conversations() -> list[list[dict[str, str]]]:
     """240 awkward conversations (see axr.testing.conversations)."""
     return generate_conversations(240, seed=0)
+
+
+@pytest.fixture(scope="session")
+def smollm2_tokenizer_dir(smollm2_dir: Path) -> Path:
+    """SmolLM2-135M-Instruct's byte-level BPE (49k vocab) with its real chat template, from its GGUF file."""
+    return smollm2_dir

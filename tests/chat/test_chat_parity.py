@@ -114,7 +114,7 @@ def check_rows(
     assert not mask_mismatches, f"{len(mask_mismatches)} rows have wrong masks: {mask_mismatches[:10]}"
 
 
-@pytest.fixture(scope="module", params=["mistral", "tekken"])
+@pytest.fixture(scope="module", params=["mistral", "tekken", pytest.param("smollm2", marks=pytest.mark.slow)])
 def tokenizer_dir(request: pytest.FixtureRequest) -> Path:
     return Path(request.getfixturevalue(f"{request.param}_tokenizer_dir"))
 
@@ -145,6 +145,19 @@ def test_tokenizer_template_matches_transformers(
     # No chat_template key: today's default is the tokenizer's own template.
     encoded = encode(rows, {"type": "chat_template"}, with_template)
     check_rows(tokenizer, conversations, encoded, ("<|assistant|>\n", False, "EOS"), None)
+
+
+@pytest.mark.slow
+def test_a_real_models_own_template_matches_transformers(
+    smollm2_tokenizer_dir: Path, conversations: list
+) -> None:
+    # SmolLM2-135M-Instruct's template as its GGUF file ships it: chatml turns, and a default system
+    # message inserted when a conversation has none. No chat_template key: the tokenizer's own is used.
+    tokenizer = AutoTokenizer.from_pretrained(smollm2_tokenizer_dir)
+    assert "You are a helpful AI assistant named SmolLM" in tokenizer.chat_template
+    rows = [{"messages": messages} for messages in conversations]
+    encoded = encode(rows, {"type": "chat_template"}, smollm2_tokenizer_dir)
+    check_rows(tokenizer, conversations, encoded, ("<|im_start|>assistant\n", False, "<|im_end|>"), None)
 
 
 def test_sharegpt_2024_schema_renders_like_vicuna(mistral_tokenizer_dir: Path, conversations: list) -> None:

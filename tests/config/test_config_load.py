@@ -33,7 +33,7 @@ def test_toml_and_yaml_examples_resolve_to_the_same_config():
     from_yaml = load_config(EXAMPLES / "alpaca_lora.yaml")
     assert from_toml == from_yaml
     assert from_toml.resolved_dict() == from_yaml.resolved_dict()
-    assert from_toml.learning_rate == pytest.approx(2e-3)
+    assert from_toml.learning_rate == pytest.approx(5e-4)
 
 
 def test_toml_and_yaml_agree_on_nested_tables_and_yaml_exponents(tmp_path):

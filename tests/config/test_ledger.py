@@ -149,12 +149,13 @@ def test_not_yet_keys_fail_validation_all_at_once(tmp_path, capsys):
     assert "use_ray: not supported yet: run training on Ray (issue 13)" in lines
 
 
-def test_a_gguf_base_model_is_not_supported_yet(tmp_path):
+def test_a_gguf_base_model_validates_and_a_gguf_model_config_does_not(tmp_path):
+    config = load_config(write(tmp_path, "base_model: ./models/SmolLM2-135M-Instruct.Q4_1.gguf\n"))
+    assert config.base_model.endswith(".gguf")
     with pytest.raises(ConfigError) as error:
-        load_config(write(tmp_path, "base_model: ./models/SmolLM2-135M-Instruct.Q4_1.gguf\n"))
+        load_config(write(tmp_path, "base_model: ./m\nbase_model_config: ./models/m.gguf\n"))
     assert str(error.value).splitlines()[1:] == [
-        "  base_model: not supported yet: a GGUF file as the base model (converted to a model folder) "
-        "(issue 12)"
+        "  base_model_config: not supported yet: a GGUF file as the model config (set base_model to it)"
     ]
 
 

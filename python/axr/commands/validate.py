@@ -60,7 +60,10 @@ def _precision_here(config: object) -> str:
     from axr.errors import ConfigError
 
     assert isinstance(config, AxrConfig)
-    import torch
+    try:
+        import torch
+    except ModuleNotFoundError:
+        return 'not known: torch is not installed (pip install "axr[train]")'
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     try:

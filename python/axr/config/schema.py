@@ -385,11 +385,16 @@ class AxrConfig(BaseModel):
 
     # ---- model --------------------------------------------------------------
     base_model: str
-    """Model folder, or hub id fetched into the HF cache, holding the weights, config and tokenizer."""
+    """Model folder, hub id (fetched into the HF cache) or ``.gguf`` file holding the weights, config and
+    tokenizer."""
     base_model_ignore_patterns: str | list[str] | None = None
     """File patterns not to fetch of a hub ``base_model`` (e.g. ``*.pt``)."""
     base_model_config: str | None = None
     """Folder or hub id of the model's config.json when not ``base_model``'s."""
+    gguf_file: str | None = None
+    """(axr) A ``.gguf`` file inside the ``base_model`` folder to use as the base model (``base_model``
+    may also name the file itself); converted once into a model folder in axr's cache (``$AXR_CACHE``,
+    default ``~/.cache/axr``)."""
     revision_of_model: str | None = None
     """Hub revision (branch, tag or commit) of ``base_model``."""
     tokenizer_config: str | None = None

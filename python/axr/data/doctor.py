@@ -21,6 +21,7 @@ Re-reading costs about one more preprocessing pass over the conversation dataset
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -391,13 +392,20 @@ def diagnose(
         "rows": examined,
         "template_checked": checked,
         "template_skipped": skipped,
+        # Why the template check could not run at all (None when it ran or had nothing to check).
+        "template_unchecked": TEMPLATE_NEEDS_TRANSFORMERS
+        if rows.chat_template is not None and template_tokenizer is None
+        else None,
         "limited": limited,
         "findings": {name: {"count": f.count, "examples": f.examples} for name, f in findings.items()},
     }
 
 
+TEMPLATE_NEEDS_TRANSFORMERS = 'it needs transformers (pip install "axr[train]")'
+
+
 def _template_tokenizer(rows: StoreRows) -> Any:
-    if rows.chat_template is None:
+    if rows.chat_template is None or importlib.util.find_spec("transformers") is None:
         return None
     from transformers import PreTrainedTokenizerFast
 
@@ -407,11 +415,14 @@ def _template_tokenizer(rows: StoreRows) -> Any:
 def report_lines(report: dict[str, Any]) -> list[str]:
     """The doctor's report as summary lines."""
     scope = " (the first of each dataset: axr inspect --doctor examines all)" if report.get("limited") else ""
-    lines = [
-        f"doctor {report['rows']:,} rows examined{scope}; template prompt checked on "
-        f"{report['template_checked']:,} rows, {report['template_skipped']:,} skipped "
-        "(the tokenizer's template renders them otherwise)"
-    ]
+    if report.get("template_unchecked"):
+        template = f"template prompt not checked: {report['template_unchecked']}"
+    else:
+        template = (
+            f"template prompt checked on {report['template_checked']:,} rows, "
+            f"{report['template_skipped']:,} skipped (the tokenizer's template renders them otherwise)"
+        )
+    lines = [f"doctor {report['rows']:,} rows examined{scope}; {template}"]
     for name, finding in report["findings"].items():
         if finding["count"]:
             examples = ", ".join(finding["examples"])

@@ -120,7 +120,8 @@ def _is_conversation(dataset_type: Any) -> bool:
 
 
 def tokenizer_dir_for(cfg: Any) -> Path:
-    """The local folder with ``tokenizer.json``: ``tokenizer_config`` if set, else ``base_model``."""
+    """The local folder with ``tokenizer.json``: ``tokenizer_config`` if set, else ``base_model``
+    (a hub id's cached snapshot, a GGUF file's converted folder)."""
     key = "tokenizer_config" if cfg.tokenizer_config else "base_model"
     name = getattr(cfg, key)
     path = Path(model_source(cfg, key))

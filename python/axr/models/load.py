@@ -244,7 +244,8 @@ def load_model(cfg: Any, tokenizer: Any, *, precision: Precision, attention: str
     if max_memory is not None:
         kwargs["max_memory"] = max_memory
     kwargs.update(quantized_load_kwargs(cfg, precision))
-    base_model = model_source(cfg, "base_model", weights=True)  # a hub id → its cached snapshot folder
+    # A hub id → its cached snapshot folder; a GGUF file → its converted folder.
+    base_model = model_source(cfg, "base_model", weights=True)
     refuse_pickle_weights(base_model, "base_model", "*.safetensors")
     if not pickle_weights_allowed():
         kwargs["use_safetensors"] = True

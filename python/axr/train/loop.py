@@ -519,6 +519,7 @@ def after_step(run: Run, result: TrainResult) -> bool:
             run.output_dir,
             total_limit=run.cfg.save_total_limit,
         )
+        run.progress.plot()
         if run.push is not None:
             run.push.saved_checkpoint(checkpoint, step)
     return stop
@@ -544,6 +545,7 @@ def save_final(run: Run) -> None:
         if run.push is not None:
             run.push.finished(run.output_dir, run.state.step)
             run.progress.message(f"axr train: pushed to the hub repo {run.push.repo_id}")
+        run.progress.plot()
     accelerator.wait_for_everyone()
 
 

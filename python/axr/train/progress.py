@@ -68,6 +68,7 @@ class Progress:
         self.enabled = enabled
         self.metrics_path = metrics_path
         self.bar: Any = None
+        self._plot_skipped = False
         self.last_written_step: int | None = None
         if enabled:
             from tqdm.auto import tqdm
@@ -120,6 +121,18 @@ class Progress:
             self.bar.write(text, file=sys.stderr)
         else:
             print(text, file=sys.stderr)
+
+    def plot(self) -> None:
+        """Redraw loss.png beside metrics.jsonl; without matplotlib, say once that it is skipped."""
+        if not self.enabled or self._plot_skipped or not self.metrics_path.is_file():
+            return
+        from axr.train.plot import MATPLOTLIB_MISSING, matplotlib_available, write_plot
+
+        if not matplotlib_available():
+            self._plot_skipped = True
+            self.message(f"loss.png skipped: {MATPLOTLIB_MISSING}")
+            return
+        write_plot(self.metrics_path.parent)
 
     def close(self) -> None:
         """Finish the bar."""
