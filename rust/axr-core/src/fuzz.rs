@@ -72,7 +72,7 @@ fn json_ish_bytes() -> impl Strategy<Value = Vec<u8>> {
 
 /// Reads every row of `path` the way the pipeline does (split, then parse), ignoring errors.
 fn read_everything(path: &Path, kind: FileKind) {
-    let size = std::fs::metadata(path).map_or(0, |metadata| metadata.len());
+    let size = fs_err::metadata(path).map_or(0, |metadata| metadata.len());
     let file = SourceFile {
         path: path.to_path_buf(),
         kind,
@@ -415,9 +415,9 @@ fn a_stream_file_with_a_flipped_buffer_length_is_a_data_error() {
     };
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("data.arrow");
-    std::fs::write(&path, damaged(valid_arrow_stream(), &damage)).unwrap();
+    fs_err::write(&path, damaged(valid_arrow_stream(), &damage)).unwrap();
     let file = SourceFile {
-        size: std::fs::metadata(&path).unwrap().len(),
+        size: fs_err::metadata(&path).unwrap().len(),
         path: path.clone(),
         kind: FileKind::Arrow,
     };
@@ -446,7 +446,7 @@ proptest! {
     fn json_lines_and_arrays_never_panic(bytes in json_ish_bytes(), text in any::<bool>()) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("rows.jsonl");
-        std::fs::write(&path, &bytes).unwrap();
+        fs_err::write(&path, &bytes).unwrap();
         read_everything(&path, if text { FileKind::Text } else { FileKind::Json });
     }
 
@@ -511,7 +511,7 @@ proptest! {
             ("data.parquet", valid_parquet(), FileKind::Parquet)
         };
         let path = dir.path().join(name);
-        std::fs::write(&path, damaged(bytes, &damage)).unwrap();
+        fs_err::write(&path, damaged(bytes, &damage)).unwrap();
         read_everything(&path, kind);
     }
 
@@ -525,16 +525,16 @@ proptest! {
         let dir = tempfile::tempdir().unwrap();
         let store = dir.path().join("store");
         write_store(&store);
-        let mut names: Vec<_> = std::fs::read_dir(&store).unwrap().map(|entry| entry.unwrap().path()).collect();
+        let mut names: Vec<_> = fs_err::read_dir(&store).unwrap().map(|entry| entry.unwrap().path()).collect();
         names.sort();
         let target = &names[file % names.len()];
-        let bytes = std::fs::read(target).unwrap();
+        let bytes = fs_err::read(target).unwrap();
         if target.ends_with(crate::store::META_FILE) && pick % 2 == 0 {
             let mut meta: Value = serde_json::from_slice(&bytes).unwrap();
             replace_numbers(&mut meta, pick / 2, replacement, &mut 0);
-            std::fs::write(target, serde_json::to_vec(&meta).unwrap()).unwrap();
+            fs_err::write(target, serde_json::to_vec(&meta).unwrap()).unwrap();
         } else {
-            std::fs::write(target, damaged(bytes, &damage)).unwrap();
+            fs_err::write(target, damaged(bytes, &damage)).unwrap();
         }
         read_store_everything(&store);
     }

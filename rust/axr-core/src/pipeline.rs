@@ -130,6 +130,24 @@ struct Settings {
     surely_too_long_bytes: Option<usize>,
 }
 
+impl Settings {
+    fn new(options: &PreprocessOptions, tokenizer: &dyn PipelineTokenizer, vocab_size: u64) -> Self {
+        Self {
+            sequence_len: options.sequence_len,
+            excess: options.excess_length_strategy,
+            on_bad_row: options.on_bad_row,
+            vocab_size,
+            surely_too_long_bytes: match options.excess_length_strategy {
+                // Truncation keeps the first tokens of the full text, which a cut text cannot promise.
+                ExcessLengthStrategy::Truncate => None,
+                ExcessLengthStrategy::Drop => tokenizer
+                    .max_bytes_per_token()
+                    .and_then(|bytes| bytes.checked_mul(options.sequence_len)),
+            },
+        }
+    }
+}
+
 enum Outcome {
     Kept { encoded: Encoded, truncated: bool },
     Dropped(&'static str),
@@ -677,19 +695,7 @@ fn build_stores(
         .map_err(|error| Error::Invalid(format!("cannot start {threads} preprocessing threads: {error}")))?;
     let vocab_size = tokenizer.vocab_size();
     let dtype = TokenDtype::for_vocab(vocab_size);
-    let settings = Settings {
-        sequence_len: options.sequence_len,
-        excess: options.excess_length_strategy,
-        on_bad_row: options.on_bad_row,
-        vocab_size,
-        surely_too_long_bytes: match options.excess_length_strategy {
-            // Truncation keeps the first tokens of the full text, which a cut text cannot promise.
-            ExcessLengthStrategy::Truncate => None,
-            ExcessLengthStrategy::Drop => tokenizer
-                .max_bytes_per_token()
-                .and_then(|bytes| bytes.checked_mul(options.sequence_len)),
-        },
-    };
+    let settings = Settings::new(options, tokenizer, vocab_size);
     let context = MetaContext {
         fingerprint: &plan.fingerprint,
         tokenizer_hash: plan.tokenizer_hash.clone(),

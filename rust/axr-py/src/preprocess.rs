@@ -79,7 +79,7 @@ fn preprocess(py: Python<'_>, options_json: &str, progress: Option<Py<PyAny>>) -
             while !worker.is_finished() {
                 std::thread::park_timeout(SIGNAL_POLL);
                 if signal.is_none()
-                    && let Err(error) = Python::attach(|py| py.check_signals())
+                    && let Some(error) = Python::attach(|py| py.check_signals().err())
                 {
                     signal = Some(error);
                     stop.store(true, Ordering::Relaxed);
