@@ -34,13 +34,16 @@ def _chat_config(workspace: PreprocessWorkspace, rows: int, template: str) -> Pa
 
 
 # The child reports its own peak resident memory (KiB) and wall time next to the CLI's exit code.
+# VmHWM, not ru_maxrss: Linux carries ru_maxrss across exec, so a child of a big pytest process
+# would report the parent's peak.
 _MEASURED_CLI = textwrap.dedent(
     """
-    import resource, sys, time
+    import sys, time
     from axr.cli import main
     started = time.monotonic()
     code = main(sys.argv[1:])
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with open("/proc/self/status") as status:
+        peak = next(int(line.split()[1]) for line in status if line.startswith("VmHWM:"))
     print(f"MEASURED {code} {peak} {time.monotonic() - started:.2f}", file=sys.stderr)
     """
 )
