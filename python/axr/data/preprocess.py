@@ -39,6 +39,7 @@ class PreprocessResult:
     stores: dict[str, Path]
     seconds: float
     metas: dict[str, dict[str, Any]] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
 
 
 def _entry_dict(entry: Any) -> tuple[dict[str, Any], set[str]]:
@@ -221,6 +222,8 @@ def preprocess(
     else:
         report = json.loads(native_preprocess(options_json, progress=callback))
     stores = {split: Path(path) for split, path in report["stores"].items()}
+    for warning in report["warnings"]:
+        print(f"axr: warning: {warning}", file=sys.stderr)
     if cfg.special_tokens_in_text == "error":
         from axr.data.doctor import StoreRows, check_special_tokens
 
@@ -236,6 +239,7 @@ def preprocess(
         stores=stores,
         seconds=report["seconds"],
         metas={split: read_meta(path) for split, path in stores.items()},
+        warnings=list(report["warnings"]),
     )
 
 

@@ -61,6 +61,7 @@ pub struct Encoder {
     info: TokenizerInfo,
     vocab_size: usize,
     fingerprint: Vec<u8>,
+    max_bytes_per_token: Option<usize>,
 }
 
 impl std::fmt::Debug for Encoder {
@@ -173,6 +174,11 @@ impl Encoder {
             .map(|&id| id as usize + 1)
             .max()
             .unwrap_or(0);
+        let max_bytes_per_token = tokenizer
+            .to_string(false)
+            .ok()
+            .and_then(|json| serde_json::from_str::<Value>(&json).ok())
+            .and_then(|json| token_byte_bound(&json));
         let mut fingerprint = tokenizer_bytes;
         fingerprint.push(0);
         fingerprint.extend_from_slice(&config_bytes);
@@ -184,7 +190,14 @@ impl Encoder {
             info,
             vocab_size,
             fingerprint,
+            max_bytes_per_token,
         })
+    }
+
+    /// The most bytes of text one token can stand for, or `None` when the tokenizer does not
+    /// bound it (see [`token_byte_bound`]).
+    pub fn max_bytes_per_token(&self) -> Option<usize> {
+        self.max_bytes_per_token
     }
 
     /// Use `source` as the tokenizer's chat template (Axolotl's top-level `chat_template`):
@@ -331,6 +344,133 @@ pub fn encode_json_rows(rows: &[String], spec: &FormatSpec, encoder: &Encoder) -
         })
         .collect();
     results.into_iter().collect()
+}
+
+/// How many bytes of input one token can cover at most, from a `tokenizer.json`, or `None` when
+/// nothing bounds it. Then a text of `B` bytes has at least `B / bound` tokens, so a row longer
+/// than `sequence_len * bound` bytes is too long without tokenizing it.
+///
+/// Every step that could make a token cover more than its own spelling must be bounded:
+/// - the model: a BPE token covers at most its vocabulary string's bytes (byte-level and
+///   metaspace spellings are never shorter than what they cover); unknown characters must be
+///   impossible (byte fallback or a full byte-level alphabet), or become one unfused `unk` per
+///   character (4 bytes at most). WordPiece and WordLevel map whole words to `unk`, Unigram
+///   fuses unknown runs: unbounded unless byte fallback is on.
+/// - the normalizer may shrink text: Unicode normalization and lowercasing at most 4 to 1 (a
+///   4-byte character becomes a 1-byte one, e.g. 𝐀 → A), a `Replace` by the ratio of its strings;
+///   anything that deletes text (strip, accents, control characters, empty replacement, regex)
+///   is unbounded.
+/// - the pre-tokenizer must not delete text (whitespace splitters and `Removed` splits do).
+/// - added tokens cover their content, unless `lstrip`/`rstrip` lets them swallow whitespace.
+/// - the tokenizer's own truncation would cut long texts: then nothing is decided by length.
+pub fn token_byte_bound(json: &Value) -> Option<usize> {
+    if !json.get("truncation").is_none_or(Value::is_null) {
+        return None;
+    }
+    let model = json.get("model")?;
+    let vocab = model.get("vocab")?;
+    let spellings: Vec<&str> = match vocab {
+        // BPE, WordPiece, WordLevel: {token: id}; Unigram: [[token, score], ...].
+        Value::Object(map) => map.keys().map(String::as_str).collect(),
+        Value::Array(pairs) => pairs.iter().filter_map(|pair| pair.get(0)?.as_str()).collect(),
+        _ => return None,
+    };
+    let has = |token: &str| match vocab {
+        Value::Object(map) => map.contains_key(token),
+        _ => spellings.contains(&token),
+    };
+    let byte_fallback = model.get("byte_fallback").and_then(Value::as_bool) == Some(true)
+        && (0..=255u8).all(|byte| has(&format!("<0x{byte:02X}>")));
+    let byte_level_alphabet =
+        byte_level_in(json.get("pre_tokenizer")) && (0..=255u8).all(|byte| has(&byte_level_char(byte).to_string()));
+    let mut longest = spellings.iter().map(|token| token.len()).max()?;
+    match model.get("type").and_then(Value::as_str)? {
+        "BPE" if byte_fallback || byte_level_alphabet => {}
+        "BPE" => {
+            // Without an unk token unknown characters are dropped; fused, a run becomes one unk.
+            model.get("unk_token").and_then(Value::as_str)?;
+            if model.get("fuse_unk").and_then(Value::as_bool) != Some(false) {
+                return None;
+            }
+            longest = longest.max(4);
+        }
+        "Unigram" if byte_fallback => {}
+        _ => return None,
+    }
+    for token in json.get("added_tokens").and_then(Value::as_array).into_iter().flatten() {
+        let flag = |name: &str| token.get(name).and_then(Value::as_bool) == Some(true);
+        if flag("lstrip") || flag("rstrip") {
+            return None;
+        }
+        longest = longest.max(token.get("content").and_then(Value::as_str)?.len());
+    }
+    if !keeps_all_text(json.get("pre_tokenizer")) {
+        return None;
+    }
+    longest.checked_mul(normalizer_shrink(json.get("normalizer"))?)
+}
+
+/// GPT-2's byte-to-character map (the byte-level alphabet).
+fn byte_level_char(byte: u8) -> char {
+    let printable = |byte: u8| matches!(byte, b'!'..=b'~' | 0xA1..=0xAC | 0xAE..=0xFF);
+    if printable(byte) {
+        return char::from(byte);
+    }
+    let shift = (0..byte).filter(|&earlier| !printable(earlier)).count() as u32;
+    char::from_u32(256 + shift).expect("below U+0200")
+}
+
+fn byte_level_in(pre_tokenizer: Option<&Value>) -> bool {
+    let Some(pre_tokenizer) = pre_tokenizer.filter(|value| !value.is_null()) else {
+        return false;
+    };
+    match pre_tokenizer.get("type").and_then(Value::as_str) {
+        Some("ByteLevel") => true,
+        Some("Sequence") => pre_tokenizer
+            .get("pretokenizers")
+            .and_then(Value::as_array)
+            .is_some_and(|steps| steps.iter().any(|step| byte_level_in(Some(step)))),
+        _ => false,
+    }
+}
+
+/// Whether the pre-tokenizer keeps every byte of its input (it only splits or respells).
+fn keeps_all_text(pre_tokenizer: Option<&Value>) -> bool {
+    let Some(pre_tokenizer) = pre_tokenizer.filter(|value| !value.is_null()) else {
+        return true;
+    };
+    let removes = pre_tokenizer.get("behavior").and_then(Value::as_str) == Some("Removed");
+    match pre_tokenizer.get("type").and_then(Value::as_str) {
+        Some("ByteLevel" | "Metaspace" | "Digits" | "UnicodeScripts") => true,
+        Some("Split" | "Punctuation") => !removes,
+        Some("Sequence") => pre_tokenizer
+            .get("pretokenizers")
+            .and_then(Value::as_array)
+            .is_some_and(|steps| steps.iter().all(|step| keeps_all_text(Some(step)))),
+        _ => false,
+    }
+}
+
+/// By how much the normalizer can shrink text at most (original bytes per normalized byte).
+fn normalizer_shrink(normalizer: Option<&Value>) -> Option<usize> {
+    let Some(normalizer) = normalizer.filter(|value| !value.is_null()) else {
+        return Some(1);
+    };
+    match normalizer.get("type").and_then(Value::as_str)? {
+        "Prepend" | "ByteLevel" => Some(1),
+        "NFC" | "NFD" | "NFKC" | "NFKD" | "Lowercase" => Some(4),
+        "Replace" => {
+            let pattern = normalizer.get("pattern")?.get("String")?.as_str()?;
+            let content = normalizer.get("content")?.as_str()?;
+            (!content.is_empty()).then(|| pattern.len().div_ceil(content.len()).max(1))
+        }
+        "Sequence" => normalizer
+            .get("normalizers")?
+            .as_array()?
+            .iter()
+            .try_fold(1usize, |total, step| total.checked_mul(normalizer_shrink(Some(step))?)),
+        _ => None,
+    }
 }
 
 /// `<bos>:0 $A:0 <eos>:0` as transformers builds it from add_bos_token/add_eos_token.
@@ -622,6 +762,51 @@ mod tests {
             // Whatever is trained with some spans is trained when everything is.
             prop_assert!(output.trainable.iter().zip(&all.trainable).all(|(&some, &every)| !some || every));
         }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        /// The bound that lets huge rows be dropped untokenized: no text has fewer tokens than
+        /// its bytes divided by it.
+        #[test]
+        fn no_text_has_fewer_tokens_than_its_byte_bound_allows(
+            text in "(\\PC|[ \n]|</s>|<s>|hello|world){0,40}",
+        ) {
+            let (_dir, encoder) = encoder(&AddedTokens::default());
+            let bound = encoder.max_bytes_per_token().unwrap();
+            let output = encoder.encode(&Sample::Text(RenderedText { text: text.clone(), trainable: vec![], add_special_tokens: false })).unwrap();
+            prop_assert!(output.input_ids.len() * bound >= text.len(), "{} tokens, {} bytes, bound {}", output.input_ids.len(), text.len(), bound);
+        }
+    }
+
+    #[test]
+    fn token_byte_bound_follows_every_step_that_could_shrink_text() {
+        let (dir, encoder) = encoder(&AddedTokens::default());
+        // "▁hello" (8 bytes) is the longest spelling; the ▁ replacement never shrinks text.
+        assert_eq!(encoder.max_bytes_per_token(), Some(8));
+        let base: Value = serde_json::from_slice(&fs_err::read(dir.path().join("tokenizer.json")).unwrap()).unwrap();
+        let with = |pointer: &str, value: Value| {
+            let mut json = base.clone();
+            *json.pointer_mut(pointer).unwrap() = value;
+            token_byte_bound(&json)
+        };
+        assert_eq!(with("/normalizer", serde_json::json!({"type": "NFKC"})), Some(8 * 4));
+        let deleting = serde_json::json!({"type": "Replace", "pattern": {"String": "x"}, "content": ""});
+        assert_eq!(with("/normalizer", deleting), None);
+        assert_eq!(with("/normalizer", serde_json::json!({"type": "StripAccents"})), None);
+        assert_eq!(with("/pre_tokenizer", serde_json::json!({"type": "Whitespace"})), None);
+        assert_eq!(with("/model/type", Value::from("WordPiece")), None);
+        assert_eq!(with("/model/byte_fallback", Value::from(false)), None);
+        assert_eq!(with("/added_tokens/2/rstrip", Value::from(true)), None);
+        assert_eq!(with("/truncation", serde_json::json!({"max_length": 8})), None);
+        // Without byte fallback, unknown characters become one unfused unk each (4 bytes at most).
+        let mut unfused = base.clone();
+        *unfused.pointer_mut("/model/byte_fallback").unwrap() = Value::from(false);
+        *unfused.pointer_mut("/model/fuse_unk").unwrap() = Value::from(false);
+        assert_eq!(token_byte_bound(&unfused), Some(8));
+        assert_eq!(byte_level_char(b'!'), '!');
+        assert_eq!(byte_level_char(b' '), '\u{120}');
     }
 
     #[test]

@@ -12,6 +12,8 @@ pub mod chat;
 pub mod encode;
 pub mod error;
 pub mod format;
+#[cfg(test)]
+mod fuzz;
 pub mod options;
 pub mod pack;
 pub mod pipeline;

@@ -14,7 +14,8 @@
 use std::collections::BTreeMap;
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, mpsc};
 use std::time::Instant;
 
 use rayon::prelude::*;
@@ -58,6 +59,12 @@ pub struct ProgressUpdate<'a> {
 pub trait Progress {
     /// Called every chunk of work (about every second or less).
     fn tick(&mut self, update: &ProgressUpdate<'_>) -> ControlFlow<()>;
+
+    /// A flag the caller sets (from another thread, e.g. on Ctrl-C) to stop the run: the workers
+    /// check it before every row, so a stop does not wait for the end of a chunk.
+    fn stop_flag(&self) -> Arc<AtomicBool> {
+        Arc::default()
+    }
 }
 
 /// A [`Progress`] that shows nothing and never stops.
@@ -86,6 +93,11 @@ pub trait PipelineTokenizer: Sync {
     fn fingerprint_bytes(&self) -> Vec<u8>;
     /// Save it, as `tokenizer.json` and friends, into `dir` (created by the caller).
     fn save(&self, dir: &Path) -> Result<()>;
+    /// The most bytes of text one token can stand for, when the tokenizer bounds it: a text of
+    /// more than `sequence_len` times this many bytes is surely longer than `sequence_len`.
+    fn max_bytes_per_token(&self) -> Option<usize> {
+        None
+    }
 }
 
 /// Builds the formatter of one dataset from its `format` keys; the `&str` names the entry
@@ -105,6 +117,8 @@ pub struct Prepared {
     pub stores: BTreeMap<String, PathBuf>,
     /// Wall time of this call.
     pub seconds: f64,
+    /// What the user should know but did not stop the run (e.g. a symlink loop not followed).
+    pub warnings: Vec<String>,
 }
 
 struct Settings {
@@ -112,15 +126,39 @@ struct Settings {
     excess: ExcessLengthStrategy,
     on_bad_row: BadRowPolicy,
     vocab_size: u64,
+    /// Under `drop`: texts longer than this many bytes are dropped without tokenizing them.
+    surely_too_long_bytes: Option<usize>,
+}
+
+impl Settings {
+    fn new(options: &PreprocessOptions, tokenizer: &dyn PipelineTokenizer, vocab_size: u64) -> Self {
+        Self {
+            sequence_len: options.sequence_len,
+            excess: options.excess_length_strategy,
+            on_bad_row: options.on_bad_row,
+            vocab_size,
+            surely_too_long_bytes: match options.excess_length_strategy {
+                // Truncation keeps the first tokens of the full text, which a cut text cannot promise.
+                ExcessLengthStrategy::Truncate => None,
+                ExcessLengthStrategy::Drop => tokenizer
+                    .max_bytes_per_token()
+                    .and_then(|bytes| bytes.checked_mul(options.sequence_len)),
+            },
+        }
+    }
 }
 
 enum Outcome {
     Kept { encoded: Encoded, truncated: bool },
     Dropped(&'static str),
     Bad(FieldError),
+    Interrupted,
 }
 
-fn parse_row<'a>(row: &'a RawRow, bytes: &[u8]) -> Result<std::borrow::Cow<'a, Map<String, Value>>, FieldError> {
+pub(crate) fn parse_row<'a>(
+    row: &'a RawRow,
+    bytes: &[u8],
+) -> Result<std::borrow::Cow<'a, Map<String, Value>>, FieldError> {
     use std::borrow::Cow;
     let text = |range: &std::ops::Range<usize>| {
         std::str::from_utf8(&bytes[range.clone()])
@@ -169,10 +207,17 @@ fn process_row(
     tokenizer: &dyn PipelineTokenizer,
     settings: &Settings,
 ) -> Outcome {
-    let result = parse_row(row, bytes)
-        .and_then(|map| formatter.format(&map))
-        .and_then(|sample| tokenizer.encode(&sample));
-    let mut encoded = match result {
+    let sample = match parse_row(row, bytes).and_then(|map| formatter.format(&map)) {
+        Ok(sample) => sample,
+        Err(error) => return Outcome::Bad(error),
+    };
+    // A huge row would take ~100x its size in tokenizer memory only to be dropped.
+    if let (Sample::Text(rendered), Some(limit)) = (&sample, settings.surely_too_long_bytes)
+        && rendered.text.len() > limit
+    {
+        return Outcome::Dropped(TOO_LONG);
+    }
+    let mut encoded = match tokenizer.encode(&sample) {
         Ok(encoded) => encoded,
         Err(error) => return Outcome::Bad(error),
     };
@@ -221,6 +266,7 @@ fn tokenize_into(
     let mut counts = RunCounts::default();
     let total = reader.bytes_total();
     let files = reader.files.clone();
+    let interrupt = progress.stop_flag();
     std::thread::scope(|scope| {
         // Two chunks queued ahead: the reader stays ahead of the pool without memory growing.
         let (sender, receiver) = mpsc::sync_channel::<Result<RawChunk>>(2);
@@ -241,9 +287,17 @@ fn tokenize_into(
                 chunk
                     .rows
                     .par_iter()
-                    .map(|row| process_row(row, &chunk.bytes, formatters[row.dataset].as_ref(), tokenizer, settings))
+                    .map(|row| {
+                        if interrupt.load(Ordering::Relaxed) {
+                            return Outcome::Interrupted;
+                        }
+                        process_row(row, &chunk.bytes, formatters[row.dataset].as_ref(), tokenizer, settings)
+                    })
                     .collect()
             });
+            if interrupt.load(Ordering::Relaxed) {
+                return Err(Error::Interrupted);
+            }
             counts.rows_outside_shard += chunk.rows_outside_shard;
             for (row, outcome) in chunk.rows.iter().zip(outcomes) {
                 counts.rows_read += 1;
@@ -258,6 +312,7 @@ fn tokenize_into(
                         counts.trainable_tokens += encoded.trainable.iter().filter(|&&flag| flag).count() as u64;
                     }
                     Outcome::Dropped(reason) => *counts.dropped.entry(reason.into()).or_default() += 1,
+                    Outcome::Interrupted => return Err(Error::Interrupted),
                     Outcome::Bad(error) => {
                         let error = Error::Data {
                             path: files[row.file].path.clone(),
@@ -433,13 +488,15 @@ fn finish_store(writer: StoreWriter, split: &str, counts: &RunCounts, context: &
     Ok(meta)
 }
 
-fn resolve_group(datasets: &[DatasetOptions], list: &str) -> Result<Vec<DatasetFiles>> {
+fn resolve_group(datasets: &[DatasetOptions], list: &str, warnings: &mut Vec<String>) -> Result<Vec<DatasetFiles>> {
     datasets
         .iter()
         .enumerate()
         .map(|(index, dataset)| {
             let key = dataset.key(list, index);
-            let files = source::resolve(&dataset.source, &key)?;
+            let mut found = Vec::new();
+            let files = source::resolve(&dataset.source, &key, &mut found)?;
+            warnings.extend(found.into_iter().map(|warning| format!("{key}.path: {warning}")));
             let shard = dataset
                 .source
                 .shards
@@ -470,12 +527,14 @@ struct Plan {
     eval: Vec<DatasetFiles>,
     fingerprint: String,
     tokenizer_hash: String,
+    warnings: Vec<String>,
 }
 
 fn plan(options: &PreprocessOptions, tokenizer: &dyn PipelineTokenizer, progress: &mut dyn Progress) -> Result<Plan> {
     options.validate()?;
-    let train = resolve_group(&options.datasets, "datasets")?;
-    let eval = resolve_group(&options.test_datasets, "test_datasets")?;
+    let mut warnings = Vec::new();
+    let train = resolve_group(&options.datasets, "datasets", &mut warnings)?;
+    let eval = resolve_group(&options.test_datasets, "test_datasets", &mut warnings)?;
     let tokenizer_bytes = tokenizer.fingerprint_bytes();
     let mut tokenizer_hasher = Fingerprinter::new();
     tokenizer_hasher.add("tokenizer", &tokenizer_bytes);
@@ -523,6 +582,7 @@ fn plan(options: &PreprocessOptions, tokenizer: &dyn PipelineTokenizer, progress
         eval,
         fingerprint: hasher.hex(),
         tokenizer_hash: tokenizer_hasher.hex(),
+        warnings,
     })
 }
 
@@ -568,6 +628,7 @@ pub fn preprocess_with(
             reused: true,
             stores,
             seconds: started.elapsed().as_secs_f64(),
+            warnings: plan.warnings,
         });
     }
     fs_err::create_dir_all(&options.prepared_dir)?;
@@ -611,6 +672,7 @@ pub fn preprocess_with(
         reused: false,
         stores,
         seconds: started.elapsed().as_secs_f64(),
+        warnings: plan.warnings,
     })
 }
 
@@ -633,12 +695,7 @@ fn build_stores(
         .map_err(|error| Error::Invalid(format!("cannot start {threads} preprocessing threads: {error}")))?;
     let vocab_size = tokenizer.vocab_size();
     let dtype = TokenDtype::for_vocab(vocab_size);
-    let settings = Settings {
-        sequence_len: options.sequence_len,
-        excess: options.excess_length_strategy,
-        on_bad_row: options.on_bad_row,
-        vocab_size,
-    };
+    let settings = Settings::new(options, tokenizer, vocab_size);
     let context = MetaContext {
         fingerprint: &plan.fingerprint,
         tokenizer_hash: plan.tokenizer_hash.clone(),
@@ -766,6 +823,9 @@ impl PipelineTokenizer for Encoder {
     }
     fn save(&self, dir: &Path) -> Result<()> {
         Encoder::save(self, dir)
+    }
+    fn max_bytes_per_token(&self) -> Option<usize> {
+        Encoder::max_bytes_per_token(self)
     }
 }
 

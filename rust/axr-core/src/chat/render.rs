@@ -6,6 +6,12 @@
 //! methods (`.strip()`, `.startswith()`), which minijinja-contrib's pycompat
 //! callback provides. Matching all of this is what makes the rendered training
 //! text byte-identical to the inference prompt.
+//!
+//! Templates arrive with downloaded models, so every render is bounded: a fuel
+//! budget of [`RENDER_FUEL`] instructions (a loop that never ends stops there,
+//! in well under a second or two) and [`RENDER_MAX_BYTES`] of output (the
+//! render writes into a writer that refuses more). Either limit ends the render
+//! with an error the pipeline reports with the row's file and line.
 
 use minijinja::value::{Kwargs, Value};
 use minijinja::{Environment, ErrorKind};
@@ -37,6 +43,36 @@ impl std::fmt::Debug for ChatTemplate {
 }
 
 const TEMPLATE_KEY: &str = "chat";
+
+/// Instructions one render may execute. Real chat templates spend a few dozen per message
+/// (~20,000 for a 500-turn conversation); this is the budget of a template gone wrong.
+pub const RENDER_FUEL: u64 = 20_000_000;
+
+/// Bytes one render may write: far beyond any sequence_len (64 MiB is millions of tokens),
+/// far below what would exhaust memory.
+pub const RENDER_MAX_BYTES: usize = 64 << 20;
+
+/// Collects a render's output and refuses to grow past its cap.
+struct BoundedWriter {
+    buffer: Vec<u8>,
+    cap: usize,
+    exceeded: bool,
+}
+
+impl std::io::Write for BoundedWriter {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        if self.buffer.len() + bytes.len() > self.cap {
+            self.exceeded = true;
+            return Err(std::io::Error::other("render output cap reached"));
+        }
+        self.buffer.extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
 
 fn raise_exception(message: String) -> Result<Value, minijinja::Error> {
     Err(minijinja::Error::new(ErrorKind::InvalidOperation, message))
@@ -118,6 +154,7 @@ impl ChatTemplate {
         environment.set_trim_blocks(true);
         environment.set_lstrip_blocks(true);
         environment.set_keep_trailing_newline(false);
+        environment.set_fuel(Some(RENDER_FUEL));
         environment.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
         environment.add_function("raise_exception", raise_exception);
         environment.add_function("strftime_now", strftime_now);
@@ -151,9 +188,27 @@ impl ChatTemplate {
             bos_token => self.bos_token.as_str(),
             eos_token => self.eos_token.as_str(),
         };
-        template
-            .render(context)
-            .map_err(|error| format!("chat template `{}`: {}", self.name, describe(&error)))
+        let mut writer = BoundedWriter {
+            buffer: Vec::new(),
+            cap: RENDER_MAX_BYTES,
+            exceeded: false,
+        };
+        match template.render_captured_to(context, &mut writer) {
+            Ok(_) => String::from_utf8(writer.buffer)
+                .map_err(|error| format!("chat template `{}`: the render is not UTF-8: {error}", self.name)),
+            Err(_) if writer.exceeded => Err(format!(
+                "chat template `{}`: the render passed {} MiB of output, the limit per row (a template that \
+                 repeats text without end?)",
+                self.name,
+                RENDER_MAX_BYTES >> 20
+            )),
+            Err(error) if error.kind() == ErrorKind::OutOfFuel => Err(format!(
+                "chat template `{}`: the render used up its budget of {RENDER_FUEL} instructions per row \
+                 (a template that loops without end?)",
+                self.name
+            )),
+            Err(error) => Err(format!("chat template `{}`: {}", self.name, describe(&error))),
+        }
     }
 }
 
@@ -209,6 +264,24 @@ mod tests {
             text,
             "[{\"content\": \"<a> & é\", \"role\": \"user\"}]|{\n  \"content\": \"<a> & é\",\n  \"role\": \"user\"\n}"
         );
+    }
+
+    #[test]
+    fn endless_loops_stop_at_the_fuel_budget() {
+        let source = "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}";
+        let template = ChatTemplate::new("looping", source, "", "").unwrap();
+        let started = std::time::Instant::now();
+        let error = template.render(&[], false).unwrap_err();
+        assert!(error.contains("looping") && error.contains("budget"), "{error}");
+        assert!(started.elapsed().as_secs() < 30, "{:?}", started.elapsed());
+    }
+
+    #[test]
+    fn output_past_the_cap_stops_the_render() {
+        let literal = format!("{{% for i in range(100000) %}}{}{{% endfor %}}", "y".repeat(1000));
+        let template = ChatTemplate::new("literal", &literal, "", "").unwrap();
+        let error = template.render(&[], false).unwrap_err();
+        assert!(error.contains("literal") && error.contains("MiB of output"), "{error}");
     }
 
     #[test]

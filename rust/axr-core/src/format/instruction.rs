@@ -12,6 +12,8 @@
 //!        + response + EOS×n          <- response and EOS trained, the rest masked
 //! ```
 
+use std::borrow::Cow;
+
 use serde_json::{Map, Value};
 
 use super::placeholders::Template;
@@ -777,13 +779,14 @@ impl InstructionFormatter {
         })
     }
 
-    fn variable_values(&self, row: &Map<String, Value>) -> Result<Vec<String>, FieldError> {
-        let mut values: Vec<String> = Vec::with_capacity(self.variables.len());
+    /// The value of every variable; row fields are borrowed, so a huge field is never copied here.
+    fn variable_values<'row>(&self, row: &'row Map<String, Value>) -> Result<Vec<Cow<'row, str>>, FieldError> {
+        let mut values: Vec<Cow<'row, str>> = Vec::with_capacity(self.variables.len());
         for (_, source) in &self.variables {
             let value = match source {
-                VariableSource::Field(field) => required_str(row, field)?.to_string(),
-                VariableSource::OptionalField(field) => optional_str(row, field)?.to_string(),
-                VariableSource::Choices(field) => choices(row, field)?,
+                VariableSource::Field(field) => Cow::Borrowed(required_str(row, field)?),
+                VariableSource::OptionalField(field) => Cow::Borrowed(optional_str(row, field)?),
+                VariableSource::Choices(field) => Cow::Owned(choices(row, field)?),
                 VariableSource::FirstPresent(fields) => {
                     let Some(field) = fields.iter().find(|field| row.contains_key(field.as_str())) else {
                         return Err(FieldError::new(
@@ -791,7 +794,7 @@ impl InstructionFormatter {
                             "missing required field (one of these)",
                         ));
                     };
-                    optional_str(row, field)?.to_string()
+                    Cow::Borrowed(optional_str(row, field)?)
                 }
                 VariableSource::Yaml(fields) => {
                     let mut text = String::new();
@@ -801,21 +804,21 @@ impl InstructionFormatter {
                             Some(value) => text.push_str(&yaml::dump(value)),
                         }
                     }
-                    text
+                    Cow::Owned(text)
                 }
-                VariableSource::Template(template) => template.render(|name| self.lookup(&values, name)),
+                VariableSource::Template(template) => Cow::Owned(template.render(|name| self.lookup(&values, name))),
             };
             values.push(value);
         }
         Ok(values)
     }
 
-    fn lookup<'value>(&self, values: &'value [String], name: &str) -> &'value str {
+    fn lookup<'value>(&self, values: &'value [Cow<'_, str>], name: &str) -> &'value str {
         self.variables
             .iter()
             .zip(values)
             .find(|((variable, _), _)| variable == name)
-            .map_or("", |(_, value)| value.as_str())
+            .map_or("", |(_, value)| value.as_ref())
     }
 
     fn system_text<'row>(&'row self, row: &'row Map<String, Value>, has_input: bool) -> Result<&'row str, FieldError> {
@@ -873,14 +876,14 @@ impl RowFormatter for InstructionFormatter {
         turn.render_into(&mut prompt, value);
         builder.push_masked(&prompt);
 
-        let response = if self.response_needs.iter().all(|name| !value(name).is_empty()) {
-            self.response.render(value)
+        // Rendered straight into the sample's text: a huge response is not copied once more.
+        let response_bytes = if self.response_needs.iter().all(|name| !value(name).is_empty()) {
+            builder.push_trained_with(|text| self.response.render_into(text, value))
         } else {
-            String::new()
+            0
         };
-        builder.push_trained(&response);
         if let Some(eos) = &self.eos
-            && (self.eos_after_empty_response || !response.is_empty())
+            && (self.eos_after_empty_response || response_bytes > 0)
         {
             // An EOS the data already ends with counts towards the number to append.
             let present = usize::from(builder.text().ends_with(eos.as_str()));

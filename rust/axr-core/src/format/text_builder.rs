@@ -46,6 +46,21 @@ impl TextBuilder {
         }
     }
 
+    /// Append trained text that `write` appends to the buffer itself (no intermediate string);
+    /// returns how many bytes it wrote.
+    pub fn push_trained_with(&mut self, write: impl FnOnce(&mut String)) -> usize {
+        let start = self.text.len();
+        write(&mut self.text);
+        let end = self.text.len();
+        if end > start {
+            match self.trainable.last_mut() {
+                Some(last) if last.end == start => last.end = end,
+                _ => self.trainable.push(start..end),
+            }
+        }
+        end - start
+    }
+
     /// The text so far.
     pub fn text(&self) -> &str {
         &self.text

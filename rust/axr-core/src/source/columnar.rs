@@ -55,17 +55,31 @@ fn format_error(path: &Path, error: impl std::fmt::Display) -> Error {
     }
 }
 
+/// Runs `work`, turning a panic into an error message: arrow and parquet panic on some damaged
+/// files (out-of-range buffer slices) instead of returning an error, and a damaged input must be
+/// a data error naming the file, never a crash.
+fn guarded<T>(work: impl FnOnce() -> T) -> Result<T, String> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(work)).map_err(|panic| {
+        let detail = panic
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| panic.downcast_ref::<&str>().copied())
+            .unwrap_or("no detail");
+        format!("the file is damaged ({detail})")
+    })
+}
+
 impl BatchRows {
     /// Open a parquet file.
     pub(super) fn parquet(path: &Path) -> Result<Self> {
         let file = fs_err::File::open(path)?;
         let size = file.metadata()?.len();
-        let builder =
-            ParquetRecordBatchReaderBuilder::try_new(file.into_parts().0).map_err(|error| format_error(path, error))?;
+        let builder = guarded(|| ParquetRecordBatchReaderBuilder::try_new(file.into_parts().0))
+            .map_err(|message| format_error(path, message))?
+            .map_err(|error| format_error(path, error))?;
         let rows_total = u64::try_from(builder.metadata().file_metadata().num_rows()).ok();
-        let reader = builder
-            .with_batch_size(PARQUET_BATCH_ROWS)
-            .build()
+        let reader = guarded(|| builder.with_batch_size(PARQUET_BATCH_ROWS).build())
+            .map_err(|message| format_error(path, message))?
             .map_err(|error| format_error(path, error))?;
         Ok(Self {
             batches: Box::new(reader.map(|batch| batch.map_err(|error| error.to_string()))),
@@ -85,7 +99,9 @@ impl BatchRows {
         let bytes = Arc::new(AtomicU64::new(0));
         let batches: Batches = if is_file_format {
             // The file format needs seeking to its footer; it is read whole, so progress counts it at the end.
-            let reader = FileReader::try_new(fs_err::File::open(path)?.into_parts().0, None)
+            let file = fs_err::File::open(path)?.into_parts().0;
+            let reader = guarded(|| FileReader::try_new(file, None))
+                .map_err(|message| format_error(path, message))?
                 .map_err(|error| format_error(path, error))?;
             Box::new(reader.map(|batch| batch.map_err(|error| error.to_string())))
         } else {
@@ -93,7 +109,8 @@ impl BatchRows {
                 inner: fs_err::File::open(path)?.into_parts().0,
                 bytes: Arc::clone(&bytes),
             };
-            let reader = StreamReader::try_new(BufReader::with_capacity(1 << 20, counted), None)
+            let reader = guarded(|| StreamReader::try_new(BufReader::with_capacity(1 << 20, counted), None))
+                .map_err(|message| format_error(path, message))?
                 .map_err(|error| format_error(path, error))?;
             Box::new(reader.map(|batch| batch.map_err(|error| error.to_string())))
         };
@@ -119,15 +136,18 @@ impl BatchRows {
     /// or `None` after the last batch. An error message names the batch's first row.
     pub(super) fn next_lines(&mut self, out: &mut Vec<u8>) -> Result<Option<Vec<Range<usize>>>, (u64, String)> {
         let first_row = self.rows_done + 1;
-        let Some(batch) = self.batches.next() else {
+        let Some(batch) = guarded(|| self.batches.next()).map_err(|message| (first_row, message))? else {
             return Ok(None);
         };
         let batch = batch.map_err(|message| (first_row, message))?;
         let start = out.len();
-        let mut writer = LineDelimitedWriter::new(&mut *out);
-        writer.write(&batch).map_err(|error| (first_row, error.to_string()))?;
-        writer.finish().map_err(|error| (first_row, error.to_string()))?;
-        drop(writer);
+        guarded(|| {
+            let mut writer = LineDelimitedWriter::new(&mut *out);
+            writer.write(&batch)?;
+            writer.finish()
+        })
+        .map_err(|message| (first_row, message))?
+        .map_err(|error| (first_row, error.to_string()))?;
         let mut ranges = Vec::with_capacity(batch.num_rows());
         let mut line_start = start;
         for (offset, &byte) in out[start..].iter().enumerate() {

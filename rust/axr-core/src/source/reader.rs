@@ -52,6 +52,8 @@ pub struct RawChunk {
     pub rows_outside_shard: u64,
 }
 
+const BYTE_ORDER_MARK: &[u8] = b"\xEF\xBB\xBF";
+
 /// Counts newlines and bytes of what passes through, for line numbers and progress.
 struct CountingReader<R> {
     inner: R,
@@ -76,6 +78,16 @@ impl<R: BufRead> CountingReader<R> {
                 return Ok(found);
             }
         }
+    }
+
+    /// Skips a UTF-8 byte-order mark at the start of the file: editors on Windows write one,
+    /// and it is no part of the first row.
+    fn skip_byte_order_mark(&mut self) -> std::io::Result<()> {
+        if self.inner.fill_buf()?.starts_with(BYTE_ORDER_MARK) {
+            self.inner.consume(BYTE_ORDER_MARK.len());
+            self.bytes += BYTE_ORDER_MARK.len() as u64;
+        }
+        Ok(())
     }
 
     fn consume_byte(&mut self) {
@@ -223,6 +235,7 @@ impl RowReader {
             newlines: 0,
             bytes: 0,
         };
+        reader.skip_byte_order_mark()?;
         let mode = match (file.kind, reader.peek_non_whitespace()?) {
             (_, None) => return Err(data_error(file, 0, "the file is empty: it has no rows")),
             (FileKind::Json, Some(b'[')) => Mode::ArrayStart,
@@ -230,11 +243,13 @@ impl RowReader {
         };
         // Line mode rereads from the start so line numbers and blank lines stay exact.
         let reader = if matches!(mode, Mode::Lines) {
-            CountingReader {
+            let mut reader = CountingReader {
                 inner: BufReader::with_capacity(1 << 20, fs_err::File::open(&file.path)?),
                 newlines: 0,
                 bytes: 0,
-            }
+            };
+            reader.skip_byte_order_mark()?;
+            reader
         } else {
             reader
         };
@@ -529,6 +544,28 @@ mod tests {
     }
 
     #[test]
+    fn a_byte_order_mark_is_skipped_in_json_lines_arrays_and_text() {
+        let dir = tempfile::tempdir().unwrap();
+        let cases: [(&str, &[u8], FileKind, &str); 3] = [
+            ("a.jsonl", b"\xEF\xBB\xBF{\"a\":1}\n", FileKind::Json, "{\"a\":1}"),
+            ("b.json", b"\xEF\xBB\xBF[{\"a\":1}]", FileKind::Json, "{\"a\":1}"),
+            ("c.txt", b"\xEF\xBB\xBFhello\n", FileKind::Text, "hello"),
+        ];
+        for (name, content, kind, expected) in cases {
+            let source = file(dir.path(), name, content, kind);
+            let mut reader = RowReader::new(
+                vec![DatasetFiles {
+                    files: vec![source],
+                    shard: None,
+                }],
+                8,
+                1 << 20,
+            );
+            assert_eq!(read_all(&mut reader).unwrap(), [(1, expected.to_owned())], "{name}");
+        }
+    }
+
+    #[test]
     fn json_arrays_are_read_element_by_element() {
         let dir = tempfile::tempdir().unwrap();
         let source = file(
@@ -645,7 +682,7 @@ mod columnar_tests {
     fn rows_of(path: &Path, split: Option<&str>) -> Vec<(u64, Value)> {
         let mut options = source(path);
         options.split = split.map(str::to_owned);
-        let files = resolve(&options, "d").unwrap();
+        let files = resolve(&options, "d", &mut Vec::new()).unwrap();
         let mut reader = RowReader::new(vec![DatasetFiles { files, shard: None }], 7, 1 << 20);
         let mut rows = Vec::new();
         while let Some(chunk) = reader.next_chunk().unwrap() {
@@ -726,7 +763,7 @@ mod columnar_tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("broken.parquet");
         fs_err::write(&path, b"PAR1 this is not parquet").unwrap();
-        let files = resolve(&source(&path), "d").unwrap();
+        let files = resolve(&source(&path), "d", &mut Vec::new()).unwrap();
         let mut reader = RowReader::new(vec![DatasetFiles { files, shard: None }], 7, 1 << 20);
         let error = reader.next_chunk().unwrap_err().to_string();
         assert!(

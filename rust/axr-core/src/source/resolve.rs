@@ -1,5 +1,6 @@
 //! `path` / `data_files` / `ds_type` / `split` of one dataset → an ordered list of local files.
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
@@ -155,7 +156,25 @@ fn expand_glob(key: &str, field: &str, pattern: &str) -> Result<Vec<PathBuf>> {
     Ok(found)
 }
 
-fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
+/// What a directory walk has seen: real (canonical) directories on the current descent and
+/// real files already listed, so a symlink loop or a second link to a file reads nothing twice.
+#[derive(Default)]
+struct Walk {
+    ancestors: Vec<PathBuf>,
+    files: HashSet<PathBuf>,
+}
+
+fn walk(dir: &Path, state: &mut Walk, out: &mut Vec<PathBuf>, warnings: &mut Vec<String>) -> Result<()> {
+    let real = fs_err::canonicalize(dir)?;
+    if state.ancestors.contains(&real) {
+        warnings.push(format!(
+            "{} is a symlink loop (it leads back to {}); not followed",
+            dir.display(),
+            real.display()
+        ));
+        return Ok(());
+    }
+    state.ancestors.push(real);
     let mut entries = fs_err::read_dir(dir)?
         .map(|entry| entry.map(|entry| entry.path()))
         .collect::<Result<Vec<_>, _>>()?;
@@ -169,11 +188,23 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
             continue;
         }
         if path.is_dir() {
-            walk(&path, out)?;
-        } else {
-            out.push(path);
+            walk(&path, state, out, warnings)?;
+        } else if path.is_file() {
+            let real = fs_err::canonicalize(&path)?;
+            if state.files.insert(real.clone()) {
+                out.push(path);
+            } else {
+                warnings.push(format!(
+                    "{} is another link to {}, already read; read once",
+                    path.display(),
+                    real.display()
+                ));
+            }
+        } else if path.is_symlink() {
+            warnings.push(format!("{} is a dangling symlink; skipped", path.display()));
         }
     }
+    state.ancestors.pop();
     Ok(())
 }
 
@@ -321,6 +352,7 @@ fn gather(
     is_loader_name: bool,
     kind: FileKind,
     split: &str,
+    warnings: &mut Vec<String>,
 ) -> Result<Vec<PathBuf>> {
     let mut files: Vec<PathBuf> = Vec::new();
     if !options.data_files.is_empty() {
@@ -376,7 +408,7 @@ fn gather(
                 return Ok(saved);
             }
             let mut found = Vec::new();
-            walk(as_path, &mut found)?;
+            walk(as_path, &mut Walk::default(), &mut found, warnings)?;
             let mut data = Vec::new();
             for file in found {
                 if file_kind(key, &file, kind, false)?.is_some() {
@@ -410,8 +442,9 @@ fn gather(
 }
 
 /// Resolve one dataset's source keys to its files, in reading order. `key` names the entry in
-/// messages (e.g. `datasets[1]`).
-pub fn resolve(options: &SourceOptions, key: &str) -> Result<Vec<SourceFile>> {
+/// messages (e.g. `datasets[1]`). Each real file is listed once, whatever links lead to it; what
+/// was left out that way (a symlink loop, a second link to a file) is added to `warnings`.
+pub fn resolve(options: &SourceOptions, key: &str, warnings: &mut Vec<String>) -> Result<Vec<SourceFile>> {
     let path = options.path.trim();
     if REMOTE_PREFIXES
         .iter()
@@ -427,16 +460,17 @@ pub fn resolve(options: &SourceOptions, key: &str) -> Result<Vec<SourceFile>> {
     let kind = kind_of(key, ds_type)?;
     let split = canonical_split(options.split.as_deref().unwrap_or("train"));
 
-    let files = gather(options, key, path, is_loader_name, kind, &split)?;
+    let files = gather(options, key, path, is_loader_name, kind, &split, warnings)?;
 
     let mut resolved = Vec::with_capacity(files.len());
+    let mut seen = HashSet::new();
     for file in files {
         if file.is_dir() {
             continue;
         }
         let file_kind = file_kind(key, &file, kind, true)?.unwrap_or(kind);
         let size = fs_err::metadata(&file)?.len();
-        if !resolved.iter().any(|seen: &SourceFile| seen.path == file) {
+        if seen.insert(fs_err::canonicalize(&file)?) {
             resolved.push(SourceFile {
                 path: file,
                 kind: file_kind,
@@ -489,16 +523,19 @@ mod tests {
                 .collect::<Vec<_>>()
         };
         assert_eq!(
-            names(resolve(&source(root), "d").unwrap()),
+            names(resolve(&source(root), "d", &mut Vec::new()).unwrap()),
             ["a.json", "b.jsonl", "sub/c.jsonl"]
         );
         assert_eq!(
-            names(resolve(&source(&format!("{root}/*.jsonl")), "d").unwrap()),
+            names(resolve(&source(&format!("{root}/*.jsonl")), "d", &mut Vec::new()).unwrap()),
             ["b.jsonl"]
         );
         let mut with_files = source(root);
         with_files.data_files = vec!["sub/c.jsonl".into(), "a.json".into()];
-        assert_eq!(names(resolve(&with_files, "d").unwrap()), ["sub/c.jsonl", "a.json"]);
+        assert_eq!(
+            names(resolve(&with_files, "d", &mut Vec::new()).unwrap()),
+            ["sub/c.jsonl", "a.json"]
+        );
     }
 
     #[test]
@@ -508,11 +545,15 @@ mod tests {
             touch(&dir.path().join(name));
         }
         let mut options = source(dir.path().to_str().unwrap());
-        assert_eq!(resolve(&options, "d").unwrap().len(), 2);
+        assert_eq!(resolve(&options, "d", &mut Vec::new()).unwrap().len(), 2);
         options.split = Some("val".into());
-        assert!(resolve(&options, "d").unwrap()[0].path.ends_with("validation.jsonl"));
+        assert!(
+            resolve(&options, "d", &mut Vec::new()).unwrap()[0]
+                .path
+                .ends_with("validation.jsonl")
+        );
         options.split = Some("test".into());
-        let error = resolve(&options, "d").unwrap_err().to_string();
+        let error = resolve(&options, "d", &mut Vec::new()).unwrap_err().to_string();
         assert!(
             error.contains("split `test`") && error.contains("train, validation"),
             "{error}"
@@ -522,7 +563,9 @@ mod tests {
     #[test]
     fn remote_and_unsupported_inputs_are_clear_errors() {
         for path in ["https://example.com/data.jsonl", "tatsu-lab/alpaca", "s3://bucket/x"] {
-            let error = resolve(&source(path), "datasets[0]").unwrap_err().to_string();
+            let error = resolve(&source(path), "datasets[0]", &mut Vec::new())
+                .unwrap_err()
+                .to_string();
             assert!(
                 error.contains("datasets[0].path") && error.contains("never downloads"),
                 "{error}"
@@ -531,12 +574,43 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let csv = dir.path().join("x.csv");
         touch(&csv);
-        let error = resolve(&source(csv.to_str().unwrap()), "d").unwrap_err().to_string();
+        let error = resolve(&source(csv.to_str().unwrap()), "d", &mut Vec::new())
+            .unwrap_err()
+            .to_string();
         assert!(
             error.contains("x.csv") && error.contains("not supported yet"),
             "{error}"
         );
-        let error = resolve(&source("missing/file.jsonl/x"), "d").unwrap_err().to_string();
+        let error = resolve(&source("missing/file.jsonl/x"), "d", &mut Vec::new())
+            .unwrap_err()
+            .to_string();
         assert!(error.contains("no such file"), "{error}");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn symlink_loops_and_second_links_are_read_once_with_a_warning() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("ds");
+        touch(&root.join("data.jsonl"));
+        fs_err::create_dir_all(root.join("sub")).unwrap();
+        std::os::unix::fs::symlink("..", root.join("sub/up")).unwrap();
+        std::os::unix::fs::symlink("../data.jsonl", root.join("sub/again.jsonl")).unwrap();
+        let mut warnings = Vec::new();
+        let files = resolve(&source(root.to_str().unwrap()), "d", &mut warnings).unwrap();
+        assert_eq!(files.len(), 1, "{files:?}");
+        assert!(files[0].path.ends_with("ds/data.jsonl"));
+        assert_eq!(warnings.len(), 2, "{warnings:?}");
+        assert!(
+            warnings
+                .iter()
+                .any(|warning| warning.contains("sub/up") && warning.contains("symlink loop"))
+        );
+        assert!(warnings.iter().any(|warning| warning.contains("sub/again.jsonl")));
+
+        // data_files naming one file twice (once through a link) read it once too.
+        let mut listed = source(root.to_str().unwrap());
+        listed.data_files = vec!["data.jsonl".into(), "sub/again.jsonl".into()];
+        assert_eq!(resolve(&listed, "d", &mut Vec::new()).unwrap().len(), 1);
     }
 }

@@ -42,7 +42,8 @@ impl StoreReader {
         for shard in &meta.shards {
             let offsets_path = dir.join(&shard.offsets);
             let raw = fs_err::read(&offsets_path)?;
-            if raw.len() as u64 != (shard.samples + 1) * 8 {
+            // meta.json may be damaged: sizes computed from it must not overflow.
+            if Some(raw.len() as u64) != shard.samples.checked_add(1).and_then(|count| count.checked_mul(8)) {
                 return Err(format_error(
                     &offsets_path,
                     format!("expected {} offsets, found {} bytes", shard.samples + 1, raw.len()),
@@ -63,16 +64,27 @@ impl StoreReader {
             }
             let tokens = fs_err::File::open(dir.join(&shard.tokens))?;
             let mask = fs_err::File::open(dir.join(&shard.mask))?;
-            for (file, expected) in [(&tokens, shard.tokens_count * width), (&mask, shard.tokens_count)] {
+            for (file, expected) in [
+                (&tokens, shard.tokens_count.checked_mul(width)),
+                (&mask, Some(shard.tokens_count)),
+            ] {
                 let size = file.metadata()?.len();
-                if size != expected {
+                if Some(size) != expected {
+                    let expected = expected.map_or_else(|| "an impossible number of".into(), |bytes| bytes.to_string());
                     return Err(format_error(
                         file.path(),
                         format!("expected {expected} bytes, found {size}"),
                     ));
                 }
             }
-            starts.push(starts.last().expect("non-empty") + shard.samples);
+            let start = starts.last().expect("non-empty").checked_add(shard.samples);
+            let Some(start) = start else {
+                return Err(format_error(
+                    &dir.join(super::META_FILE),
+                    "shard sample counts overflow".into(),
+                ));
+            };
+            starts.push(start);
             shards.push(Shard { tokens, mask, offsets });
         }
         if *starts.last().expect("non-empty") != meta.samples {

@@ -1,0 +1,169 @@
+"""Hostile and broken inputs to `axr preprocess` (issue 20): endless or exploding chat templates,
+Ctrl-C during a long render, a huge row, a symlink loop and a byte-order mark."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from axr.cli import main
+from axr.config import load_config
+from axr.data import preprocess
+from preprocess_support import PreprocessWorkspace, alpaca_rows
+
+
+def _chat_config(workspace: PreprocessWorkspace, rows: int, template: str) -> Path:
+    chats = [
+        {"messages": [{"role": "user", "content": f"hi {index}"}, {"role": "assistant", "content": "ok"}]}
+        for index in range(rows)
+    ]
+    data = workspace.write_rows("chats.jsonl", chats)
+    return workspace.config(
+        data,
+        type="chat_template",
+        dataset=f"chat_template = \"jinja\"\nchat_template_jinja = '''{template}'''",
+    )
+
+
+# The child reports its own peak resident memory (KiB) and wall time next to the CLI's exit code.
+# VmHWM, not ru_maxrss: Linux carries ru_maxrss across exec, so a child of a big pytest process
+# would report the parent's peak.
+_MEASURED_CLI = textwrap.dedent(
+    """
+    import sys, time
+    from axr.cli import main
+    started = time.monotonic()
+    code = main(sys.argv[1:])
+    with open("/proc/self/status") as status:
+        peak = next(int(line.split()[1]) for line in status if line.startswith("VmHWM:"))
+    print(f"MEASURED {code} {peak} {time.monotonic() - started:.2f}", file=sys.stderr)
+    """
+)
+
+
+def _measured_cli(args: list[str], timeout: float) -> tuple[int, int, float, str]:
+    """Runs `axr ARGS` in a child: (exit code, peak RSS KiB, seconds, stderr)."""
+    completed = subprocess.run(
+        [sys.executable, "-c", _MEASURED_CLI, *args], capture_output=True, text=True, timeout=timeout
+    )
+    line = next(line for line in completed.stderr.splitlines() if line.startswith("MEASURED "))
+    _, code, peak, seconds = line.split()
+    return int(code), int(peak), float(seconds), completed.stderr
+
+
+LOOPING = "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}"
+DOUBLING = (
+    "{% set ns = namespace(s='x') %}{% for i in range(28) %}{% set ns.s = ns.s ~ ns.s %}{% endfor %}"
+    "{{ ns.s }}{% for m in messages %}{{ m.content }}{% endfor %}"
+)
+
+
+# Memory allowed to the looping render's run: the interpreter, the tokenizer and two workers.
+# The doubling is not held to it: its 256 MiB string is built before it is written out, and
+# minijinja has no hook to refuse such an intermediate value (docs/chat.md, Limits).
+@pytest.mark.parametrize(
+    ("template", "limit", "peak_mib"), [(LOOPING, "instructions", 300), (DOUBLING, "MiB of output", None)]
+)
+def test_runaway_templates_stop_at_their_budget_naming_template_and_row(
+    preprocess_workspace: PreprocessWorkspace, template: str, limit: str, peak_mib: int | None
+) -> None:
+    config = _chat_config(preprocess_workspace, 3, template)
+    code, peak_kib, _, err = _measured_cli(["preprocess", str(config), "--no-progress"], timeout=300)
+    assert code == 2, err
+    assert "chats.jsonl:1:" in err, err
+    assert "chat_template_jinja" in err, err
+    assert limit in err, err
+    if peak_mib is not None:
+        assert peak_kib < peak_mib * 1024, f"peak RSS {peak_kib} KiB"
+    assert not list(preprocess_workspace.prepared.glob("*.tmp-*"))
+
+
+def test_ctrl_c_during_a_long_render_stops_promptly_and_leaves_no_temporary_folder(
+    preprocess_workspace: PreprocessWorkspace,
+) -> None:
+    # Each row's render stays under the budget but takes a while: the run would last minutes.
+    slow = (
+        "{% for i in range(1500) %}{% for j in range(1000) %}{% endfor %}{% endfor %}"
+        "{% for m in messages %}{{ m.content }}{% endfor %}"
+    )
+    config = _chat_config(preprocess_workspace, 2000, slow)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    child = subprocess.Popen(
+        [sys.executable, "-m", "axr.cli", "preprocess", str(config), "--no-progress", "--no-doctor"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not list(preprocess_workspace.prepared.glob("*.tmp-*")):
+            assert child.poll() is None, child.communicate()
+            assert time.monotonic() < deadline, "preprocessing never started"
+            time.sleep(0.05)
+        time.sleep(1.0)  # inside the renders now
+        child.send_signal(signal.SIGINT)
+        sent = time.monotonic()
+        _, err = child.communicate(timeout=60)
+        stopped_after = time.monotonic() - sent
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    assert child.returncode == 130, err
+    assert "interrupted" in err
+    assert stopped_after < 20, f"took {stopped_after:.1f} s to stop"
+    assert list(preprocess_workspace.prepared.iterdir()) == []
+
+
+def test_a_huge_row_is_dropped_before_tokenizing_in_bounded_memory(
+    preprocess_workspace: PreprocessWorkspace,
+) -> None:
+    data = preprocess_workspace.root / "huge.jsonl"
+    with data.open("w") as handle:
+        for row in alpaca_rows(4):
+            handle.write(json.dumps(row) + "\n")
+        handle.write(json.dumps({"instruction": "long", "input": "", "output": "word " * 10_000_000}) + "\n")
+    assert data.stat().st_size > 50_000_000
+    config = preprocess_workspace.config(data)
+    code, peak_kib, _, err = _measured_cli(["preprocess", str(config), "--no-progress", "--no-doctor"], 300)
+    assert code == 0, err
+    # Tokenizing the row first peaked at 5.0 GB.
+    assert peak_kib < 300 * 1024, f"peak RSS {peak_kib} KiB"
+    meta = preprocess(load_config(config), progress=False).metas["train"]
+    assert meta["counts"]["dropped"] == {"longer_than_sequence_len": 1}
+    assert meta["samples"] == 4
+
+
+def test_a_symlink_loop_reads_each_file_once_with_a_warning(
+    preprocess_workspace: PreprocessWorkspace, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = preprocess_workspace.root / "ds"
+    folder.mkdir()
+    (folder / "data.jsonl").write_text("".join(json.dumps(row) + "\n" for row in alpaca_rows(50)))
+    (folder / "sub").mkdir()
+    (folder / "sub" / "up").symlink_to("..")
+    config = preprocess_workspace.config(folder, top="shuffle_merged_datasets = false")
+    assert main(["preprocess", str(config), "--no-progress", "--no-doctor"]) == 0
+    captured = capsys.readouterr()
+    assert "rows read 50, kept 50" in captured.out
+    assert "warning: datasets[0].path:" in captured.err
+    assert "sub/up is a symlink loop" in captured.err
+
+
+def test_a_byte_order_mark_starts_a_jsonl_file_without_error(
+    preprocess_workspace: PreprocessWorkspace,
+) -> None:
+    data = preprocess_workspace.root / "bom.jsonl"
+    data.write_bytes(b"\xef\xbb\xbf" + "".join(json.dumps(row) + "\n" for row in alpaca_rows(5)).encode())
+    result = preprocess(load_config(preprocess_workspace.config(data)), progress=False)
+    assert result.metas["train"]["counts"]["rows_read"] == 5
+    assert result.metas["train"]["samples"] == 5
