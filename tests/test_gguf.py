@@ -12,7 +12,8 @@ import pytest
 
 from axr.config import load_config
 from axr.errors import ConfigError
-from axr.models.gguf import MARKER, cache_root, file_digest, model_dir, tokenizer_source
+from axr.hub import model_source
+from axr.models.gguf import MARKER, cache_root, file_digest, model_dir
 
 
 def config_with(tmp_path: Path, **keys: str) -> Path:
@@ -51,7 +52,7 @@ def test_errors_name_the_key_and_the_files_there(tmp_path):
         config_with(tmp_path, base_model=str(folder), tokenizer_config=str(tmp_path / "t.gguf"))
     )
     with pytest.raises(ConfigError, match=r"tokenizer_config: the GGUF file"):
-        tokenizer_source(cfg)
+        model_source(cfg, "tokenizer_config")
 
 
 def test_cache_root_follows_axr_cache_then_xdg(monkeypatch, tmp_path):

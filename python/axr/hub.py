@@ -158,10 +158,10 @@ def model_source(cfg: Any, key: str, *, weights: bool = False) -> str:
     return model_folder(
         name,
         key,
-        revision=getattr(cfg, "revision_of_model", None) if same_repo else None,
+        revision=cfg.revision_of_model if same_repo else None,
         weights=weights,
-        ignore_patterns=getattr(cfg, "base_model_ignore_patterns", None) if same_repo else None,
-        code=bool(getattr(cfg, "trust_remote_code", False)),
+        ignore_patterns=cfg.base_model_ignore_patterns if same_repo else None,
+        code=bool(cfg.trust_remote_code),
     )
 
 

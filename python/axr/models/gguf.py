@@ -21,7 +21,7 @@ import shutil
 import sys
 import time
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TextIO
 
 from axr.errors import ConfigError
 
@@ -69,14 +69,6 @@ def model_dir(name: str, *, gguf_file: str | None = None, key: str = "base_model
     else:
         return name
     return str(converted_folder(file))
-
-
-def tokenizer_source(cfg: Any) -> str:
-    """Where the tokenizer loads from: ``tokenizer_config`` if set, else ``base_model``; a GGUF model
-    as the folder of its conversion."""
-    if getattr(cfg, "tokenizer_config", None):
-        return model_dir(cfg.tokenizer_config, key="tokenizer_config")
-    return model_dir(cfg.base_model, gguf_file=getattr(cfg, "gguf_file", None))
 
 
 def _listing(folder: Path) -> str:

@@ -69,8 +69,8 @@ class GuardResult:
 
 
 def _packing_requested(cfg: Any) -> bool:
-    evaluation = getattr(cfg, "eval_sample_packing", None)
-    return bool(getattr(cfg, "sample_packing", False)) or bool(evaluation)
+    evaluation = cfg.eval_sample_packing
+    return bool(cfg.sample_packing) or bool(evaluation)
 
 
 def refuse_unsafe_packing(cfg: Any, model_config: Any) -> None:
@@ -80,7 +80,7 @@ def refuse_unsafe_packing(cfg: Any, model_config: Any) -> None:
         return
     import transformers
 
-    key = "sample_packing" if getattr(cfg, "sample_packing", False) else "eval_sample_packing"
+    key = "sample_packing" if cfg.sample_packing else "eval_sample_packing"
     architectures = ", ".join(getattr(model_config, "architectures", None) or [model_type])
     raise ConfigError(
         f"{key}: {model_type} ({architectures}) cannot be packed safely with transformers "

@@ -50,8 +50,8 @@ class HubPush:
 
     @classmethod
     def for_config(cls, cfg: Any, *, main_process: bool) -> HubPush | None:
-        if not getattr(cfg, "hub_model_id", None):
-            if getattr(cfg, "hub_strategy", None):
+        if not cfg.hub_model_id:
+            if cfg.hub_strategy:
                 raise ConfigError("hub_strategy: set hub_model_id too (the repo to push to)")
             return None
         strategy = cfg.hub_strategy or "every_save"
