@@ -78,11 +78,8 @@ def _listing(folder: Path) -> str:
 
 def file_digest(file: Path) -> str:
     """SHA-256 of the file's bytes."""
-    digest = hashlib.sha256()
     with file.open("rb") as stream:
-        while chunk := stream.read(1 << 22):
-            digest.update(chunk)
-    return digest.hexdigest()
+        return hashlib.file_digest(stream, "sha256").hexdigest()
 
 
 def converted_folder(file: Path, *, log: TextIO | None = None) -> Path:
