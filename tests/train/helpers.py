@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -68,3 +70,26 @@ def write_config(path: Path, base_model: Path, output_dir: Path, **keys: object)
             lines.append(f"{key} = {value}")
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+ALPACA_SAMPLE = Path(__file__).resolve().parents[2] / "examples" / "data" / "alpaca_sample.jsonl"
+
+
+def train_cli_resuming(
+    tmp_path: Path, base_model: Path, checkpoint: Path, **keys: object
+) -> subprocess.CompletedProcess[str]:
+    """``axr train`` in a fresh process on the alpaca sample, resuming from ``checkpoint``."""
+    config = write_config(
+        tmp_path / "c.toml",
+        base_model,
+        tmp_path / "out",
+        resume_from_checkpoint=str(checkpoint),
+        sequence_len=128,
+        dataset_prepared_path=str(tmp_path / "prepared"),
+        **keys,
+    )
+    with config.open("a") as file:
+        file.write(f'[[datasets]]\npath = "{ALPACA_SAMPLE}"\ntype = "alpaca"\n')
+    return subprocess.run(
+        [sys.executable, "-m", "axr.cli", "train", str(config)], capture_output=True, text=True, timeout=300
+    )

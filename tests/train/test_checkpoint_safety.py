@@ -6,14 +6,11 @@ import os
 import pickle
 import random
 import shutil
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from helpers import InMemoryDataset, random_rows, write_config
+from helpers import InMemoryDataset, random_rows, train_cli_resuming, write_config
 
 from axr.config import load_config
 from axr.errors import ConfigError
@@ -21,7 +18,6 @@ from axr.train.checkpoint import restore_rng_state, rng_state, write_manifest
 from axr.train.loop import TrainingData, train
 from axr.train.state_file import load_state, save_state
 
-ALPACA_SAMPLE = Path(__file__).resolve().parents[2] / "examples" / "data" / "alpaca_sample.jsonl"
 KEYS = {
     "adapter": "lora",
     "lora_r": 4,
@@ -112,20 +108,7 @@ def test_the_refusal_through_the_cli_exits_2(tmp_path, tiny_llama_dir, checkpoin
     marker = tmp_path / "marker"
     (planted / "rng_state_0.safetensors").unlink()
     torch.save(Payload(marker), planted / "rng_state_0.pt")
-    config = write_config(
-        tmp_path / "c.toml",
-        tiny_llama_dir,
-        tmp_path / "out",
-        resume_from_checkpoint=str(planted),
-        sequence_len=128,
-        dataset_prepared_path=str(tmp_path / "prepared"),
-        **KEYS,
-    )
-    with config.open("a") as file:
-        file.write(f'[[datasets]]\npath = "{ALPACA_SAMPLE}"\ntype = "alpaca"\n')
-    done = subprocess.run(
-        [sys.executable, "-m", "axr.cli", "train", str(config)], capture_output=True, text=True, timeout=300
-    )
+    done = train_cli_resuming(tmp_path, tiny_llama_dir, planted, **KEYS)
     assert done.returncode == 2, done.stderr
     assert "rng_state_0.pt is a pickle file" in done.stderr
     assert "Traceback" not in done.stderr

@@ -7,13 +7,11 @@ import hashlib
 import json
 import math
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
-from helpers import InMemoryDataset, random_rows, write_config
+from helpers import InMemoryDataset, random_rows, train_cli_resuming, write_config
 from safetensors.torch import load_file, save_file
 
 from axr.config import load_config
@@ -24,7 +22,6 @@ from axr.train.loop import TrainingData, train
 from axr.train.progress import Progress, metrics_line, truncate_metrics
 from axr.train.state_file import load_state, save_state
 
-ALPACA_SAMPLE = Path(__file__).resolve().parents[2] / "examples" / "data" / "alpaca_sample.jsonl"
 KEYS = {
     "adapter": "lora",
     "lora_r": 4,
@@ -145,20 +142,7 @@ def test_a_truncated_checkpoint_file_is_an_error_naming_it_through_the_cli(tmp_p
     planted = _copy(run / "checkpoint-1", tmp_path, "planted")
     weights = planted / "adapter_model.safetensors"
     weights.write_bytes(weights.read_bytes()[:1000])
-    config = write_config(
-        tmp_path / "c.toml",
-        tiny_llama_dir,
-        tmp_path / "out",
-        resume_from_checkpoint=str(planted),
-        sequence_len=128,
-        dataset_prepared_path=str(tmp_path / "prepared"),
-        **KEYS,
-    )
-    with config.open("a") as file:
-        file.write(f'[[datasets]]\npath = "{ALPACA_SAMPLE}"\ntype = "alpaca"\n')
-    done = subprocess.run(
-        [sys.executable, "-m", "axr.cli", "train", str(config)], capture_output=True, text=True, timeout=300
-    )
+    done = train_cli_resuming(tmp_path, tiny_llama_dir, planted, **KEYS)
     assert done.returncode == 2, done.stderr
     assert f"resume_from_checkpoint: {weights} has 1000 bytes" in done.stderr
     assert "Traceback" not in done.stderr
