@@ -56,6 +56,16 @@ def save_tokenizer(tokenizer_dir: str, out_dir: str, added_tokens: str = "{}") -
 def preprocess(
     options_json: str, *, progress: Callable[[str, int, int, int, int], object] | None = None
 ) -> str: ...
+def preprocess_part(
+    options_json: str,
+    index: int,
+    count: int,
+    *,
+    progress: Callable[[str, int, int, int, int], object] | None = None,
+) -> str: ...
+def merge_parts(
+    options_json: str, *, progress: Callable[[str, int, int, int, int], object] | None = None
+) -> str: ...
 def locate_prepared(options_json: str) -> str: ...
 def resolve_source(source_json: str, key: str) -> list[tuple[str, str]]: ...
 

@@ -32,7 +32,30 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="N",
         help=f"rows per dataset the doctor examines (default {SUMMARY_DOCTOR_ROWS:,}; 0: all)",
     )
+    sharding = parser.add_mutually_exclusive_group()
+    sharding.add_argument(
+        "--shard",
+        metavar="I/N",
+        help=(
+            "build only part I (0-based) of N of a sharded run, reading only its share of the input "
+            "bytes (e.g. one Slurm array task each); then run --merge"
+        ),
+    )
+    sharding.add_argument(
+        "--merge",
+        action="store_true",
+        help="join the N parts built with --shard into the store a single run builds",
+    )
     parser.set_defaults(func=run, accepts_overrides=True)
+
+
+def _shard_spec(text: str) -> tuple[int, int]:
+    from axr.errors import ConfigError
+
+    index, slash, count = text.partition("/")
+    if not (slash and index.strip().isdigit() and count.strip().isdigit()):
+        raise ConfigError(f"--shard: expected I/N (e.g. 0/4 for the first of 4 parts), got {text!r}")
+    return int(index), int(count)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -40,7 +63,16 @@ def run(args: argparse.Namespace) -> int:
     from axr.data import preprocess
 
     cfg = load_config(args.config, args.overrides)
-    result = preprocess(cfg, progress=False if args.no_progress else None)
+    progress = False if args.no_progress else None
+    if args.shard is not None:
+        from axr.data import preprocess_shard
+
+        index, count = _shard_spec(args.shard)
+        part = preprocess_shard(cfg, index, count, progress=progress)
+        for line in part_lines(part):
+            print(line)
+        return 0
+    result = preprocess(cfg, progress=progress, merge=args.merge)
     for line in summary_lines(result, cfg):
         print(line)
     if not args.no_doctor and "train" in result.stores:
@@ -55,6 +87,28 @@ def run(args: argparse.Namespace) -> int:
         for line in lines:
             print(line)
     return 0
+
+
+def part_lines(part: Any) -> list[str]:
+    """The summary of one part of a sharded run."""
+    verb = "reused" if part.reused else "built"
+    lines = [
+        f"{verb} part {part.index}/{part.count} in {part.dir} ({part.bytes / 2**20:,.1f} MiB of input, "
+        f"{part.seconds:.1f} s)"
+    ]
+    for split, counts in (("train", part.train), ("eval", part.eval)):
+        if counts is None:
+            continue
+        lines.append(
+            f"{split:<5}  rows read {counts['rows_read']:,}, kept {counts['samples_kept']:,} "
+            f"({counts['tokens']:,} tokens); dropped: {_count_text(counts['dropped'])}; "
+            f"truncated: {_count_text(counts['truncated'])}; skipped bad rows {counts['skipped_bad_rows']:,}"
+        )
+    lines.append(
+        "next   when every part is built: axr preprocess CONFIG --merge (or axr train CONFIG); "
+        "the data doctor runs then"
+    )
+    return lines
 
 
 def _count_text(counts: dict[str, int]) -> str:

@@ -6,6 +6,21 @@ Importing this package never imports torch.
 from __future__ import annotations
 
 from axr.data.dataset import PreparedDataset
-from axr.data.preprocess import PreprocessResult, options_from_config, prepared_store_for, preprocess
+from axr.data.preprocess import (
+    PartResult,
+    PreprocessResult,
+    options_from_config,
+    prepared_store_for,
+    preprocess,
+    preprocess_shard,
+)
 
-__all__ = ["PreparedDataset", "PreprocessResult", "options_from_config", "prepared_store_for", "preprocess"]
+__all__ = [
+    "PartResult",
+    "PreparedDataset",
+    "PreprocessResult",
+    "options_from_config",
+    "prepared_store_for",
+    "preprocess",
+    "preprocess_shard",
+]

@@ -203,27 +203,88 @@ def prepared_store_for(cfg: Any) -> Path:
 ProgressCallback = Callable[[str, int, int, int, int], None]
 
 
+@dataclass
+class PartResult:
+    """What ``preprocess_shard`` built or found: one part of a sharded run (``--shard I/N``)."""
+
+    dir: Path
+    index: int
+    count: int
+    reused: bool
+    bytes: int
+    seconds: float
+    train: dict[str, Any]
+    eval: dict[str, Any] | None
+    warnings: list[str] = field(default_factory=list)
+
+
+def _run_native(
+    function: Callable[..., str],
+    *args: Any,
+    progress: bool | None,
+    callback: ProgressCallback | None,
+) -> dict[str, Any]:
+    show = sys.stderr.isatty() if progress is None else progress
+    if callback is None and show:
+        with _ProgressBar() as bar:
+            report: dict[str, Any] = json.loads(function(*args, progress=bar.update))
+    else:
+        report = json.loads(function(*args, progress=callback))
+    for warning in report["warnings"]:
+        print(f"axr: warning: {warning}", file=sys.stderr)
+    return report
+
+
+def preprocess_shard(
+    cfg: Any,
+    index: int,
+    count: int,
+    *,
+    progress: bool | None = None,
+    callback: ProgressCallback | None = None,
+) -> PartResult:
+    """Build part ``index`` (0-based) of ``count`` of a sharded run: the samples of its share of the
+    input bytes, under ``<dataset_prepared_path>/parts/``. ``preprocess(cfg, merge=True)`` joins
+    the parts once all exist (docs/preprocess.md, "Sharded preprocessing")."""
+    from axr._native import preprocess_part
+
+    options_json = json.dumps(options_from_config(cfg))
+    report = _run_native(preprocess_part, options_json, index, count, progress=progress, callback=callback)
+    return PartResult(
+        dir=Path(report["dir"]),
+        index=report["index"],
+        count=report["count"],
+        reused=report["reused"],
+        bytes=report["bytes"],
+        seconds=report["seconds"],
+        train=report["train"],
+        eval=report["eval"],
+        warnings=list(report["warnings"]),
+    )
+
+
 def preprocess(
-    cfg: Any, *, progress: bool | None = None, callback: ProgressCallback | None = None
+    cfg: Any,
+    *,
+    progress: bool | None = None,
+    callback: ProgressCallback | None = None,
+    merge: bool = False,
 ) -> PreprocessResult:
     """Build the prepared stores of ``cfg`` (or reuse identical ones) and return where they are.
 
     ``progress``: show a progress bar on stderr (default: when stderr is a terminal). ``callback``
-    receives ``(stage, done, total, rows, tokens)`` about every chunk instead.
+    receives ``(stage, done, total, rows, tokens)`` about every chunk instead. ``merge``: join the
+    parts built by ``preprocess_shard`` instead (an error names a missing part); without it, a
+    complete set of parts of exactly these inputs is joined too, rather than built again.
     """
+    from axr._native import merge_parts
     from axr._native import preprocess as native_preprocess
     from axr.data._format import read_meta
 
     options_json = json.dumps(options_from_config(cfg))
-    show = sys.stderr.isatty() if progress is None else progress
-    if callback is None and show:
-        with _ProgressBar() as bar:
-            report = json.loads(native_preprocess(options_json, progress=bar.update))
-    else:
-        report = json.loads(native_preprocess(options_json, progress=callback))
+    function = merge_parts if merge else native_preprocess
+    report = _run_native(function, options_json, progress=progress, callback=callback)
     stores = {split: Path(path) for split, path in report["stores"].items()}
-    for warning in report["warnings"]:
-        print(f"axr: warning: {warning}", file=sys.stderr)
     if cfg.special_tokens_in_text == "error":
         from axr.data.doctor import StoreRows, check_special_tokens
 

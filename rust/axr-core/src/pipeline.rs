@@ -28,8 +28,8 @@ use crate::format::{self, FormatSpec};
 use crate::options::{BadRowPolicy, DatasetOptions, ExcessLengthStrategy, PreprocessOptions};
 use crate::source::{self, DatasetFiles, RawChunk, RawRow, RowData, RowReader};
 use crate::store::{
-    DATA_VERSION, FORMAT_VERSION, Fingerprinter, RunCounts, StoreContents, StoreMeta, StoreReader, StoreWriter,
-    TOKENIZER_DIR, TokenDtype,
+    DATA_VERSION, FORMAT_VERSION, Fingerprinter, RawSamples, RunCounts, StoreContents, StoreMeta, StoreReader,
+    StoreWriter, TOKENIZER_DIR, TokenDtype,
 };
 use crate::{Encoded, FieldError, RowFormatter, Sample, TokenizerInfo};
 
@@ -266,6 +266,9 @@ fn tokenize_into(
     let mut counts = RunCounts::default();
     let total = reader.bytes_total();
     let files = reader.files.clone();
+    // A shard reading a byte range numbers lines from the range; messages need the file's own.
+    let origins = reader.line_origins();
+    let mut line_bases = BTreeMap::new();
     let interrupt = progress.stop_flag();
     std::thread::scope(|scope| {
         // Two chunks queued ahead: the reader stays ahead of the pool without memory growing.
@@ -314,9 +317,18 @@ fn tokenize_into(
                     Outcome::Dropped(reason) => *counts.dropped.entry(reason.into()).or_default() += 1,
                     Outcome::Interrupted => return Err(Error::Interrupted),
                     Outcome::Bad(error) => {
+                        let path = &files[row.file].path;
+                        let base = match line_bases.get(&row.file) {
+                            Some(&base) => base,
+                            None => {
+                                let base = source::absolute_line(path, origins[row.file], 0)?;
+                                line_bases.insert(row.file, base);
+                                base
+                            }
+                        };
                         let error = Error::Data {
-                            path: files[row.file].path.clone(),
-                            line: row.line,
+                            path: path.clone(),
+                            line: base + row.line,
                             field: error.field,
                             message: error.message,
                         };
@@ -411,7 +423,7 @@ fn split_plan(samples: u64, options: &PreprocessOptions, with_val: bool) -> Resu
 
 /// Copies the samples `order` of `staging` into `writer`.
 fn copy_samples(
-    staging: &StoreReader,
+    staging: &dyn RawSamples,
     order: &[u64],
     writer: &mut StoreWriter,
     stage: &str,
@@ -420,7 +432,7 @@ fn copy_samples(
     let (mut token_bytes, mut mask) = (Vec::new(), Vec::new());
     let total = order.len() as u64;
     for (done, &index) in order.iter().enumerate() {
-        staging.read_raw(index, &mut token_bytes, &mut mask)?;
+        staging.read_sample(index, &mut token_bytes, &mut mask)?;
         writer.push_raw(&token_bytes, &mask)?;
         if done % 65_536 == 65_535 {
             tick(
@@ -536,13 +548,7 @@ fn plan(options: &PreprocessOptions, tokenizer: &dyn PipelineTokenizer, progress
     let train = resolve_group(&options.datasets, "datasets", &mut warnings)?;
     let eval = resolve_group(&options.test_datasets, "test_datasets", &mut warnings)?;
     let tokenizer_bytes = tokenizer.fingerprint_bytes();
-    let mut tokenizer_hasher = Fingerprinter::new();
-    tokenizer_hasher.add("tokenizer", &tokenizer_bytes);
-
-    let mut hasher = Fingerprinter::new();
-    hasher.add("data version", &DATA_VERSION.to_le_bytes());
-    hasher.add("options", options.fingerprint_json().as_bytes());
-    hasher.add("tokenizer", &tokenizer_bytes);
+    let mut hasher = settings_hasher(options, &tokenizer_bytes);
     let total: u64 = train
         .iter()
         .chain(&eval)
@@ -581,9 +587,25 @@ fn plan(options: &PreprocessOptions, tokenizer: &dyn PipelineTokenizer, progress
         train,
         eval,
         fingerprint: hasher.hex(),
-        tokenizer_hash: tokenizer_hasher.hex(),
+        tokenizer_hash: tokenizer_hash(&tokenizer_bytes),
         warnings,
     })
+}
+
+/// The fingerprint's hasher after everything but the inputs' bytes: the data version, the
+/// options that decide the output, and the tokenizer.
+fn settings_hasher(options: &PreprocessOptions, tokenizer_bytes: &[u8]) -> Fingerprinter {
+    let mut hasher = Fingerprinter::new();
+    hasher.add("data version", &DATA_VERSION.to_le_bytes());
+    hasher.add("options", options.fingerprint_json().as_bytes());
+    hasher.add("tokenizer", tokenizer_bytes);
+    hasher
+}
+
+fn tokenizer_hash(tokenizer_bytes: &[u8]) -> String {
+    let mut hasher = Fingerprinter::new();
+    hasher.add("tokenizer", tokenizer_bytes);
+    hasher.hex()
 }
 
 /// The store root the options produce, without building it: `<prepared_dir>/<fingerprint>`.
@@ -631,23 +653,51 @@ pub fn preprocess_with(
             warnings: plan.warnings,
         });
     }
-    fs_err::create_dir_all(&options.prepared_dir)?;
+    // The parts of a sharded run of these very inputs: join them instead of starting over.
+    if let Some(mut prepared) = sharded::merge_if_complete(options, tokenizer, &plan, progress)? {
+        prepared.seconds = started.elapsed().as_secs_f64();
+        return Ok(prepared);
+    }
+    let stores = publish(&options.prepared_dir, &plan.fingerprint, |temporary| {
+        build_stores(
+            options,
+            tokenizer,
+            &plan,
+            &train_formatters,
+            &eval_formatters,
+            temporary,
+            progress,
+        )
+    })?;
+    Ok(Prepared {
+        root,
+        fingerprint: plan.fingerprint,
+        reused: false,
+        stores,
+        seconds: started.elapsed().as_secs_f64(),
+        warnings: plan.warnings,
+    })
+}
+
+/// A fresh temporary folder name beside `name` in `parent`.
+fn temporary_dir(parent: &Path, name: &str) -> PathBuf {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |time| time.subsec_nanos());
-    let temporary = options
-        .prepared_dir
-        .join(format!("{}.tmp-{}-{nanos}", plan.fingerprint, std::process::id()));
-    let outcome = build_stores(
-        options,
-        tokenizer,
-        &plan,
-        &train_formatters,
-        &eval_formatters,
-        &temporary,
-        progress,
-    );
-    let stores = match outcome {
+    parent.join(format!("{name}.tmp-{}-{nanos}", std::process::id()))
+}
+
+/// Runs `build` in a temporary folder and renames it to `<prepared_dir>/<fingerprint>` when it
+/// succeeds (it is removed when it fails); returns the store folders by split.
+fn publish(
+    prepared_dir: &Path,
+    fingerprint: &str,
+    build: impl FnOnce(&Path) -> Result<Vec<&'static str>>,
+) -> Result<BTreeMap<String, PathBuf>> {
+    fs_err::create_dir_all(prepared_dir)?;
+    let root = prepared_dir.join(fingerprint);
+    let temporary = temporary_dir(prepared_dir, fingerprint);
+    let stores = match build(&temporary) {
         Ok(stores) => stores,
         Err(error) => {
             // Best effort: the error that stopped the run matters more than a cleanup failure.
@@ -662,18 +712,10 @@ pub fn preprocess_with(
             return Err(error.into());
         }
     }
-    let stores = stores
+    Ok(stores
         .into_iter()
         .map(|split| (split.to_string(), root.join(split)))
-        .collect();
-    Ok(Prepared {
-        root,
-        fingerprint: plan.fingerprint,
-        reused: false,
-        stores,
-        seconds: started.elapsed().as_secs_f64(),
-        warnings: plan.warnings,
-    })
+        .collect())
 }
 
 fn build_stores(
@@ -879,6 +921,10 @@ pub fn locate(options: &PreprocessOptions) -> Result<PathBuf> {
     options.validate()?;
     locate_with(options, &load_encoder(options)?)
 }
+
+mod sharded;
+
+pub use sharded::{PartReport, ShardSpec, merge_parts, merge_parts_with, preprocess_part, preprocess_part_with};
 
 #[cfg(test)]
 mod tests;

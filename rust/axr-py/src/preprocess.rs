@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use axr_core::options::{PreprocessOptions, SourceOptions};
-use axr_core::pipeline::{self, Progress, ProgressUpdate};
+use axr_core::pipeline::{self, Progress, ProgressUpdate, ShardSpec};
 use axr_core::source::{self, FileKind};
 use pyo3::prelude::*;
 
@@ -63,6 +63,47 @@ impl Progress for PythonProgress {
 #[pyo3(signature = (options_json, *, progress = None))]
 fn preprocess(py: Python<'_>, options_json: &str, progress: Option<Py<PyAny>>) -> PyResult<String> {
     let options = PreprocessOptions::from_json(options_json).map_err(PyAxrError::from)?;
+    let prepared = run_watched(py, progress, |reporter| pipeline::preprocess(&options, reporter))?;
+    Ok(serde_json::to_string(&prepared).expect("report serialises to JSON"))
+}
+
+/// Builds part `index` of `count` of a sharded run (`axr preprocess --shard I/N`); returns the
+/// part report as JSON (`dir`, `index`, `count`, `reused`, `bytes`, `train`, `eval`, `seconds`,
+/// `warnings`).
+#[pyfunction]
+#[pyo3(signature = (options_json, index, count, *, progress = None))]
+fn preprocess_part(
+    py: Python<'_>,
+    options_json: &str,
+    index: u64,
+    count: u64,
+    progress: Option<Py<PyAny>>,
+) -> PyResult<String> {
+    let options = PreprocessOptions::from_json(options_json).map_err(PyAxrError::from)?;
+    let spec = ShardSpec::new(index, count).map_err(PyAxrError::from)?;
+    let report = run_watched(py, progress, |reporter| {
+        pipeline::preprocess_part(&options, spec, reporter)
+    })?;
+    Ok(serde_json::to_string(&report).expect("report serialises to JSON"))
+}
+
+/// Joins the parts of a sharded run into the stores a single run builds (`axr preprocess
+/// --merge`); returns the same report as `preprocess`.
+#[pyfunction]
+#[pyo3(signature = (options_json, *, progress = None))]
+fn merge_parts(py: Python<'_>, options_json: &str, progress: Option<Py<PyAny>>) -> PyResult<String> {
+    let options = PreprocessOptions::from_json(options_json).map_err(PyAxrError::from)?;
+    let prepared = run_watched(py, progress, |reporter| pipeline::merge_parts(&options, reporter))?;
+    Ok(serde_json::to_string(&prepared).expect("report serialises to JSON"))
+}
+
+/// Runs `work` on a worker thread without the GIL while this (main) thread turns Ctrl-C into
+/// the stop flag; a Python error from the progress callback or a signal wins over the result.
+fn run_watched<T: Send>(
+    py: Python<'_>,
+    progress: Option<Py<PyAny>>,
+    work: impl FnOnce(&mut dyn Progress) -> axr_core::Result<T> + Send,
+) -> PyResult<T> {
     let stop = Arc::new(AtomicBool::new(false));
     let mut reporter = PythonProgress {
         callback: progress,
@@ -74,7 +115,7 @@ fn preprocess(py: Python<'_>, options_json: &str, progress: Option<Py<PyAny>>) -
         std::thread::scope(|scope| {
             let worker = std::thread::Builder::new()
                 .name("axr-preprocess".into())
-                .spawn_scoped(scope, || pipeline::preprocess(&options, &mut reporter))
+                .spawn_scoped(scope, || work(&mut reporter))
                 .expect("spawn the preprocess thread");
             while !worker.is_finished() {
                 std::thread::park_timeout(SIGNAL_POLL);
@@ -91,8 +132,7 @@ fn preprocess(py: Python<'_>, options_json: &str, progress: Option<Py<PyAny>>) -
     if let Some(error) = signal.or(reporter.error) {
         return Err(error);
     }
-    let prepared = result.map_err(PyAxrError::from)?;
-    Ok(serde_json::to_string(&prepared).expect("report serialises to JSON"))
+    Ok(result.map_err(PyAxrError::from)?)
 }
 
 /// The store root (`<prepared_dir>/<fingerprint>`) the options lead to, built or not.
@@ -132,6 +172,8 @@ fn resolve_source(source_json: &str, key: &str) -> PyResult<Vec<(String, &'stati
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(resolve_source, m)?)?;
     m.add_function(wrap_pyfunction!(preprocess, m)?)?;
+    m.add_function(wrap_pyfunction!(preprocess_part, m)?)?;
+    m.add_function(wrap_pyfunction!(merge_parts, m)?)?;
     m.add_function(wrap_pyfunction!(locate_prepared, m)?)?;
     Ok(())
 }

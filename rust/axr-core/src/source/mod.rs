@@ -9,6 +9,6 @@ mod columnar;
 mod reader;
 mod resolve;
 
-pub use reader::{DatasetFiles, RawChunk, RawRow, RowData, RowReader};
+pub use reader::{DatasetFiles, RawChunk, RawRow, RowData, RowReader, absolute_line};
 pub(crate) use reader::{json_message, json_type};
 pub use resolve::{FileKind, SourceFile, resolve};

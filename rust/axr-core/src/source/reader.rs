@@ -5,8 +5,9 @@
 //! are parsed element by element from a buffered reader, so neither kind
 //! holds more than a chunk in memory.
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
 use std::ops::Range;
+use std::sync::{Arc, Mutex};
 
 use serde::Deserialize;
 use serde_json::{Map, Value};
@@ -134,9 +135,13 @@ struct OpenFile {
     /// The text reader of JSON and text files (`None` for parquet and Arrow files).
     reader: Option<CountingReader<BufReader<fs_err::File>>>,
     mode: Mode,
-    /// 1-based number of the next line to read in line mode.
+    /// 1-based number of the next line to read in line mode (counted from the range's first
+    /// line when only a byte range of the file is read).
     next_line: u64,
     rows: u64,
+    /// With a byte range: the file offset the reader started at, and the range's end (rows that
+    /// start at or after it belong to the next range).
+    window: Option<(u64, u64)>,
 }
 
 impl OpenFile {
@@ -167,6 +172,11 @@ pub struct RowReader {
     bytes_done: u64,
     chunk_rows: usize,
     chunk_bytes: usize,
+    /// Per file: `None` reads it whole; `Some(range)` reads only the rows (lines) that start in
+    /// that byte range, an empty range none ([`Self::with_ranges`]).
+    pub ranges: Vec<Option<Range<u64>>>,
+    /// Files whose byte range held no row (not an error for a range: the rows may lie in others).
+    empty_ranges: Arc<Mutex<Vec<usize>>>,
 }
 
 fn data_error(file: &SourceFile, line: u64, message: impl Into<String>) -> Error {
@@ -201,17 +211,102 @@ impl RowReader {
             bytes_done: 0,
             chunk_rows: chunk_rows.max(1),
             chunk_bytes: chunk_bytes.max(1),
+            ranges: Vec::new(),
+            empty_ranges: Arc::default(),
         }
     }
 
-    /// Total bytes of all files.
+    /// Reads only part of the files (one shard of a sharded run): per file, `None` for all of it,
+    /// or the byte range whose rows to read. A line belongs to the range holding its first byte,
+    /// so ranges that tile a file read each line exactly once; only JSON-lines and text files may
+    /// be given a partial range. Line numbers then count from the range's first line
+    /// ([`absolute_line`] turns them into the file's).
+    pub fn with_ranges(mut self, ranges: Vec<Option<Range<u64>>>) -> Self {
+        assert_eq!(ranges.len(), self.files.len(), "one range per file");
+        self.ranges = ranges;
+        self
+    }
+
+    /// The list of files (indices) whose byte range turned out to hold no row, filled while reading.
+    pub fn empty_ranges(&self) -> Arc<Mutex<Vec<usize>>> {
+        Arc::clone(&self.empty_ranges)
+    }
+
+    fn range_of(&self, file: usize) -> Option<Range<u64>> {
+        let range = self.ranges.get(file).cloned().flatten()?;
+        // A range covering the whole file reads it as a whole (byte-order mark, empty-file check).
+        (range.start > 0 || range.end < self.files[file].size).then_some(range)
+    }
+
+    /// Per file, where its rows' line numbers count from: `Some(start)` for a range starting
+    /// inside the file (see [`absolute_line`]), `None` when they are the file's own.
+    pub fn line_origins(&self) -> Vec<Option<u64>> {
+        (0..self.files.len())
+            .map(|index| self.range_of(index).map(|range| range.start).filter(|&start| start > 0))
+            .collect()
+    }
+
+    /// Total bytes to read, over all files (or their ranges).
     pub fn bytes_total(&self) -> u64 {
-        self.files.iter().map(|file| file.size).sum()
+        (0..self.files.len())
+            .map(|index| match self.range_of(index) {
+                Some(range) => range.end.min(self.files[index].size).saturating_sub(range.start),
+                None => self.files[index].size,
+            })
+            .sum()
+    }
+
+    /// Opens the file from the start of the first line that starts in `range`.
+    fn open_range(&mut self, range: Range<u64>) -> Result<()> {
+        let file = &self.files[self.next_file];
+        let mut handle = fs_err::File::open(&file.path)?;
+        let mut start = range.start;
+        if start > 0 {
+            handle.seek(SeekFrom::Start(start - 1))?;
+        }
+        let mut reader = CountingReader {
+            inner: BufReader::with_capacity(1 << 20, handle),
+            newlines: 0,
+            bytes: 0,
+        };
+        if start == 0 {
+            reader.skip_byte_order_mark()?;
+        } else {
+            // The line under the range's first byte started before it, unless the byte before
+            // ends a line: that line is the previous range's.
+            let mut partial = Vec::new();
+            reader.inner.read_until(b'\n', &mut partial)?;
+            let ends_line = partial.first() == Some(&b'\n');
+            if ends_line {
+                partial.truncate(1);
+            }
+            start += partial.len() as u64 - 1;
+        }
+        self.current = Some(OpenFile {
+            reader: Some(reader),
+            mode: Mode::Lines,
+            next_line: 1,
+            rows: 0,
+            window: Some((start, range.end)),
+        });
+        Ok(())
     }
 
     fn open_next(&mut self) -> Result<bool> {
+        while self
+            .ranges
+            .get(self.next_file)
+            .is_some_and(|range| range.as_ref().is_some_and(Range::is_empty))
+        {
+            self.next_file += 1;
+        }
         if self.next_file >= self.files.len() {
             return Ok(false);
+        }
+        if let Some(range) = self.range_of(self.next_file) {
+            self.open_range(range)?;
+            self.next_file += 1;
+            return Ok(true);
         }
         let file = &self.files[self.next_file];
         let batches = match file.kind {
@@ -225,6 +320,7 @@ impl RowReader {
                 mode: Mode::Batches(batches),
                 next_line: 1,
                 rows: 0,
+                window: None,
             });
             self.next_file += 1;
             return Ok(true);
@@ -258,6 +354,7 @@ impl RowReader {
             mode,
             next_line: 1,
             rows: 0,
+            window: None,
         });
         self.next_file += 1;
         Ok(true)
@@ -281,7 +378,9 @@ impl RowReader {
             if !self.read_row(file_index, &mut chunk)? {
                 let finished = self.current.take().expect("a file is open");
                 self.bytes_done += finished.bytes();
-                if finished.rows == 0 {
+                if finished.rows == 0 && finished.window.is_some() {
+                    self.empty_ranges.lock().expect("not poisoned").push(file_index);
+                } else if finished.rows == 0 {
                     return Err(data_error(
                         &self.files[file_index],
                         0,
@@ -305,6 +404,12 @@ impl RowReader {
         let open = self.current.as_mut().expect("a file is open");
         match open.mode {
             Mode::Lines => loop {
+                if let Some((first, end)) = open.window {
+                    let position = first + open.reader.as_ref().map_or(0, |reader| reader.bytes);
+                    if position >= end {
+                        return Ok(false);
+                    }
+                }
                 let start = chunk.bytes.len();
                 let read = open.text().inner.read_until(b'\n', &mut chunk.bytes)?;
                 if read == 0 {
@@ -460,6 +565,26 @@ impl RowReader {
         }
         Ok(true)
     }
+}
+
+/// The file's own 1-based line number of the `local`-th line of a byte range that starts at
+/// `origin` ([`RowReader::line_origins`]). It counts the line breaks before the range, so it
+/// reads the file up to there: called for messages only, never for every row.
+pub fn absolute_line(path: &std::path::Path, origin: Option<u64>, local: u64) -> Result<u64> {
+    let Some(start) = origin else { return Ok(local) };
+    let mut reader = BufReader::with_capacity(1 << 20, fs_err::File::open(path)?).take(start - 1);
+    let mut before = 0u64;
+    loop {
+        let buffer = reader.fill_buf()?;
+        if buffer.is_empty() {
+            break;
+        }
+        before += count_newlines(buffer);
+        let length = buffer.len();
+        reader.consume(length);
+    }
+    // The range's first line starts after the line break at or after byte `start - 1`.
+    Ok(before + 1 + local)
 }
 
 /// serde_json's message without its "at line L column C" suffix (lines are ours to count).

@@ -13,6 +13,7 @@
 //! with `np.memmap` (python/axr/data/_format.py mirrors this module).
 
 mod fingerprint;
+mod merge;
 mod reader;
 mod writer;
 
@@ -21,7 +22,8 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-pub use fingerprint::Fingerprinter;
+pub use fingerprint::{Fingerprinter, HASH_BLOCK, block_count, block_digests};
+pub use merge::{ConcatStores, RawSamples};
 pub use reader::StoreReader;
 pub use writer::{StoreContents, StoreWriter};
 
