@@ -318,13 +318,12 @@ fn tokenize_into(
                     Outcome::Interrupted => return Err(Error::Interrupted),
                     Outcome::Bad(error) => {
                         let path = &files[row.file].path;
-                        let base = match line_bases.get(&row.file) {
-                            Some(&base) => base,
-                            None => {
-                                let base = source::absolute_line(path, origins[row.file], 0)?;
-                                line_bases.insert(row.file, base);
-                                base
-                            }
+                        let base = if let Some(&base) = line_bases.get(&row.file) {
+                            base
+                        } else {
+                            let base = source::absolute_line(path, origins[row.file], 0)?;
+                            line_bases.insert(row.file, base);
+                            base
                         };
                         let error = Error::Data {
                             path: path.clone(),

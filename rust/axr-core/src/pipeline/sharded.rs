@@ -18,6 +18,7 @@
 //! and the sizes and kinds of the input files (their bytes are not known to any one part).
 
 use std::collections::BTreeMap;
+use std::fmt::Write as _;
 use std::io::{BufRead, BufReader};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
@@ -324,6 +325,51 @@ fn hex_digest(digest: u128) -> String {
     format!("{digest:032x}")
 }
 
+/// The digests of the blocks each share touches, as manifest entries.
+fn hash_shares(inputs: &[Input<'_>], shares: &[Share], progress: &mut dyn Progress) -> Result<Vec<PartFile>> {
+    let mut files = Vec::new();
+    let to_hash: u64 = inputs
+        .iter()
+        .zip(shares)
+        .map(|(input, share)| {
+            (share.blocks.end * HASH_BLOCK).min(input.file.size)
+                - (share.blocks.start * HASH_BLOCK).min(input.file.size)
+        })
+        .sum();
+    let (mut hashed, mut last_tick) = (0u64, Instant::now());
+    for (index, (input, share)) in inputs.iter().zip(shares).enumerate() {
+        if share.blocks.is_empty() {
+            continue;
+        }
+        let mut interrupted = false;
+        let digests = block_digests(&input.file.path, share.blocks.clone(), |bytes| {
+            hashed += bytes;
+            if last_tick.elapsed().as_millis() >= 200 {
+                last_tick = Instant::now();
+                let update = ProgressUpdate {
+                    stage: "hash",
+                    done: hashed,
+                    total: to_hash,
+                    rows: 0,
+                    tokens: 0,
+                };
+                interrupted = progress.tick(&update).is_break();
+            }
+            !interrupted
+        })?
+        .ok_or(Error::Interrupted)?;
+        files.push(PartFile {
+            file: index,
+            size: input.file.size,
+            first_block: share.blocks.start,
+            digests: digests.into_iter().map(hex_digest).collect(),
+            range_without_rows: false,
+        });
+    }
+
+    Ok(files)
+}
+
 /// `axr preprocess CONFIG --shard I/N` with a given tokenizer and formatter factory.
 pub fn preprocess_part_with(
     options: &PreprocessOptions,
@@ -358,45 +404,7 @@ pub fn preprocess_part_with(
 
     let tokenizer_bytes = tokenizer.fingerprint_bytes();
     let key = part_key(options, &tokenizer_bytes, &inputs);
-    let mut files = Vec::new();
-    let to_hash: u64 = inputs
-        .iter()
-        .zip(&shares)
-        .map(|(input, share)| {
-            (share.blocks.end * HASH_BLOCK).min(input.file.size)
-                - (share.blocks.start * HASH_BLOCK).min(input.file.size)
-        })
-        .sum();
-    let (mut hashed, mut last_tick) = (0u64, Instant::now());
-    for (index, (input, share)) in inputs.iter().zip(&shares).enumerate() {
-        if share.blocks.is_empty() {
-            continue;
-        }
-        let mut interrupted = false;
-        let digests = block_digests(&input.file.path, share.blocks.clone(), |bytes| {
-            hashed += bytes;
-            if last_tick.elapsed().as_millis() >= 200 {
-                last_tick = Instant::now();
-                let update = ProgressUpdate {
-                    stage: "hash",
-                    done: hashed,
-                    total: to_hash,
-                    rows: 0,
-                    tokens: 0,
-                };
-                interrupted = progress.tick(&update).is_break();
-            }
-            !interrupted
-        })?
-        .ok_or(Error::Interrupted)?;
-        files.push(PartFile {
-            file: index,
-            size: input.file.size,
-            first_block: share.blocks.start,
-            digests: digests.into_iter().map(hex_digest).collect(),
-            range_without_rows: false,
-        });
-    }
+    let files = hash_shares(&inputs, &shares, progress)?;
 
     let parent = options.prepared_dir.join(PARTS_DIR).join(&key);
     let dir = parent.join(spec.dir_name());
@@ -501,7 +509,7 @@ fn build_part(
             .iter()
             .map(|share| share.rows.clone())
             .collect();
-        let reader = RowReader::new(datasets.to_vec(), options.chunk_rows, options.chunk_bytes).with_ranges(ranges);
+        let reader = RowReader::new((*datasets).clone(), options.chunk_rows, options.chunk_bytes).with_ranges(ranges);
         let empty_ranges = reader.empty_ranges();
         let (split, stage) = if group == 0 {
             ("train", "tokenize train")
@@ -615,10 +623,11 @@ fn complete_set(prepared_dir: &Path, key: &str) -> Result<std::result::Result<Ve
                     dir.display()
                 );
                 if parts_root.is_dir() && fs_err::read_dir(&parts_root)?.next().is_some() {
-                    message.push_str(&format!(
+                    let _ = write!(
+                        message,
                         " ({} holds only parts built with other settings, another tokenizer or other input files)",
                         parts_root.display()
-                    ));
+                    );
                 }
                 return Ok(Err(message));
             };
@@ -632,11 +641,12 @@ fn complete_set(prepared_dir: &Path, key: &str) -> Result<std::result::Result<Ve
             );
             let others = elsewhere(&parts_root, key, *count, &missing)?;
             if !others.is_empty() {
-                message.push_str(&format!(
+                let _ = write!(
+                    message,
                     "; {} — built with other settings, another tokenizer or other input files than this config, \
                      so it cannot be merged with these",
                     others.join("; ")
-                ));
+                );
             }
             return Ok(Err(message));
         }
@@ -882,10 +892,6 @@ fn build_merged(
 }
 
 /// Joins a complete set of parts whose fingerprint is `fingerprint`, or finds the stores done.
-#[expect(
-    clippy::too_many_arguments,
-    reason = "two private call sites; a struct would only rename them"
-)]
 fn merge_set(
     options: &PreprocessOptions,
     tokenizer: &dyn PipelineTokenizer,
@@ -896,14 +902,13 @@ fn merge_set(
     progress: &mut dyn Progress,
 ) -> Result<Prepared> {
     let root = options.prepared_dir.join(&fingerprint);
-    let (stores, reused) = match existing(&root)? {
-        Some(stores) => (stores, true),
-        None => {
-            let stores = publish(&options.prepared_dir, &fingerprint, |temporary| {
-                build_merged(options, tokenizer, &fingerprint, set, temporary, progress)
-            })?;
-            (stores, false)
-        }
+    let (stores, reused) = if let Some(stores) = existing(&root)? {
+        (stores, true)
+    } else {
+        let stores = publish(&options.prepared_dir, &fingerprint, |temporary| {
+            build_merged(options, tokenizer, &fingerprint, set, temporary, progress)
+        })?;
+        (stores, false)
     };
     Ok(Prepared {
         root,

@@ -221,6 +221,7 @@ impl RowReader {
     /// so ranges that tile a file read each line exactly once; only JSON-lines and text files may
     /// be given a partial range. Line numbers then count from the range's first line
     /// ([`absolute_line`] turns them into the file's).
+    #[must_use]
     pub fn with_ranges(mut self, ranges: Vec<Option<Range<u64>>>) -> Self {
         assert_eq!(ranges.len(), self.files.len(), "one range per file");
         self.ranges = ranges;

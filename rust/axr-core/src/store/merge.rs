@@ -89,7 +89,7 @@ mod tests {
             trainable_tokens: contents.trainable_tokens,
             longest: contents.longest,
             shards: contents.shards,
-            counts: Default::default(),
+            counts: crate::store::RunCounts::default(),
             options: serde_json::Value::Null,
         };
         meta.write(dir).unwrap();

@@ -46,6 +46,7 @@ impl PipelineTokenizer for ByteTokenizer {
 struct TextFormatter;
 
 impl RowFormatter for TextFormatter {
+    #[expect(clippy::single_range_in_vec_init, reason = "one trained span")]
     fn format(&self, row: &Map<String, Value>) -> Result<Sample, FieldError> {
         let text = row
             .get("text")
@@ -113,7 +114,7 @@ fn text(seed: u64, length: usize) -> String {
         state ^= state << 13;
         state ^= state >> 7;
         state ^= state << 17;
-        out.push(if state % 6 == 0 {
+        out.push(if state.is_multiple_of(6) {
             ' '
         } else {
             (b'a' + (state % 26) as u8) as char
