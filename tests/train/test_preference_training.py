@@ -126,6 +126,13 @@ def _texts(tokenizer: Any, data: preference.PreferenceSet, sequence: int) -> tup
             ("Q: Why?\nA: ", "Yes!"),
         ),
         (
+            # Axolotl's `type:` table form of user_defined.default.
+            {"type": {"field_prompt": "q", "prompt_format": "Q: {prompt}\nA: "}},
+            {"q": "Why?", "chosen": "Yes", "rejected": "No"},
+            "dpo",
+            ("Q: Why?\nA: ", "Yes"),
+        ),
+        (
             {
                 "type": "user_defined.default",
                 "field_completion": "answer",

@@ -123,6 +123,26 @@ class UserDefinedFormat(BaseModel):
     no_input_format: str = "{instruction} "
     """Prompt for rows with an empty input; may use ``{instruction}`` but not ``{input}``."""
 
+    # With rl set, a table holding these is Axolotl's user_defined.default preference (or KTO) format.
+    field_prompt: str | None = None
+    """Preference data: the column with the prompt (default ``prompt``)."""
+    field_chosen: str | None = None
+    """Preference data: the column with the preferred answer (default ``chosen``)."""
+    field_rejected: str | None = None
+    """Preference data: the column with the rejected answer (default ``rejected``)."""
+    prompt_format: str | None = None
+    """Preference data: the prompt template (``{prompt}``, ``{system}``)."""
+    chosen_format: str | None = None
+    """Preference data: the preferred answer's template (``{chosen}``)."""
+    rejected_format: str | None = None
+    """Preference data: the rejected answer's template (``{rejected}``)."""
+    field_completion: str | None = None
+    """KTO data: the column with the completion (default ``completion``)."""
+    field_label: str | None = None
+    """KTO data: the column with the boolean label (default ``label``)."""
+    completion_format: str | None = None
+    """KTO data: the completion's template (``{completion}``)."""
+
     @model_validator(mode="after")
     def _no_input_placeholder(self) -> UserDefinedFormat:
         if "{input}" in self.no_input_format:

@@ -225,9 +225,13 @@ def _check_not_preference(cfg: Any) -> None:
         )
     for where in ("datasets", "test_datasets"):
         for index, entry in enumerate(getattr(cfg, where, None) or []):
+            table = getattr(entry, "type", None)
             for key in PREFERENCE_KEYS:
-                if getattr(entry, key, None) is not None:
-                    raise ConfigError(f"{where}[{index}].{key}: read by preference datasets only (set rl)")
+                for holder, prefix in ((entry, ""), (table, "type.")):
+                    if not isinstance(holder, str) and getattr(holder, key, None) is not None:
+                        raise ConfigError(
+                            f"{where}[{index}].{prefix}{key}: read by preference datasets only (set rl)"
+                        )
 
 
 def preprocess(

@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from axr.data.preprocess import PREFERENCE_KEYS
 from axr.errors import ConfigError
 from axr.train import preference_losses as losses
 
@@ -59,6 +60,7 @@ _SPEC_KEYS = {
     "chat_template",
     "chat_template_jinja",
 }
+_PREFERENCE_KEYS = set(PREFERENCE_KEYS)
 # Filled in for every entry by the schema or the SFT options; meaningless for preference rows.
 _IGNORED_FORMAT_KEYS = {"train_on_inputs"}
 
@@ -127,7 +129,23 @@ class PreferenceSet:
         )
 
 
+def _table_defaults() -> dict[str, Any]:
+    from axr.config.schema import UserDefinedFormat
+
+    return {
+        name: info.default
+        for name, info in UserDefinedFormat.model_fields.items()
+        if info.default is not None
+    }
+
+
 def _spec(format_keys: dict[str, Any], key: str, cfg: Any) -> dict[str, Any]:
+    if "type" not in format_keys and set(format_keys) & _PREFERENCE_KEYS:
+        # A `type:` table with preference keys is Axolotl's user_defined.default; the SFT table's
+        # defaults that come with it are not settings of the user's.
+        defaults = _table_defaults()
+        format_keys = {k: v for k, v in format_keys.items() if k not in defaults or defaults[k] != v}
+        format_keys["type"] = "user_defined.default"
     unknown = sorted(set(format_keys) - _SPEC_KEYS - _IGNORED_FORMAT_KEYS)
     if unknown:
         raise ConfigError(
