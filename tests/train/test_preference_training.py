@@ -359,7 +359,7 @@ def test_kto_and_orpo_move_their_metrics(tmp_path: Path, tiny_llama_dir: Path, r
 
 
 def test_precomputed_reference_gives_the_same_losses(tmp_path: Path, tiny_llama_dir: Path) -> None:
-    """Full fine-tune: the frozen base copy and precompute_ref_log_probs give the same DPO losses."""
+    """Full fine-tune, padded rows: the frozen base copy and precompute_ref_log_probs give the same losses."""
     from axr.train.loop import train
 
     path = _write(tmp_path / "pairs.jsonl", _pairs()[:8])
@@ -375,6 +375,7 @@ def test_precomputed_reference_gives_the_same_losses(tmp_path: Path, tiny_llama_
             lora_target_modules=None,
             max_steps=3,
             learning_rate=1e-3,
+            sample_packing=False,
             precompute_ref_log_probs=precompute,
         )
         losses.append(train(cfg).losses)
