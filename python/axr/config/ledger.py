@@ -199,7 +199,10 @@ TOP_LEVEL: dict[str, Entry] = {
     "default_system_message": used(PREPROCESS, f"{_EFFECTS}::test_preprocess_option_keys"),
     "eot_tokens": used(PREPROCESS, f"{_EFFECTS}::test_preprocess_option_keys"),
     "dataset_prepared_path": used(PREPROCESS, f"{_EFFECTS}::test_preprocess_option_keys"),
-    "push_dataset_to_hub": not_yet("upload the prepared dataset to this hub repo", 15),
+    "push_dataset_to_hub": used(
+        "data.hub_store (the prepared store pushed to, and reused from, a hub dataset repo)",
+        "tests/hub/test_hub_push.py::test_push_dataset_to_hub_uploads_the_store_once_and_a_fresh_machine_downloads_it",
+    ),
     "dataset_num_proc": used(PREPROCESS, f"{_EFFECTS}::test_preprocess_option_keys"),
     "dataset_keep_in_memory": no_effect(
         "the native pipeline streams rows in bounded memory; there is no dataset to keep"

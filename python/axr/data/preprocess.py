@@ -262,6 +262,13 @@ def preprocess(
     from axr.data._format import read_meta
 
     options_json = json.dumps(options_from_config(cfg))
+    repo = cfg.push_dataset_to_hub
+    if repo:
+        from axr._native import locate_prepared
+        from axr.data.hub_store import pull
+
+        if pull(repo, Path(locate_prepared(options_json))):
+            print(f"axr: prepared dataset downloaded from the hub dataset {repo}", file=sys.stderr)
     show = sys.stderr.isatty() if progress is None else progress
     if callback is None and show:
         with _ProgressBar() as bar:
@@ -271,6 +278,11 @@ def preprocess(
     stores = {split: Path(path) for split, path in report["stores"].items()}
     for warning in report["warnings"]:
         print(f"axr: warning: {warning}", file=sys.stderr)
+    if repo:
+        from axr.data.hub_store import push
+
+        if push(repo, Path(report["root"])):
+            print(f"axr: prepared dataset pushed to the hub dataset {repo}", file=sys.stderr)
     if cfg.special_tokens_in_text == "error":
         from axr.data.doctor import StoreRows, check_special_tokens
 
