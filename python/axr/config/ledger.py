@@ -81,6 +81,7 @@ MODEL_LOAD = "models.load (tokenizer and model loading)"
 ADAPTER = "models.adapters.apply_adapter (the PEFT LoRA config)"
 HUB = "hub (hub ids resolved into the Hugging Face cache)"
 PUSH = "train.push (uploads to the hub)"
+GRADIO = "inference.session.launch_gradio (the axr inference --gradio page)"
 QUANTIZATION = "models.quantization (bitsandbytes 4-bit / 8-bit base weights)"
 OPTIMIZER = "train.optim.build_optimizer"
 SCHEDULE = "train.optim.build_scheduler"
@@ -368,12 +369,24 @@ TOP_LEVEL: dict[str, Entry] = {
     "profiler_steps_start": not_yet("profile training steps into output_dir"),
     "include_tokens_per_second": no_effect("axr always reports tokens per second"),
     "include_tkps": no_effect("axr always reports tokens per second"),
-    "gradio_title": no_effect("axr inference --gradio has its own options"),
-    "gradio_share": no_effect("axr inference --gradio has its own options"),
-    "gradio_server_name": no_effect("axr inference --gradio has its own options"),
-    "gradio_server_port": no_effect("axr inference --gradio has its own options"),
-    "gradio_max_new_tokens": no_effect("axr inference --gradio has its own options"),
-    "gradio_temperature": no_effect("axr inference --gradio has its own options"),
+    "gradio_title": used(
+        GRADIO, "tests/test_gradio.py::test_the_gradio_page_streams_answers_and_keeps_the_chat_history"
+    ),
+    "gradio_share": used(
+        GRADIO, "tests/test_gradio.py::test_the_gradio_page_streams_answers_and_keeps_the_chat_history"
+    ),
+    "gradio_server_name": used(
+        GRADIO, "tests/test_gradio.py::test_the_gradio_page_streams_answers_and_keeps_the_chat_history"
+    ),
+    "gradio_server_port": used(
+        GRADIO, "tests/test_gradio.py::test_the_gradio_page_streams_answers_and_keeps_the_chat_history"
+    ),
+    "gradio_max_new_tokens": used(
+        GRADIO, "tests/test_gradio.py::test_the_gradio_page_streams_answers_and_keeps_the_chat_history"
+    ),
+    "gradio_temperature": used(
+        GRADIO, "tests/test_gradio.py::test_the_gradio_page_streams_answers_and_keeps_the_chat_history"
+    ),
     # ---- training ---------------------------------------------------------------------------
     "output_dir": used(LOOP, f"{_EFFECTS}::test_loop_keys"),
     "torch_compile": not_yet("compile the model with torch.compile"),

@@ -595,6 +595,20 @@ class AxrConfig(BaseModel):
     hf_mlflow_log_artifacts: bool | None = None
     """Copy each checkpoint to the MLflow artifact store."""
 
+    # ---- inference page (axr inference --gradio) ----------------------------
+    gradio_title: str | None = None
+    """Title of the ``axr inference --gradio`` page (default: ``axr inference``)."""
+    gradio_share: bool | None = None
+    """Also serve the page through a public gradio.live link (default: off; Axolotl's is on)."""
+    gradio_server_name: str | None = None
+    """Address the page listens on (default ``127.0.0.1``; ``0.0.0.0`` for every interface)."""
+    gradio_server_port: Annotated[Int, Field(ge=1, le=65535)] | None = None
+    """Port of the page (default: gradio's, 7860 or the next free one)."""
+    gradio_max_new_tokens: PositiveInt | None = None
+    """Initial ``max_new_tokens`` of the page (default: ``--max_new_tokens``)."""
+    gradio_temperature: Annotated[Float, Field(ge=0)] | None = None
+    """Initial temperature of the page (default: ``--temperature``; 0 = greedy)."""
+
     # ---- training -----------------------------------------------------------
     output_dir: str = "./model-out"
     """Where checkpoints and the final model/adapter are written."""
