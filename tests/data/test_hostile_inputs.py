@@ -224,3 +224,30 @@ def test_truncate_keeps_a_huge_row_in_bounded_memory(preprocess_workspace: Prepr
     meta = preprocess(load_config(config), progress=False).metas["train"]
     assert meta["counts"]["truncated"] == {"longer_than_sequence_len": 1}
     assert meta["samples"] == 1
+
+
+def test_a_damaged_arrow_file_that_panics_the_reader_is_one_clean_error(
+    preprocess_workspace: PreprocessWorkspace, capfd: pytest.CaptureFixture[str]
+) -> None:
+    import io
+
+    import pyarrow as pa
+
+    from axr.errors import AxrError
+
+    buffer = io.BytesIO()
+    table = pa.table({"text": ["a", "b"]})
+    with pa.ipc.new_stream(buffer, table.schema) as writer:
+        writer.write_table(table)
+    damaged = bytearray(buffer.getvalue())
+    # A buffer length flipped: arrow-ipc panics ("the offset of the new Buffer cannot exceed the
+    # existing length") instead of returning an error.
+    damaged[160] = 1
+    data = preprocess_workspace.root / "data.arrow"
+    data.write_bytes(bytes(damaged))
+    config = preprocess_workspace.config(data, type="completion")
+    with pytest.raises(AxrError, match=r"data\.arrow:1: -: the file is damaged \(the offset of the new Buffer"):
+        preprocess(load_config(config), progress=False)
+    err = capfd.readouterr().err
+    assert "panicked" not in err, err
+    assert "RUST_BACKTRACE" not in err, err
