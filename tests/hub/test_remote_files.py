@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from axr.cli import main
 from axr.config import load_config
 from axr.data.preprocess import preprocess
 from axr.errors import ConfigError
@@ -100,7 +101,10 @@ def test_an_https_dataset_and_config_are_fetched_once_and_a_changed_file_rebuild
     file_server.files["/configs/run.yml"] = _config_text(mistral_tokenizer_dir, tmp_path, data_url).encode()
     config_url = f"{file_server.url}/configs/run.yml"
 
+    # The CLI takes the URL as its config.
+    assert main(["preprocess", config_url, "--no-progress", "--no-doctor"]) == 0
     first = preprocess(load_config(config_url), progress=False)
+    assert first.reused
     assert first.metas["train"]["samples"] == 9
     copies = sorted(path.name for path in remote_cache.rglob("*.jsonl"))
     assert copies == ["rows.jsonl"]
