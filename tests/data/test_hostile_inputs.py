@@ -246,7 +246,9 @@ def test_a_damaged_arrow_file_that_panics_the_reader_is_one_clean_error(
     data = preprocess_workspace.root / "data.arrow"
     data.write_bytes(bytes(damaged))
     config = preprocess_workspace.config(data, type="completion")
-    with pytest.raises(AxrError, match=r"data\.arrow:1: -: the file is damaged \(the offset of the new Buffer"):
+    with pytest.raises(
+        AxrError, match=r"data\.arrow:1: -: the file is damaged \(the offset of the new Buffer"
+    ):
         preprocess(load_config(config), progress=False)
     err = capfd.readouterr().err
     assert "panicked" not in err, err
