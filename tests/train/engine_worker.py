@@ -41,6 +41,8 @@ def engine_facts(model: Any) -> dict[str, Any]:
     if hasattr(model, "global_steps"):
         facts["deepspeed_optimizer_steps"] = int(model.global_steps)
         facts["deepspeed_micro_steps"] = int(model.micro_steps)
+        facts["zero_stage"] = int(model.zero_optimization_stage())
+        facts["deepspeed_bf16"] = bool(model.bfloat16_enabled())
     return facts
 
 

@@ -12,6 +12,7 @@ must still take part in the forward (a hang fails the run by timeout).
 from __future__ import annotations
 
 import json
+import math
 import os
 import socket
 import subprocess
@@ -34,8 +35,11 @@ NO_SAVES = {"save_strategy": "no"}
 ENGINES: dict[str, tuple[dict[str, Any], str]] = {
     # name: (top-level keys, extra TOML text)
     "ddp": ({"save_steps": 2}, ""),
-    "zero2": ({"deepspeed": "zero2", **NO_SAVES}, ""),
-    "zero3": ({"deepspeed": "deepspeed_configs/zero3.json", **NO_SAVES}, ""),
+    # ZeRO writes a checkpoint at step 2 (each rank's partitions, no pickle) and resumes from it.
+    "zero2": ({"deepspeed": "zero2", "save_steps": 2}, ""),
+    "zero3": ({"deepspeed": "deepspeed_configs/zero3.json", "save_steps": 2}, ""),
+    # LoRA under ZeRO-3 in bf16: the fp32 master weights must come back from the checkpoint exactly.
+    "zero3_lora_bf16": ({**LORA, "deepspeed": "zero3_bf16", "bf16": True, "save_steps": 2}, ""),
     # FSDP2 writes a checkpoint at step 2 (its optimizer state gathered, no pickle) and resumes from it.
     "fsdp2_lora": (
         {**LORA, "fsdp_version": 2, "save_steps": 2},
@@ -134,6 +138,9 @@ def test_two_ranks_equal_one_process(tmp_path, tiny_llama_dir, references, name)
     lora = "lora" in name
     reference = references[lora]
     got, output = run_engine(tmp_path, tiny_llama_dir, name)
+    if name.endswith("bf16"):
+        check_bf16_zero3(tmp_path, tiny_llama_dir, name, got, output)
+        return
 
     assert got["losses"] == pytest.approx(reference["losses"], rel=1e-6)
     assert got["grad_norms"] == pytest.approx(reference["grad_norms"], rel=1e-4)
@@ -151,18 +158,50 @@ def test_two_ranks_equal_one_process(tmp_path, tiny_llama_dir, references, name)
     if name.startswith("fsdp2"):
         # accelerate silently runs plain replicas on CPU unless FSDP is entered: check the shards.
         assert got["sharded_dtensors"] == got["parameters"] > 0
-        checkpoint = output / "checkpoint-2"
-        assert (checkpoint / "optimizer.safetensors").is_file()
-        assert not list(checkpoint.glob("*.pt"))
-        resumed, _ = run_engine(
-            tmp_path, tiny_llama_dir, name, run_name="resumed", resume_from_checkpoint=str(checkpoint)
-        )
-        assert resumed["losses"] == pytest.approx(got["losses"][2:], rel=1e-6)
-        assert resumed["logits"] == pytest.approx(got["logits"], abs=1e-5)
+        assert (output / "checkpoint-2" / "optimizer.safetensors").is_file()
     else:
         assert got["dtensor_parameters"] == 0
     if name.startswith("zero"):
         # 6 micro-batches per rank, accumulation 2: DeepSpeed steps its optimizer once per step.
         assert got["deepspeed_optimizer_steps"] == 3
+        assert got["zero_stage"] == int(name[4])
     if name == "zero3":
         assert got["zero3_partitioned"] > 0
+    if name != "ddp":
+        check_exact_resume(tmp_path, tiny_llama_dir, name, got, output)
+
+
+def check_exact_resume(
+    tmp_path: Path, tiny_llama_dir: Path, name: str, got: dict[str, Any], output: Path
+) -> None:
+    """Resuming from checkpoint-2 (a fresh launch) trains step 3 exactly as the uninterrupted run did."""
+    checkpoint = output / "checkpoint-2"
+    assert not [p for p in checkpoint.iterdir() if p.suffix in (".pt", ".pth", ".bin", ".pkl")]
+    if name.startswith("zero"):
+        # Each rank's ZeRO partitions, and no whole optimizer file.
+        names = {p.name for p in checkpoint.iterdir()}
+        assert {"optimizer_0.safetensors", "optimizer_1.safetensors"} <= names
+        assert not (checkpoint / "optimizer.safetensors").exists()
+    resumed, _ = run_engine(
+        tmp_path, tiny_llama_dir, name, run_name=f"{name}_resumed", resume_from_checkpoint=str(checkpoint)
+    )
+    assert resumed["losses"] == pytest.approx(got["losses"][2:], rel=1e-6)
+    assert resumed["grad_norms"] == pytest.approx(got["grad_norms"][2:], rel=1e-5)
+    assert resumed["logits"] == pytest.approx(got["logits"], abs=1e-5)
+    if name.startswith("zero3"):
+        assert resumed["zero3_partitioned"] > 0
+    if name.startswith("zero"):
+        # The resumed engine stepped once, on top of the 2 steps restored from the checkpoint.
+        assert resumed["deepspeed_optimizer_steps"] == 3
+
+
+def check_bf16_zero3(
+    tmp_path: Path, tiny_llama_dir: Path, name: str, got: dict[str, Any], output: Path
+) -> None:
+    """LoRA under ZeRO-3 in bf16: really partitioned, trains in bf16 with fp32 masters, resumes exactly."""
+    assert got["zero_stage"] == 3
+    assert got["zero3_partitioned"] > 0
+    assert got["deepspeed_bf16"] is True
+    assert got["deepspeed_optimizer_steps"] == 3
+    assert all(math.isfinite(loss) for loss in got["losses"])
+    check_exact_resume(tmp_path, tiny_llama_dir, name, got, output)
