@@ -61,6 +61,19 @@ def test_deepspeed_file_values_that_disagree_are_errors(tmp_path):
         read_deepspeed_config("zero4")
 
 
+def test_optimizer_offload_refuses_optimizers_deepspeed_would_replace(tmp_path):
+    offload = read_deepspeed_config("zero3_bf16_cpuoffload_all")
+    bf16 = Precision("bfloat16", "bf16")
+    lion = config_of(tmp_path, deepspeed="zero3_bf16_cpuoffload_all", optimizer="lion_32bit", bf16=True)
+    with pytest.raises(ConfigError, match=r"DeepSpeed runs its own CPU Adam .* optimizer = 'lion_32bit'"):
+        fill_deepspeed_config(lion, json.loads(json.dumps(offload)), bf16)
+    # AdamW is what DeepSpeed's CPU Adam computes; with zero_force_ds_cpu_optimizer false any optimizer stays.
+    adamw = config_of(tmp_path, deepspeed="zero3_bf16_cpuoffload_all", optimizer="adamw_torch", bf16=True)
+    assert fill_deepspeed_config(adamw, json.loads(json.dumps(offload)), bf16)["bf16"]["enabled"] is True
+    kept = fill_deepspeed_config(lion, {**offload, "zero_force_ds_cpu_optimizer": False}, bf16)
+    assert kept["zero_optimization"]["offload_optimizer"]["device"] == "cpu"
+
+
 def test_fsdp_config_spellings_read_the_same(tmp_path):
     prefixed = config_of(
         tmp_path,

@@ -6,6 +6,7 @@ A checkpoint folder ``output_dir/checkpoint-<step>/`` holds::
     optimizer.safetensors, scheduler.safetensors       optimizer moments and schedule position
     optimizer_<rank>.safetensors                       under DeepSpeed ZeRO instead: each rank's partitions
     rng_state_<rank>.safetensors                       python, numpy, torch (and CUDA) generators, per rank
+    relora_base.safetensors                            with ReLoRA: the base weights merged so far
     trainer_state.json                                 step, epoch, micro-batches consumed in the epoch, ...
     manifest.json                                      size and sha256 of every other file, written last
 
