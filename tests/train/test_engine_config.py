@@ -61,6 +61,17 @@ def test_deepspeed_file_values_that_disagree_are_errors(tmp_path):
         read_deepspeed_config("zero4")
 
 
+def test_deepspeed_checkpoints_refuse_what_they_cannot_hold(tmp_path):
+    fp16 = Precision("float32", "fp16")
+    saving = config_of(tmp_path, deepspeed="zero2", save_steps=2)
+    with pytest.raises(ConfigError, match=r"checkpoints under fp16 \(the loss scaler"):
+        fill_deepspeed_config(saving, read_deepspeed_config("zero2"), fp16)
+    with pytest.raises(ConfigError, match="checkpoints under ZeRO stage 0 are not supported yet"):
+        fill_deepspeed_config(saving, {"zero_optimization": {"stage": 0}}, FP32)
+    not_saving = config_of(tmp_path, deepspeed="zero2", save_strategy="no")
+    assert fill_deepspeed_config(not_saving, read_deepspeed_config("zero2"), fp16)["fp16"]["enabled"] is True
+
+
 def test_optimizer_offload_refuses_optimizers_deepspeed_would_replace(tmp_path):
     offload = read_deepspeed_config("zero3_bf16_cpuoffload_all")
     bf16 = Precision("bfloat16", "bf16")

@@ -123,6 +123,14 @@ def fill_deepspeed_config(cfg: AxrConfig, config: dict[str, Any], precision: Pre
             'set "zero_force_ds_cpu_optimizer": false in the DeepSpeed config to step '
             f"{cfg.optimizer!r} on the CPU partitions"
         )
+    checkpoints = cfg.save_strategy != "no" or cfg.resume_from_checkpoint or cfg.auto_resume_from_checkpoints
+    if checkpoints and (precision.mixed == "fp16" or int(zero.get("stage", 0)) == 0):
+        # Found before training rather than at the first save (axr.train.zero_state says why).
+        what = "fp16 (the loss scaler's state is not saved)" if precision.mixed == "fp16" else "ZeRO stage 0"
+        raise ConfigError(
+            f"deepspeed: checkpoints under {what} are not supported yet; train in bf16 or fp32 with "
+            'ZeRO stage 1, 2 or 3, or set save_strategy = "no" and do not resume'
+        )
     if int(zero.get("stage", 0)) == 3:
         # The final model is saved whole (loadable by plain transformers): ZeRO-3 must gather it.
         gather = zero.get("stage3_gather_16bit_weights_on_model_save", "auto")
