@@ -178,3 +178,17 @@ def test_ddp_keys_reach_accelerate(tmp_path):
         False,
         True,
     )
+
+
+def test_a_zero_checkpoint_resumed_without_deepspeed_says_so(tmp_path):
+    from accelerate import Accelerator
+
+    from axr.train.checkpoint import load_checkpoint
+    from axr.train.state_file import save_state
+    from axr.train.zero_state import zero_file_name
+
+    folder = tmp_path / "checkpoint-2"
+    folder.mkdir()
+    save_state({"zero_stage": 3}, folder / zero_file_name(0))  # what rank 0 of a ZeRO run writes
+    with pytest.raises(ConfigError, match=r"was written under DeepSpeed ZeRO .* same deepspeed config"):
+        load_checkpoint(Accelerator(cpu=True), None, None, None, folder)
