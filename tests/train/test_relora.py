@@ -189,6 +189,8 @@ def test_relora_refuses_what_it_cannot_run(tmp_path, tiny_llama_dir):
         run(tmp_path, "sgd", tiny_llama_dir, **LORA, relora_steps=2, optimizer="sgd", max_steps=1)
     with pytest.raises(ConfigError, match=r"relora_steps \(2\) and jagged_restart_steps \(3\) name the same"):
         run(tmp_path, "both", tiny_llama_dir, **LORA, relora_steps=2, jagged_restart_steps=3, max_steps=1)
+    with pytest.raises(ConfigError, match="relora: ReLoRA with lora_modules_to_save"):
+        run(tmp_path, "save", tiny_llama_dir, **LORA, relora_steps=2, lora_modules_to_save=["lm_head"])
     partial = {**LORA, "adapter": "qlora", "lora_target_linear": False, "lora_target_modules": ["q_proj"]}
     with pytest.raises(ConfigError, match="needs an adapter on every quantized layer"):
         run(tmp_path, "part", tiny_llama_dir, **partial, load_in_4bit=True, relora_steps=2)

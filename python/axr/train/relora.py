@@ -327,6 +327,13 @@ def build_relora(cfg: Any, model: Any, engine_kind: str) -> ReLoRA | None:
         raise ConfigError(
             "relora: ReLoRA on an 8-bit base is not supported yet; use load_in_4bit or no quantization"
         )
+    from peft.utils import ModulesToSaveWrapper
+
+    if any(isinstance(module, ModulesToSaveWrapper) for module in model.modules()):
+        raise ConfigError(
+            "relora: ReLoRA with lora_modules_to_save (or added tokens, which train the embeddings "
+            "whole) is not supported yet: only LoRA layers are merged and restarted"
+        )
     relora = ReLoRA(
         every=schedule[0],
         prune_method=method,
