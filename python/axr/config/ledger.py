@@ -86,6 +86,8 @@ QUANTIZATION = "models.quantization (bitsandbytes 4-bit / 8-bit base weights)"
 OPTIMIZER = "train.optim.build_optimizer"
 SCHEDULE = "train.optim.build_scheduler"
 LOOP = "train.loop.train"
+RELORA = "train.relora (merge, re-initialise and prune at each restart)"
+_RELORA = "tests/train/test_relora.py"
 ENGINE = "train.engine.build_accelerator (accelerate's DDP, DeepSpeed and FSDP plugins)"
 TRACKERS = "train.progress (accelerate trackers)"
 DATASET_FORMAT = "data.preprocess: a format key of the dataset's type (native pipeline)"
@@ -313,13 +315,21 @@ TOP_LEVEL: dict[str, Entry] = {
     "lora_qkv_kernel": no_effect(_GPU_KERNEL),
     "lora_o_kernel": no_effect(_GPU_KERNEL),
     "lora_embedding_kernel": no_effect(_GPU_KERNEL),
-    "relora": not_yet("ReLoRA: merge and restart the adapter periodically", 14),
-    "relora_steps": not_yet("ReLoRA: merge and restart the adapter every this many steps", 14),
-    "relora_warmup_steps": not_yet("ReLoRA: warmup steps after each restart", 14),
-    "relora_anneal_steps": not_yet("ReLoRA: anneal steps of each cycle", 14),
-    "relora_prune_ratio": not_yet("ReLoRA: share of optimizer state pruned at each restart", 14),
-    "relora_prune_method": not_yet("ReLoRA: how optimizer state is pruned at each restart", 14),
-    "relora_cpu_offload": not_yet("ReLoRA: merge on the CPU at restarts", 14),
+    "relora": used(RELORA, f"{_RELORA}::test_relora_refuses_what_it_cannot_run"),
+    "relora_steps": used(
+        RELORA, f"{_RELORA}::test_training_restarts_on_schedule_and_resumes_across_a_restart"
+    ),
+    "relora_warmup_steps": used(
+        SCHEDULE, f"{_RELORA}::test_training_restarts_on_schedule_and_resumes_across_a_restart"
+    ),
+    "relora_anneal_steps": used(
+        SCHEDULE, f"{_RELORA}::test_training_restarts_on_schedule_and_resumes_across_a_restart"
+    ),
+    "relora_prune_ratio": used(RELORA, f"{_RELORA}::test_restart_merges_the_delta_reinitialises_and_prunes"),
+    "relora_prune_method": used(
+        RELORA, f"{_RELORA}::test_training_restarts_on_schedule_and_resumes_across_a_restart"
+    ),
+    "relora_cpu_offload": used(RELORA, f"{_RELORA}::test_restart_merges_the_delta_reinitialises_and_prunes"),
     "jagged_restart_steps": used(
         SCHEDULE,
         "tests/train/test_jagged_schedule.py::test_restarts_drop_to_the_floor_then_warm_up_and_anneal",

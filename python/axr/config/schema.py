@@ -550,18 +550,18 @@ class AxrConfig(BaseModel):
     peft: PeftConfig | None = None
     """Extra PEFT options (LoftQ)."""
     relora_steps: PositiveInt | None = None
-    """ReLoRA: steps per restart (needs an adapter; ReLoRA is not supported yet)."""
+    """ReLoRA: steps between restarts (merge the adapter into the base, start it again); needs an adapter."""
     relora_warmup_steps: NonNegativeInt | None = None
     """ReLoRA: warmup steps after each restart."""
     relora_anneal_steps: NonNegativeInt | None = None
     """ReLoRA: anneal steps of each cycle."""
     relora_prune_ratio: Fraction | None = None
-    """ReLoRA: optimizer magnitude pruning threshold."""
+    """ReLoRA: share of the adapter's optimizer state zeroed at each restart (default 0.9; 0.999 for
+    "reset")."""
     relora_cpu_offload: bool | None = None
     """ReLoRA: merge LoRA weights on the CPU at restarts."""
     relora: bool | None = None
-    """ReLoRA (Axolotl's current name): merges and restarts the adapter every ``jagged_restart_steps``
-    (not supported yet)."""
+    """ReLoRA (Axolotl's current name): merges and restarts the adapter every ``jagged_restart_steps``."""
     relora_prune_method: Literal["magnitude", "random", "reset"] | None = None
     """ReLoRA: how optimizer state is pruned at each restart."""
     jagged_restart_steps: PositiveInt | None = None
