@@ -802,6 +802,7 @@ mod columnar_tests {
             shards: None,
             shards_idx: None,
             key: String::new(),
+            origin: None,
         }
     }
 
