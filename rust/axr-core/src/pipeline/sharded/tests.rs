@@ -76,6 +76,7 @@ fn dataset(path: &Path, ds_type: Option<&str>) -> DatasetOptions {
             shards: None,
             shards_idx: None,
             key: String::new(),
+            origin: None,
         },
         format: serde_json::json!({"type": "test"}),
     }
