@@ -272,7 +272,8 @@ def main() -> None:
         single_root = c_plain["root"]
         single_digest = c_plain["digest"]
         single_seconds = c_plain["seconds"]
-        shard_config, shard_prepared = config("completion-sharded", completion)
+        # The same config and prepared folder as the single run: meta.json records the options.
+        shard_config, shard_prepared = config("completion", completion)
         jobs = args.jobs or min(args.parts, args.threads)
         sharded = _sharded(shard_config, shard_prepared, args.parts, jobs, args.threads)
         if sharded["supported"]:
