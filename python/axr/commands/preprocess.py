@@ -84,6 +84,13 @@ def summary_lines(result: Any, cfg: Any = None) -> list[str]:
                 f"dropped: {_count_text(counts['dropped'])}; truncated: {_count_text(counts['truncated'])}; "
                 f"skipped bad rows {counts['skipped_bad_rows']:,}"
             )
+            if counts.get("documents_split"):
+                lines.append(
+                    f"       split: {counts['documents_split']:,} documents longer than sequence_len "
+                    f"became {counts['chunks_made']:,} chunks"
+                )
+            if counts.get("tokens_dropped"):
+                lines.append(f"       tokens dropped after tokenizing: {counts['tokens_dropped']:,}")
             if counts["rows_outside_shard"] or counts["samples_outside_dataset_shard"]:
                 lines.append(
                     f"       outside the selected shard: {counts['rows_outside_shard']:,} rows, "

@@ -135,9 +135,39 @@ def tokenizer_dir_for(cfg: Any) -> Path:
     raise ConfigError(f"{key}: {name!r} is neither a local folder nor a hub id (org/name)")
 
 
+def _pretraining_entries(cfg: Any) -> list[tuple[str, dict[str, Any]]]:
+    """``pretraining_dataset`` as ``(key, datasets entry)`` pairs: completion data read from
+    ``text_column``. The native pipeline streams every dataset in bounded memory, so a pre-training
+    corpus goes into the same prepared store as any other, its long documents split into chunks."""
+    value = cfg.pretraining_dataset
+    if isinstance(value, str):
+        value = [{"path": value}]
+    entries = []
+    for index, entry in enumerate(value):
+        key = f"pretraining_dataset[{index}]"
+        data, given = _entry_dict(entry)
+        kind = data.get("type")
+        if kind not in (None, "pretrain", "completion"):
+            raise ConfigError(
+                f"{key}.type: {kind!r} is not supported yet in pretraining_dataset (pretrain or completion "
+                "text only); put instruction or chat data under datasets"
+            )
+        if data.get("field") is not None and data.get("text_column") is not None:
+            raise ConfigError(f"{key}: field and text_column are both set; text_column names the text column")
+        column = data.get("text_column") or data.get("field") or "text"
+        converted = {name: data[name] for name in given if name not in ("type", "text_column", "field")}
+        converted.update(type="completion", field=column)
+        entries.append((key, converted))
+    return entries
+
+
 def options_from_config(cfg: Any) -> dict[str, Any]:
     """The ``PreprocessOptions`` a config describes (a JSON-ready dict)."""
-    if not cfg.datasets:
+    if cfg.pretraining_dataset:
+        train_entries = _pretraining_entries(cfg)
+    else:
+        train_entries = [(f"datasets[{index}]", entry) for index, entry in enumerate(cfg.datasets or [])]
+    if not train_entries:
         raise ConfigError("datasets: at least one dataset is needed to preprocess")
     train_on_inputs = bool(cfg.train_on_inputs)
     special = cfg.special_tokens
@@ -154,10 +184,8 @@ def options_from_config(cfg: Any) -> dict[str, Any]:
             special_tokens[role] = value
     options: dict[str, Any] = {
         "datasets": [
-            _dataset_options(
-                entry, f"datasets[{index}]", train_on_inputs=train_on_inputs, for_eval=False, cfg=cfg
-            )
-            for index, entry in enumerate(cfg.datasets)
+            _dataset_options(entry, key, train_on_inputs=train_on_inputs, for_eval=False, cfg=cfg)
+            for key, entry in train_entries
         ],
         "test_datasets": [
             _dataset_options(

@@ -9,6 +9,7 @@
 #![deny(missing_docs)]
 
 pub mod chat;
+pub mod chunk;
 pub mod encode;
 pub mod error;
 pub mod format;

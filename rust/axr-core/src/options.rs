@@ -29,9 +29,10 @@ pub struct PreprocessOptions {
     pub tokens: Vec<String>,
     /// Longest sample in tokens (config `sequence_len`).
     pub sequence_len: usize,
-    /// What happens to a sample longer than `sequence_len`.
+    /// What happens to a sample longer than `sequence_len`; unset: `split` for completion data,
+    /// `drop` for the rest (see [`crate::chunk::strategies`]).
     #[serde(default)]
-    pub excess_length_strategy: ExcessLengthStrategy,
+    pub excess_length_strategy: Option<ExcessLengthStrategy>,
     /// What happens to a malformed row.
     #[serde(default)]
     pub on_bad_row: BadRowPolicy,
@@ -123,14 +124,15 @@ pub struct SourceOptions {
 }
 
 /// What happens to a sample longer than `sequence_len` tokens.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ExcessLengthStrategy {
-    /// Drop it and count it (Axolotl's behaviour).
-    #[default]
+    /// Drop it and count it (Axolotl's behaviour for templated data).
     Drop,
     /// Keep its first `sequence_len` tokens and count it.
     Truncate,
+    /// Cut it into `sequence_len` chunks (Axolotl's behaviour for completion data; see [`crate::chunk`]).
+    Split,
 }
 
 /// What happens to a row that cannot be read or formatted.
@@ -232,6 +234,8 @@ impl PreprocessOptions {
                 "chunk_rows, chunk_bytes and shard_tokens must be at least 1".into(),
             );
         }
+        crate::chunk::strategies(self.excess_length_strategy, &self.datasets, "datasets")?;
+        crate::chunk::strategies(self.excess_length_strategy, &self.test_datasets, "test_datasets")?;
         for (index, dataset) in self.datasets.iter().chain(&self.test_datasets).enumerate() {
             if let Some(shards) = dataset.source.shards {
                 let idx = dataset.source.shards_idx.unwrap_or(0);
@@ -286,7 +290,7 @@ mod tests {
     fn defaults_follow_axolotl() {
         let options = PreprocessOptions::from_json(&minimal()).unwrap();
         assert!(options.shuffle_merged_datasets);
-        assert_eq!(options.excess_length_strategy, ExcessLengthStrategy::Drop);
+        assert_eq!(options.excess_length_strategy, None);
         assert_eq!(options.on_bad_row, BadRowPolicy::Error);
         assert_eq!(options.seed, 42);
     }

@@ -22,6 +22,7 @@ use rayon::prelude::*;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
+use crate::chunk;
 use crate::encode::{AddedTokens, Encoder};
 use crate::error::{Error, Result};
 use crate::format::{self, FormatSpec};
@@ -123,10 +124,10 @@ pub struct Prepared {
 
 struct Settings {
     sequence_len: usize,
-    excess: ExcessLengthStrategy,
     on_bad_row: BadRowPolicy,
     vocab_size: u64,
-    /// Under `drop`: texts longer than this many bytes are dropped without tokenizing them.
+    /// Under `drop` only: texts longer than this many bytes are dropped without tokenizing them
+    /// (truncation and splitting need the tokens of the full text, which a cut text cannot promise).
     surely_too_long_bytes: Option<usize>,
 }
 
@@ -134,23 +135,21 @@ impl Settings {
     fn new(options: &PreprocessOptions, tokenizer: &dyn PipelineTokenizer, vocab_size: u64) -> Self {
         Self {
             sequence_len: options.sequence_len,
-            excess: options.excess_length_strategy,
             on_bad_row: options.on_bad_row,
             vocab_size,
-            surely_too_long_bytes: match options.excess_length_strategy {
-                // Truncation keeps the first tokens of the full text, which a cut text cannot promise.
-                ExcessLengthStrategy::Truncate => None,
-                ExcessLengthStrategy::Drop => tokenizer
-                    .max_bytes_per_token()
-                    .and_then(|bytes| bytes.checked_mul(options.sequence_len)),
-            },
+            surely_too_long_bytes: tokenizer
+                .max_bytes_per_token()
+                .and_then(|bytes| bytes.checked_mul(options.sequence_len)),
         }
     }
 }
 
 enum Outcome {
     Kept { encoded: Encoded, truncated: bool },
-    Dropped(&'static str),
+    /// A document under `split`: the chunks kept (one when it fits) and what was dropped.
+    Chunked { encoded: Encoded, chunks: chunk::Chunks },
+    /// Dropped for `reason`, after tokenizing into this many tokens (0 when never tokenized).
+    Dropped(&'static str, u64),
     Bad(FieldError),
     Interrupted,
 }
@@ -206,6 +205,7 @@ fn process_row(
     formatter: &dyn RowFormatter,
     tokenizer: &dyn PipelineTokenizer,
     settings: &Settings,
+    excess: ExcessLengthStrategy,
 ) -> Outcome {
     let sample = match parse_row(row, bytes).and_then(|map| formatter.format(&map)) {
         Ok(sample) => sample,
@@ -213,9 +213,10 @@ fn process_row(
     };
     // A huge row would take ~100x its size in tokenizer memory only to be dropped.
     if let (Sample::Text(rendered), Some(limit)) = (&sample, settings.surely_too_long_bytes)
+        && excess == ExcessLengthStrategy::Drop
         && rendered.text.len() > limit
     {
-        return Outcome::Dropped(TOO_LONG);
+        return Outcome::Dropped(TOO_LONG, 0);
     }
     let mut encoded = match tokenizer.encode(&sample) {
         Ok(encoded) => encoded,
@@ -231,10 +232,15 @@ fn process_row(
             format!("token id {id} is outside the vocabulary ({} ids)", settings.vocab_size),
         ));
     }
+    if excess == ExcessLengthStrategy::Split {
+        let chunks = chunk::split(&encoded.trainable, settings.sequence_len);
+        return Outcome::Chunked { encoded, chunks };
+    }
     let mut truncated = false;
     if encoded.input_ids.len() > settings.sequence_len {
-        match settings.excess {
-            ExcessLengthStrategy::Drop => return Outcome::Dropped(TOO_LONG),
+        match excess {
+            ExcessLengthStrategy::Split => unreachable!("split returned above"),
+            ExcessLengthStrategy::Drop => return Outcome::Dropped(TOO_LONG, encoded.input_ids.len() as u64),
             ExcessLengthStrategy::Truncate => {
                 encoded.input_ids.truncate(settings.sequence_len);
                 encoded.trainable.truncate(settings.sequence_len);
@@ -243,7 +249,7 @@ fn process_row(
         }
     }
     if !encoded.trainable.iter().any(|&flag| flag) {
-        return Outcome::Dropped(NO_TRAINABLE);
+        return Outcome::Dropped(NO_TRAINABLE, encoded.input_ids.len() as u64);
     }
     Outcome::Kept { encoded, truncated }
 }
@@ -256,6 +262,7 @@ fn process_row(
 fn tokenize_into(
     reader: RowReader,
     formatters: &[Box<dyn RowFormatter>],
+    strategies: &[ExcessLengthStrategy],
     tokenizer: &dyn PipelineTokenizer,
     settings: &Settings,
     pool: &rayon::ThreadPool,
@@ -291,7 +298,14 @@ fn tokenize_into(
                         if interrupt.load(Ordering::Relaxed) {
                             return Outcome::Interrupted;
                         }
-                        process_row(row, &chunk.bytes, formatters[row.dataset].as_ref(), tokenizer, settings)
+                        process_row(
+                            row,
+                            &chunk.bytes,
+                            formatters[row.dataset].as_ref(),
+                            tokenizer,
+                            settings,
+                            strategies[row.dataset],
+                        )
                     })
                     .collect()
             });
@@ -311,7 +325,29 @@ fn tokenize_into(
                         counts.tokens += encoded.input_ids.len() as u64;
                         counts.trainable_tokens += encoded.trainable.iter().filter(|&&flag| flag).count() as u64;
                     }
-                    Outcome::Dropped(reason) => *counts.dropped.entry(reason.into()).or_default() += 1,
+                    Outcome::Chunked { encoded, chunks } => {
+                        if encoded.input_ids.len() > settings.sequence_len {
+                            counts.documents_split += 1;
+                            counts.chunks_made += chunks.kept.len() as u64;
+                        }
+                        for (reason, count) in [(chunk::TOO_SHORT, chunks.too_short), (NO_TRAINABLE, chunks.untrained)] {
+                            if count > 0 {
+                                *counts.dropped.entry(reason.into()).or_default() += count;
+                            }
+                        }
+                        counts.tokens_dropped += chunks.tokens_dropped;
+                        for range in chunks.kept {
+                            let (ids, trainable) = (&encoded.input_ids[range.clone()], &encoded.trainable[range]);
+                            writer.push(ids, trainable)?;
+                            counts.samples_kept += 1;
+                            counts.tokens += ids.len() as u64;
+                            counts.trainable_tokens += trainable.iter().filter(|&&flag| flag).count() as u64;
+                        }
+                    }
+                    Outcome::Dropped(reason, tokens) => {
+                        *counts.dropped.entry(reason.into()).or_default() += 1;
+                        counts.tokens_dropped += tokens;
+                    }
                     Outcome::Interrupted => return Err(Error::Interrupted),
                     Outcome::Bad(error) => {
                         let error = Error::Data {
@@ -704,12 +740,20 @@ fn build_stores(
         tokenizer,
     };
     let mut written = vec!["train"];
-    let tokenize = |datasets: &[DatasetFiles], formatters, dir: &Path, stage, progress: &mut dyn Progress| {
+    let train_strategies = chunk::strategies(options.excess_length_strategy, &options.datasets, "datasets")?;
+    let eval_strategies = chunk::strategies(options.excess_length_strategy, &options.test_datasets, "test_datasets")?;
+    let tokenize = |datasets: &[DatasetFiles],
+                    formatters,
+                    strategies: &[ExcessLengthStrategy],
+                    dir: &Path,
+                    stage,
+                    progress: &mut dyn Progress| {
         let reader = RowReader::new(datasets.to_vec(), options.chunk_rows, options.chunk_bytes);
         let mut writer = StoreWriter::create(dir, dtype, options.shard_tokens)?;
         let counts = tokenize_into(
             reader,
             formatters,
+            strategies,
             tokenizer,
             &settings,
             &pool,
@@ -726,6 +770,7 @@ fn build_stores(
     let (writer, mut counts) = tokenize(
         &plan.train,
         train_formatters,
+        &train_strategies,
         if reorder { &staging } else { &direct },
         "tokenize train",
         progress,
@@ -762,7 +807,7 @@ fn build_stores(
         } else {
             &eval_dir
         };
-        let (writer, counts) = tokenize(&plan.eval, eval_formatters, target, "tokenize eval", progress)?;
+        let (writer, counts) = tokenize(&plan.eval, eval_formatters, &eval_strategies, target, "tokenize eval", progress)?;
         if counts.samples_kept == 0 {
             return Err(no_samples("test_datasets", &counts));
         }

@@ -106,6 +106,16 @@ pub struct RunCounts {
     pub tokens: u64,
     /// Trained tokens of the kept samples.
     pub trainable_tokens: u64,
+    /// Documents longer than `sequence_len` cut into chunks (`excess_length_strategy = "split"`).
+    #[serde(default)]
+    pub documents_split: u64,
+    /// Samples those documents became (chunks kept).
+    #[serde(default)]
+    pub chunks_made: u64,
+    /// Tokens of samples (or split pieces) tokenized and then dropped; rows dropped as surely too
+    /// long before tokenizing are not in it.
+    #[serde(default)]
+    pub tokens_dropped: u64,
 }
 
 /// `meta.json` of a store.
