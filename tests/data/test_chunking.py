@@ -39,7 +39,20 @@ def axolotl_completion_rows(tokenizer, text: str, sequence_len: int, *, cap: boo
 
 
 def _documents() -> list[str]:
-    words = "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu".split()
+    words = [
+        "alpha",
+        "beta",
+        "gamma",
+        "delta",
+        "epsilon",
+        "zeta",
+        "eta",
+        "theta",
+        "iota",
+        "kappa",
+        "lambda",
+        "mu",
+    ]
     texts = [" ".join(words[: 1 + index % 12]) * (1 + index % 5) for index in range(40)]
     texts += ["", "a", "Hi", "word " * 15, "word " * 16, "word " * 31]
     texts.append(" ".join(f"token{index}" for index in range(700)))  # over Axolotl's 64 x 16 cap
@@ -68,7 +81,8 @@ def test_chunks_equal_axolotls_rule(preprocess_workspace: PreprocessWorkspace) -
     # Everything under the cap is Axolotl's rows exactly; past it axr keeps what Axolotl loses.
     assert ours[: len(expected)] == expected
     assert ours[len(expected) :] == uncapped
-    assert len(uncapped) > len(capped) == 64 and uncapped[:64] == capped
+    assert len(uncapped) > len(capped) == 64
+    assert uncapped[:64] == capped
     # BOS opens only a document's first chunk, EOS closes only its last.
     assert sum(row.count(tokenizer.bos_token_id) for row in ours[len(expected) :]) == 1
     assert [row[-1] == tokenizer.eos_token_id for row in ours[len(expected) :]].count(True) == 1
@@ -100,7 +114,8 @@ def test_the_summary_counts_split_documents(
         == 0
     )
     out = capsys.readouterr().out
-    assert "longer than sequence len 1" in out and "split:" not in out
+    assert "longer than sequence len 1" in out
+    assert "split:" not in out
 
 
 def test_split_is_refused_for_templated_types(preprocess_workspace: PreprocessWorkspace) -> None:
@@ -108,7 +123,8 @@ def test_split_is_refused_for_templated_types(preprocess_workspace: PreprocessWo
     config = preprocess_workspace.config(data, type="alpaca", top='excess_length_strategy = "split"')
     with pytest.raises(ConfigError) as error:
         load_config(config)
-    assert "excess_length_strategy" in str(error.value) and "datasets[0]" in str(error.value)
+    assert "excess_length_strategy" in str(error.value)
+    assert "datasets[0]" in str(error.value)
     # Unset, a templated type drops as before.
     config = preprocess_workspace.config(data, type="alpaca")
     assert options_from_config(load_config(config))["excess_length_strategy"] is None
@@ -152,8 +168,10 @@ def test_pretraining_dataset_trains_end_to_end(
     entry = meta["options"]["datasets"][0]
     # text_column = "body" became the completion field the rows are read from.
     assert 'text_column = "body"' in config.read_text()
-    assert entry["format"]["field"] == "body" and entry["source"]["key"] == "pretraining_dataset[0]"
-    assert meta["counts"]["documents_split"] > 0 and meta["longest"] <= 64
+    assert entry["format"]["field"] == "body"
+    assert entry["source"]["key"] == "pretraining_dataset[0]"
+    assert meta["counts"]["documents_split"] > 0
+    assert meta["longest"] <= 64
 
 
 _RSS_CHILD = """

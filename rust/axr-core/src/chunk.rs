@@ -52,7 +52,10 @@ pub fn strategies(
                 message: format!(
                     "split applies to completion data only, and {} is of type {}; use drop or truncate",
                     dataset.key(list, index),
-                    dataset.format.get("type").map_or_else(|| "none".into(), Value::to_string),
+                    dataset
+                        .format
+                        .get("type")
+                        .map_or_else(|| "none".into(), Value::to_string),
                 ),
             }),
             Some(strategy) => Ok(strategy),

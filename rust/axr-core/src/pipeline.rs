@@ -145,9 +145,15 @@ impl Settings {
 }
 
 enum Outcome {
-    Kept { encoded: Encoded, truncated: bool },
+    Kept {
+        encoded: Encoded,
+        truncated: bool,
+    },
     /// A document under `split`: the chunks kept (one when it fits) and what was dropped.
-    Chunked { encoded: Encoded, chunks: chunk::Chunks },
+    Chunked {
+        encoded: Encoded,
+        chunks: chunk::Chunks,
+    },
     /// Dropped for `reason`, after tokenizing into this many tokens (0 when never tokenized).
     Dropped(&'static str, u64),
     Bad(FieldError),
@@ -330,7 +336,8 @@ fn tokenize_into(
                             counts.documents_split += 1;
                             counts.chunks_made += chunks.kept.len() as u64;
                         }
-                        for (reason, count) in [(chunk::TOO_SHORT, chunks.too_short), (NO_TRAINABLE, chunks.untrained)] {
+                        for (reason, count) in [(chunk::TOO_SHORT, chunks.too_short), (NO_TRAINABLE, chunks.untrained)]
+                        {
                             if count > 0 {
                                 *counts.dropped.entry(reason.into()).or_default() += count;
                             }
@@ -588,6 +595,13 @@ fn plan(options: &PreprocessOptions, tokenizer: &dyn PipelineTokenizer, progress
     let mut done = 0u64;
     let mut last_tick = Instant::now();
     let mut interrupted = false;
+    // A dataset's template given as a file: editing the file must rebuild the store.
+    for dataset in options.datasets.iter().chain(&options.test_datasets) {
+        let jinja = dataset.format.get("chat_template_jinja").and_then(Value::as_str);
+        if let Some(path) = jinja.and_then(crate::chat::jinja_file) {
+            hasher.add("chat_template_jinja", &fs_err::read(path)?);
+        }
+    }
     for (group, datasets) in [("train", &train), ("eval", &eval)] {
         for (index, dataset) in datasets.iter().enumerate() {
             hasher.add(group, &(index as u64).to_le_bytes());
@@ -807,7 +821,14 @@ fn build_stores(
         } else {
             &eval_dir
         };
-        let (writer, counts) = tokenize(&plan.eval, eval_formatters, &eval_strategies, target, "tokenize eval", progress)?;
+        let (writer, counts) = tokenize(
+            &plan.eval,
+            eval_formatters,
+            &eval_strategies,
+            target,
+            "tokenize eval",
+            progress,
+        )?;
         if counts.samples_kept == 0 {
             return Err(no_samples("test_datasets", &counts));
         }

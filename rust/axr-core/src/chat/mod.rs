@@ -249,6 +249,13 @@ pub fn template_source(name: &str, jinja: Option<&str>, tokenizer: &TokenizerInf
     resolve_named("chat_template", name, jinja, tokenizer).map(|(_, source, _)| source)
 }
 
+/// The file a `chat_template_jinja` value names, when it names one rather than holding the
+/// template text: its contents, not its name, are what the store's fingerprint must hash.
+pub fn jinja_file(jinja: &str) -> Option<&Path> {
+    let looks_like_template = jinja.contains("{{") || jinja.contains("{%");
+    Some(Path::new(jinja)).filter(|path| !looks_like_template && path.is_file())
+}
+
 fn resolve_named(
     key: &str,
     requested: &str,
@@ -262,11 +269,9 @@ fn resolve_named(
                 "chat_template = \"jinja\" needs chat_template_jinja (the template text or a file path)",
             ));
         };
-        let looks_like_template = jinja.contains("{{") || jinja.contains("{%");
-        let source = if !looks_like_template && Path::new(jinja).is_file() {
-            fs_err::read_to_string(jinja)?
-        } else {
-            jinja.to_owned()
+        let source = match jinja_file(jinja) {
+            Some(path) => fs_err::read_to_string(path)?,
+            None => jinja.to_owned(),
         };
         return Ok(("chat_template_jinja".to_owned(), source, None));
     }
