@@ -759,6 +759,7 @@ mod columnar_tests {
             shards: None,
             shards_idx: None,
             key: String::new(),
+            origin: None,
         }
     }
 
