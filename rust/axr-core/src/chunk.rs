@@ -101,21 +101,9 @@ pub fn split(trainable: &[bool], sequence_len: usize) -> Chunks {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::options::SourceOptions;
 
     fn dataset(kind: &str) -> DatasetOptions {
-        DatasetOptions {
-            source: SourceOptions {
-                path: "a.jsonl".into(),
-                ds_type: None,
-                data_files: vec![],
-                split: None,
-                shards: None,
-                shards_idx: None,
-                key: String::new(),
-            },
-            format: serde_json::json!({ "type": kind }),
-        }
+        serde_json::from_value(serde_json::json!({"source": {"path": "a.jsonl"}, "format": {"type": kind}})).unwrap()
     }
 
     #[test]

@@ -324,6 +324,34 @@ fn process_row(
     Outcome::Kept { encoded, truncated }
 }
 
+/// Writes the kept chunks of one split document and counts what the split did.
+fn write_chunks(
+    writer: &mut StoreWriter,
+    counts: &mut RunCounts,
+    encoded: &Encoded,
+    chunks: chunk::Chunks,
+    sequence_len: usize,
+) -> Result<()> {
+    if encoded.input_ids.len() > sequence_len {
+        counts.documents_split += 1;
+        counts.chunks_made += chunks.kept.len() as u64;
+    }
+    for (reason, count) in [(chunk::TOO_SHORT, chunks.too_short), (NO_TRAINABLE, chunks.untrained)] {
+        if count > 0 {
+            *counts.dropped.entry(reason.into()).or_default() += count;
+        }
+    }
+    counts.tokens_dropped += chunks.tokens_dropped;
+    for range in chunks.kept {
+        let (ids, trainable) = (&encoded.input_ids[range.clone()], &encoded.trainable[range]);
+        writer.push(ids, trainable)?;
+        counts.samples_kept += 1;
+        counts.tokens += ids.len() as u64;
+        counts.trainable_tokens += trainable.iter().filter(|&&flag| flag).count() as u64;
+    }
+    Ok(())
+}
+
 /// Formats, tokenizes and writes the rows of `datasets` (in order) into `writer`.
 #[expect(
     clippy::too_many_arguments,
@@ -396,24 +424,7 @@ fn tokenize_into(
                         counts.trainable_tokens += encoded.trainable.iter().filter(|&&flag| flag).count() as u64;
                     }
                     Outcome::Chunked { encoded, chunks } => {
-                        if encoded.input_ids.len() > settings.sequence_len {
-                            counts.documents_split += 1;
-                            counts.chunks_made += chunks.kept.len() as u64;
-                        }
-                        for (reason, count) in [(chunk::TOO_SHORT, chunks.too_short), (NO_TRAINABLE, chunks.untrained)]
-                        {
-                            if count > 0 {
-                                *counts.dropped.entry(reason.into()).or_default() += count;
-                            }
-                        }
-                        counts.tokens_dropped += chunks.tokens_dropped;
-                        for range in chunks.kept {
-                            let (ids, trainable) = (&encoded.input_ids[range.clone()], &encoded.trainable[range]);
-                            writer.push(ids, trainable)?;
-                            counts.samples_kept += 1;
-                            counts.tokens += ids.len() as u64;
-                            counts.trainable_tokens += trainable.iter().filter(|&&flag| flag).count() as u64;
-                        }
+                        write_chunks(writer, &mut counts, &encoded, chunks, settings.sequence_len)?;
                     }
                     Outcome::Dropped(reason, tokens) => {
                         *counts.dropped.entry(reason.into()).or_default() += 1;
@@ -790,6 +801,10 @@ pub fn preprocess_with(
     })
 }
 
+#[expect(
+    clippy::too_many_lines,
+    reason = "train then eval, in the order they run; apart they would pass a dozen locals around"
+)]
 fn build_stores(
     options: &PreprocessOptions,
     tokenizer: &dyn PipelineTokenizer,
