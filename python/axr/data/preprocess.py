@@ -279,6 +279,37 @@ def prepared_store_for(cfg: Any) -> Path:
 
 ProgressCallback = Callable[[str, int, int, int, int], None]
 
+# Dataset keys only preference datasets read (axr.train.preference).
+PREFERENCE_KEYS = (
+    "field_chosen",
+    "field_rejected",
+    "field_prompt",
+    "prompt_format",
+    "chosen_format",
+    "rejected_format",
+    "field_completion",
+    "field_label",
+    "completion_format",
+)
+
+
+def _check_not_preference(cfg: Any) -> None:
+    """Preference data has no prepared store yet: ``axr train`` tokenizes it in memory."""
+    if getattr(cfg, "rl", None) is not None:
+        raise ConfigError(
+            "rl: preference datasets are not written to a prepared store yet; axr train tokenizes them "
+            "(natively, in memory) when it starts"
+        )
+    for where in ("datasets", "test_datasets"):
+        for index, entry in enumerate(getattr(cfg, where, None) or []):
+            table = getattr(entry, "type", None)
+            for key in PREFERENCE_KEYS:
+                for holder, prefix in ((entry, ""), (table, "type.")):
+                    if not isinstance(holder, str) and getattr(holder, key, None) is not None:
+                        raise ConfigError(
+                            f"{where}[{index}].{prefix}{key}: read by preference datasets only (set rl)"
+                        )
+
 
 def preprocess(
     cfg: Any, *, progress: bool | None = None, callback: ProgressCallback | None = None
@@ -291,6 +322,7 @@ def preprocess(
     from axr._native import preprocess as native_preprocess
     from axr.data._format import read_meta
 
+    _check_not_preference(cfg)
     options_json = json.dumps(options_from_config(cfg))
     repo = cfg.push_dataset_to_hub
     if repo:
