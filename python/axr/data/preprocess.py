@@ -179,6 +179,7 @@ def options_from_config(cfg: Any) -> dict[str, Any]:
         "dataset_shard_idx": cfg.dataset_shard_idx,
         "prepared_dir": str(cfg.dataset_prepared_path or DEFAULT_PREPARED_DIR),
         "num_threads": cfg.dataset_num_proc,
+        "special_tokens_in_text": cfg.special_tokens_in_text,
     }
     # Axolotl's top-level chat template becomes the tokenizer's own for this run: conversation
     # datasets that name none use it, and it is saved with the tokenizer for inference.
@@ -204,17 +205,22 @@ ProgressCallback = Callable[[str, int, int, int, int], None]
 
 
 def preprocess(
-    cfg: Any, *, progress: bool | None = None, callback: ProgressCallback | None = None
+    cfg: Any,
+    *,
+    progress: bool | None = None,
+    callback: ProgressCallback | None = None,
+    doctor: bool = True,
 ) -> PreprocessResult:
     """Build the prepared stores of ``cfg`` (or reuse identical ones) and return where they are.
 
     ``progress``: show a progress bar on stderr (default: when stderr is a terminal). ``callback``
-    receives ``(stage, done, total, rows, tokens)`` about every chunk instead.
+    receives ``(stage, done, total, rows, tokens)`` about every chunk instead. ``doctor``: run the
+    data doctor over every row while tokenizing (its findings land in each store's meta.json).
     """
     from axr._native import preprocess as native_preprocess
     from axr.data._format import read_meta
 
-    options_json = json.dumps(options_from_config(cfg))
+    options_json = json.dumps({**options_from_config(cfg), "doctor": doctor})
     show = sys.stderr.isatty() if progress is None else progress
     if callback is None and show:
         with _ProgressBar() as bar:
@@ -224,14 +230,6 @@ def preprocess(
     stores = {split: Path(path) for split, path in report["stores"].items()}
     for warning in report["warnings"]:
         print(f"axr: warning: {warning}", file=sys.stderr)
-    if cfg.special_tokens_in_text == "error":
-        from axr.data.doctor import StoreRows, check_special_tokens
-
-        # An eval store cut by val_set_size reads the train datasets again: check it only when it
-        # has datasets of its own.
-        for split, path in stores.items():
-            if split == "train" or cfg.test_datasets:
-                check_special_tokens(StoreRows(path))
     return PreprocessResult(
         root=Path(report["root"]),
         fingerprint=report["fingerprint"],

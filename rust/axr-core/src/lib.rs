@@ -9,6 +9,7 @@
 #![deny(missing_docs)]
 
 pub mod chat;
+pub mod doctor;
 pub mod encode;
 pub mod error;
 pub mod format;

@@ -71,6 +71,12 @@ pub struct PreprocessOptions {
     /// Top-level `chat_template_jinja`: the template text or file for `chat_template = "jinja"`.
     #[serde(default)]
     pub chat_template_jinja: Option<String>,
+    /// Run the data doctor over every row (findings land in meta.json). Not part of the fingerprint.
+    #[serde(default = "default_true")]
+    pub doctor: bool,
+    /// What a row holding a special token's text does (config `special_tokens_in_text`).
+    #[serde(default)]
+    pub special_tokens_in_text: SpecialTokensPolicy,
 }
 
 /// Where one dataset's rows come from, and how they are formatted.
@@ -144,6 +150,17 @@ pub enum BadRowPolicy {
     Skip,
 }
 
+/// What happens to a row whose text holds a special token's string (e.g. a literal `</s>`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SpecialTokensPolicy {
+    /// The data doctor counts it (the row is trained as tokenized).
+    #[default]
+    Report,
+    /// Preprocessing stops at the first such row, naming file, line and field.
+    Error,
+}
+
 fn default_true() -> bool {
     true
 }
@@ -161,8 +178,9 @@ fn default_shard_tokens() -> u64 {
 }
 
 /// Keys that change how the work runs but not what it produces.
-const NOT_FINGERPRINTED: [&str; 6] = [
+const NOT_FINGERPRINTED: [&str; 7] = [
     "prepared_dir",
+    "doctor",
     "num_threads",
     "chunk_rows",
     "chunk_bytes",

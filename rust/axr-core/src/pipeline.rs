@@ -22,10 +22,11 @@ use rayon::prelude::*;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
+use crate::doctor::{Doctor, DoctorReport, RowFindings, SampleSource, SourceWriter, SourcesReader, TEMPLATE_SAMPLE};
 use crate::encode::{AddedTokens, Encoder};
 use crate::error::{Error, Result};
 use crate::format::{self, FormatSpec};
-use crate::options::{BadRowPolicy, DatasetOptions, ExcessLengthStrategy, PreprocessOptions};
+use crate::options::{BadRowPolicy, DatasetOptions, ExcessLengthStrategy, PreprocessOptions, SpecialTokensPolicy};
 use crate::source::{self, DatasetFiles, RawChunk, RawRow, RowData, RowReader};
 use crate::store::{
     DATA_VERSION, FORMAT_VERSION, Fingerprinter, RunCounts, StoreContents, StoreMeta, StoreReader, StoreWriter,
@@ -98,6 +99,15 @@ pub trait PipelineTokenizer: Sync {
     fn max_bytes_per_token(&self) -> Option<usize> {
         None
     }
+    /// The beginning-of-sequence token's text, for the data doctor's BOS checks.
+    fn bos_text(&self) -> Option<String> {
+        None
+    }
+    /// Texts of the special tokens (BOS, EOS, added special tokens): a row's text holding one
+    /// tokenizes as that control token.
+    fn special_texts(&self) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 /// Builds the formatter of one dataset from its `format` keys; the `&str` names the entry
@@ -128,10 +138,16 @@ struct Settings {
     vocab_size: u64,
     /// Under `drop`: texts longer than this many bytes are dropped without tokenizing them.
     surely_too_long_bytes: Option<usize>,
+    /// The per-row checks, when the doctor runs or special tokens in text are errors.
+    doctor: Option<Doctor>,
+    /// Whether the doctor's report is kept (`options.doctor`).
+    report: bool,
+    special_tokens_error: bool,
 }
 
 impl Settings {
     fn new(options: &PreprocessOptions, tokenizer: &dyn PipelineTokenizer, vocab_size: u64) -> Self {
+        let special_tokens_error = options.special_tokens_in_text == SpecialTokensPolicy::Error;
         Self {
             sequence_len: options.sequence_len,
             excess: options.excess_length_strategy,
@@ -144,12 +160,19 @@ impl Settings {
                     .max_bytes_per_token()
                     .and_then(|bytes| bytes.checked_mul(options.sequence_len)),
             },
+            doctor: (options.doctor || special_tokens_error).then(|| Doctor::new(tokenizer)),
+            report: options.doctor,
+            special_tokens_error,
         }
     }
 }
 
 enum Outcome {
-    Kept { encoded: Encoded, truncated: bool },
+    Kept {
+        encoded: Encoded,
+        truncated: bool,
+        findings: RowFindings,
+    },
     Dropped(&'static str),
     Bad(FieldError),
     Interrupted,
@@ -207,8 +230,12 @@ fn process_row(
     tokenizer: &dyn PipelineTokenizer,
     settings: &Settings,
 ) -> Outcome {
-    let sample = match parse_row(row, bytes).and_then(|map| formatter.format(&map)) {
-        Ok(sample) => sample,
+    let map = match parse_row(row, bytes) {
+        Ok(map) => map,
+        Err(error) => return Outcome::Bad(error),
+    };
+    let (sample, conversation) = match formatter.format_for_doctor(&map) {
+        Ok(formatted) => formatted,
         Err(error) => return Outcome::Bad(error),
     };
     // A huge row would take ~100x its size in tokenizer memory only to be dropped.
@@ -245,7 +272,20 @@ fn process_row(
     if !encoded.trainable.iter().any(|&flag| flag) {
         return Outcome::Dropped(NO_TRAINABLE);
     }
-    Outcome::Kept { encoded, truncated }
+    let findings = settings.doctor.as_ref().map_or_else(RowFindings::default, |doctor| {
+        let rendered = match (&sample, &conversation) {
+            (Sample::Text(text), Some(view)) => Some((text, view)),
+            _ => None,
+        };
+        let mut findings = doctor.examine(&encoded.input_ids, truncated, rendered, tokenizer);
+        findings.special_token = doctor.special_token_in(&map);
+        findings
+    });
+    Outcome::Kept {
+        encoded,
+        truncated,
+        findings,
+    }
 }
 
 /// Formats, tokenizes and writes the rows of `datasets` (in order) into `writer`.
@@ -260,10 +300,13 @@ fn tokenize_into(
     settings: &Settings,
     pool: &rayon::ThreadPool,
     writer: &mut StoreWriter,
+    sources: &mut SourceWriter,
     stage: &str,
     progress: &mut dyn Progress,
-) -> Result<RunCounts> {
+) -> Result<(RunCounts, Option<DoctorReport>)> {
     let mut counts = RunCounts::default();
+    let mut report = DoctorReport::default();
+    let mut prompts_checked = vec![0u64; formatters.len()];
     let total = reader.bytes_total();
     let files = reader.files.clone();
     let interrupt = progress.stop_flag();
@@ -301,9 +344,44 @@ fn tokenize_into(
             counts.rows_outside_shard += chunk.rows_outside_shard;
             for (row, outcome) in chunk.rows.iter().zip(outcomes) {
                 counts.rows_read += 1;
+                let location = || format!("{}:{}", files[row.file].path.display(), row.line);
                 match outcome {
-                    Outcome::Kept { encoded, truncated } => {
+                    Outcome::Kept {
+                        encoded,
+                        truncated,
+                        findings,
+                    } => {
+                        if let (true, Some((field, special))) = (settings.special_tokens_error, &findings.special_token)
+                        {
+                            return Err(special_token_error(&files[row.file].path, row.line, field, special));
+                        }
+                        if settings.report {
+                            report.record(&findings, location);
+                            if prompts_checked[row.dataset] < TEMPLATE_SAMPLE {
+                                match generation_prompt(row, &chunk.bytes, formatters[row.dataset].as_ref()) {
+                                    // Not a conversation format: nothing of this dataset to check.
+                                    None => prompts_checked[row.dataset] = TEMPLATE_SAMPLE,
+                                    Some(prompt) => {
+                                        prompts_checked[row.dataset] += 1;
+                                        let matches = prompt.and_then(|prompt| {
+                                            crate::doctor::prompt_is_prefix(
+                                                &prompt,
+                                                &encoded.input_ids,
+                                                truncated,
+                                                tokenizer,
+                                            )
+                                        });
+                                        report.template(matches, location);
+                                    }
+                                }
+                            }
+                        }
                         writer.push(&encoded.input_ids, &encoded.trainable)?;
+                        sources.push(SampleSource {
+                            dataset: row.dataset as u32,
+                            file: row.file as u32,
+                            line: row.line,
+                        })?;
                         if truncated {
                             *counts.truncated.entry(TOO_LONG.into()).or_default() += 1;
                         }
@@ -311,7 +389,12 @@ fn tokenize_into(
                         counts.tokens += encoded.input_ids.len() as u64;
                         counts.trainable_tokens += encoded.trainable.iter().filter(|&&flag| flag).count() as u64;
                     }
-                    Outcome::Dropped(reason) => *counts.dropped.entry(reason.into()).or_default() += 1,
+                    Outcome::Dropped(reason) => {
+                        if reason == NO_TRAINABLE && settings.report {
+                            report.untrained(location);
+                        }
+                        *counts.dropped.entry(reason.into()).or_default() += 1;
+                    }
                     Outcome::Interrupted => return Err(Error::Interrupted),
                     Outcome::Bad(error) => {
                         let error = Error::Data {
@@ -341,7 +424,26 @@ fn tokenize_into(
         }
         Ok(())
     })?;
-    Ok(counts)
+    Ok((counts, settings.report.then_some(report)))
+}
+
+/// The generation prompt of a sampled row (see [`RowFormatter::generation_prompt_before_answer`]);
+/// the row is parsed again, which only the few sampled rows of a conversation dataset pay for.
+fn generation_prompt(row: &RawRow, bytes: &[u8], formatter: &dyn RowFormatter) -> Option<Option<String>> {
+    let map = parse_row(row, bytes).ok()?;
+    formatter.generation_prompt_before_answer(&map)
+}
+
+fn special_token_error(path: &Path, line: u64, field: &str, special: &str) -> Error {
+    Error::Data {
+        path: path.to_path_buf(),
+        line,
+        field: field.to_owned(),
+        message: format!(
+            "holds the special token text {special:?}, which tokenizes as that control token; remove it \
+             from the data, or set special_tokens_in_text = \"report\" to train on it"
+        ),
+    }
 }
 
 /// A deterministic permutation of `0..n` (Fisher–Yates over splitmix64), stable across
@@ -419,9 +521,12 @@ fn copy_samples(
 ) -> Result<()> {
     let (mut token_bytes, mut mask) = (Vec::new(), Vec::new());
     let total = order.len() as u64;
+    let staged_sources = SourcesReader::open(staging.dir())?;
+    let mut sources = SourceWriter::create(writer.dir())?;
     for (done, &index) in order.iter().enumerate() {
         staging.read_raw(index, &mut token_bytes, &mut mask)?;
         writer.push_raw(&token_bytes, &mask)?;
+        sources.push(staged_sources.get(index)?)?;
         if done % 65_536 == 65_535 {
             tick(
                 progress,
@@ -435,7 +540,7 @@ fn copy_samples(
             )?;
         }
     }
-    Ok(())
+    sources.finish()
 }
 
 struct MetaContext<'a> {
@@ -453,7 +558,7 @@ impl MetaContext<'_> {
         split: &str,
         token_dtype: TokenDtype,
         contents: StoreContents,
-        counts: RunCounts,
+        run: &Run,
         options: Value,
     ) -> StoreMeta {
         StoreMeta {
@@ -470,20 +575,30 @@ impl MetaContext<'_> {
             trainable_tokens: contents.trainable_tokens,
             longest: contents.longest,
             shards: contents.shards,
-            counts,
+            counts: run.counts.clone(),
+            doctor: run.doctor.clone(),
+            source_files: run.source_files.clone(),
             options,
         }
     }
 }
 
-fn finish_store(writer: StoreWriter, split: &str, counts: &RunCounts, context: &MetaContext<'_>) -> Result<StoreMeta> {
+/// What one tokenize pass produced besides the samples.
+#[derive(Default)]
+struct Run {
+    counts: RunCounts,
+    doctor: Option<DoctorReport>,
+    source_files: Vec<String>,
+}
+
+fn finish_store(writer: StoreWriter, split: &str, run: &Run, context: &MetaContext<'_>) -> Result<StoreMeta> {
     let dir = writer.dir().to_path_buf();
     let dtype = writer.dtype();
     let contents: StoreContents = writer.finish()?;
     let tokenizer_dir = dir.join(TOKENIZER_DIR);
     fs_err::create_dir_all(&tokenizer_dir)?;
     context.tokenizer.save(&tokenizer_dir)?;
-    let meta = context.meta(split, dtype, contents, counts.clone(), context.options.clone());
+    let meta = context.meta(split, dtype, contents, run, context.options.clone());
     meta.write(&dir)?;
     Ok(meta)
 }
@@ -706,52 +821,65 @@ fn build_stores(
     let mut written = vec!["train"];
     let tokenize = |datasets: &[DatasetFiles], formatters, dir: &Path, stage, progress: &mut dyn Progress| {
         let reader = RowReader::new(datasets.to_vec(), options.chunk_rows, options.chunk_bytes);
+        let source_files = reader
+            .files
+            .iter()
+            .map(|file| file.path.display().to_string())
+            .collect();
         let mut writer = StoreWriter::create(dir, dtype, options.shard_tokens)?;
-        let counts = tokenize_into(
+        let mut sources = SourceWriter::create(dir)?;
+        let (counts, doctor) = tokenize_into(
             reader,
             formatters,
             tokenizer,
             &settings,
             &pool,
             &mut writer,
+            &mut sources,
             stage,
             progress,
         )?;
-        Ok::<_, Error>((writer, counts))
+        sources.finish()?;
+        let run = Run {
+            counts,
+            doctor,
+            source_files,
+        };
+        Ok::<_, Error>((writer, run))
     };
 
     let reorder = options.shuffle_merged_datasets || options.val_set_size > 0.0 || options.dataset_shard_num.is_some();
     let staging = temporary.join("staging");
     let direct = temporary.join("train");
-    let (writer, mut counts) = tokenize(
+    let (writer, mut run) = tokenize(
         &plan.train,
         train_formatters,
         if reorder { &staging } else { &direct },
         "tokenize train",
         progress,
     )?;
-    if counts.samples_kept == 0 {
-        return Err(no_samples("datasets", &counts));
+    if run.counts.samples_kept == 0 {
+        return Err(no_samples("datasets", &run.counts));
     }
     if reorder {
         let staged = writer.finish()?;
         write_staging_meta(&staging, &staged, dtype, &context)?;
         let staging_store = StoreReader::open(&staging)?;
         let split = split_plan(staging_store.len(), options, true)?;
-        counts.samples_outside_dataset_shard = split.outside_shard;
+        run.counts.samples_outside_dataset_shard = split.outside_shard;
         let mut train = StoreWriter::create(&direct, dtype, options.shard_tokens)?;
         copy_samples(&staging_store, &split.train, &mut train, "shuffle", progress)?;
-        finish_store(train, "train", &counts, &context)?;
+        finish_store(train, "train", &run, &context)?;
         if !split.eval.is_empty() {
             let mut eval = StoreWriter::create(&temporary.join("eval"), dtype, options.shard_tokens)?;
             copy_samples(&staging_store, &split.eval, &mut eval, "shuffle", progress)?;
-            finish_store(eval, "eval", &counts, &context)?;
+            finish_store(eval, "eval", &run, &context)?;
             written.push("eval");
         }
         drop(staging_store);
         fs_err::remove_dir_all(&staging)?;
     } else {
-        finish_store(writer, "train", &counts, &context)?;
+        finish_store(writer, "train", &run, &context)?;
     }
 
     if !plan.eval.is_empty() {
@@ -762,9 +890,9 @@ fn build_stores(
         } else {
             &eval_dir
         };
-        let (writer, counts) = tokenize(&plan.eval, eval_formatters, target, "tokenize eval", progress)?;
-        if counts.samples_kept == 0 {
-            return Err(no_samples("test_datasets", &counts));
+        let (writer, run) = tokenize(&plan.eval, eval_formatters, target, "tokenize eval", progress)?;
+        if run.counts.samples_kept == 0 {
+            return Err(no_samples("test_datasets", &run.counts));
         }
         if options.shuffle_merged_datasets {
             let staged = writer.finish()?;
@@ -773,11 +901,11 @@ fn build_stores(
             let order = shuffled(staging_store.len(), options.seed);
             let mut eval = StoreWriter::create(&eval_dir, dtype, options.shard_tokens)?;
             copy_samples(&staging_store, &order, &mut eval, "shuffle", progress)?;
-            finish_store(eval, "eval", &counts, &context)?;
+            finish_store(eval, "eval", &run, &context)?;
             drop(staging_store);
             fs_err::remove_dir_all(&eval_staging)?;
         } else {
-            finish_store(writer, "eval", &counts, &context)?;
+            finish_store(writer, "eval", &run, &context)?;
         }
         written.push("eval");
     }
@@ -791,7 +919,7 @@ fn write_staging_meta(
     context: &MetaContext<'_>,
 ) -> Result<()> {
     context
-        .meta("staging", dtype, contents.clone(), RunCounts::default(), Value::Null)
+        .meta("staging", dtype, contents.clone(), &Run::default(), Value::Null)
         .write(dir)
 }
 
@@ -826,6 +954,12 @@ impl PipelineTokenizer for Encoder {
     }
     fn max_bytes_per_token(&self) -> Option<usize> {
         Encoder::max_bytes_per_token(self)
+    }
+    fn bos_text(&self) -> Option<String> {
+        self.info().bos
+    }
+    fn special_texts(&self) -> Vec<String> {
+        Encoder::special_texts(self)
     }
 }
 

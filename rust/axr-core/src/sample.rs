@@ -82,4 +82,21 @@ pub struct TokenizerInfo {
 pub trait RowFormatter: Send + Sync {
     /// Format one row.
     fn format(&self, row: &serde_json::Map<String, serde_json::Value>) -> Result<Sample, FieldError>;
+
+    /// Format one row and, for a conversation, what the data doctor checks of its turns.
+    fn format_for_doctor(
+        &self,
+        row: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<(Sample, Option<crate::doctor::ConversationView>), FieldError> {
+        Ok((self.format(row)?, None))
+    }
+
+    /// For a conversation format: the inference prompt of the row's messages before its final
+    /// answer, or `Some(None)` when the row does not end with one. `None` for other formats.
+    fn generation_prompt_before_answer(
+        &self,
+        _row: &serde_json::Map<String, serde_json::Value>,
+    ) -> Option<Option<String>> {
+        None
+    }
 }

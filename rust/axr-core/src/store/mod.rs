@@ -31,7 +31,7 @@ use crate::error::{Error, Result};
 pub const FORMAT_VERSION: u32 = 1;
 /// Version of what the data path produces from the same inputs; part of the fingerprint, so a
 /// change to tokenization or masking rebuilds old stores.
-pub const DATA_VERSION: u32 = 1;
+pub const DATA_VERSION: u32 = 2;
 /// Name of the metadata file of a store.
 pub const META_FILE: &str = "meta.json";
 /// Folder of the saved tokenizer inside a store.
@@ -140,6 +140,13 @@ pub struct StoreMeta {
     pub shards: Vec<ShardMeta>,
     /// What happened to the rows of the run that produced this store.
     pub counts: RunCounts,
+    /// The data doctor's findings over every row of that run (absent when it was built with the
+    /// doctor off).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub doctor: Option<crate::doctor::DoctorReport>,
+    /// The input files, indexed by `sources.bin`'s file field.
+    #[serde(default)]
+    pub source_files: Vec<String>,
     /// The preprocess options (the JSON Python sent).
     pub options: serde_json::Value,
 }
