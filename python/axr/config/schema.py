@@ -752,10 +752,10 @@ class AxrConfig(BaseModel):
     """(axr) Samples longer than ``sequence_len`` are dropped (Axolotl's behaviour) or truncated; counted
     either way."""
     special_tokens_in_text: Literal["report", "error"] = "report"
-    """(axr) A conversation message whose text holds a special token's string (``<s>``, ``<|im_end|>``)
-    tokenizes as that control token. ``report``: the data doctor counts such rows; ``error``: preprocessing
-    stops at the first one, naming file, line and message. (No ``escape``: no escaping keeps the ids
-    exact.)"""
+    """(axr) A row whose text (any field, any dataset type) holds a special token's string (``<s>``,
+    ``<|im_end|>``) tokenizes as that control token. ``report``: the data doctor counts such rows;
+    ``error``: preprocessing stops at the first one, naming file, line and field (checked once, when the
+    store is built). (No ``escape``: no escaping keeps the ids exact.)"""
     packing_strategy: Literal["bfd", "ffd", "shuffle", "sequential"] = "bfd"
     """(axr) How samples are packed into bins: best-fit-decreasing, first-fit-decreasing, shuffled
     first-fit, or in order."""

@@ -22,7 +22,9 @@ use rayon::prelude::*;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use crate::doctor::{Doctor, DoctorReport, RowFindings, SampleSource, SourceWriter, SourcesReader, TEMPLATE_SAMPLE};
+use crate::doctor::{
+    Doctor, DoctorReport, GenerationPrompt, RowFindings, SampleSource, SourceWriter, SourcesReader, Tally,
+};
 use crate::encode::{AddedTokens, Encoder};
 use crate::error::{Error, Result};
 use crate::format::{self, FormatSpec};
@@ -235,7 +237,7 @@ fn process_row(
         Err(error) => return Outcome::Bad(error),
     };
     let (sample, conversation) = match formatter.format_for_doctor(&map) {
-        Ok(formatted) => formatted,
+        Ok(pair) => pair,
         Err(error) => return Outcome::Bad(error),
     };
     // A huge row would take ~100x its size in tokenizer memory only to be dropped.
@@ -300,13 +302,12 @@ fn tokenize_into(
     settings: &Settings,
     pool: &rayon::ThreadPool,
     writer: &mut StoreWriter,
-    sources: &mut SourceWriter,
     stage: &str,
     progress: &mut dyn Progress,
-) -> Result<(RunCounts, Option<DoctorReport>)> {
+) -> Result<Run> {
     let mut counts = RunCounts::default();
-    let mut report = DoctorReport::default();
-    let mut prompts_checked = vec![0u64; formatters.len()];
+    let mut tally = settings.report.then(|| Tally::new(formatters.len()));
+    let mut sources = SourceWriter::create(writer.dir())?;
     let total = reader.bytes_total();
     let files = reader.files.clone();
     let interrupt = progress.stop_flag();
@@ -355,43 +356,17 @@ fn tokenize_into(
                         {
                             return Err(special_token_error(&files[row.file].path, row.line, field, special));
                         }
-                        if settings.report {
-                            report.record(&findings, location);
-                            if prompts_checked[row.dataset] < TEMPLATE_SAMPLE {
-                                match generation_prompt(row, &chunk.bytes, formatters[row.dataset].as_ref()) {
-                                    // Not a conversation format: nothing of this dataset to check.
-                                    None => prompts_checked[row.dataset] = TEMPLATE_SAMPLE,
-                                    Some(prompt) => {
-                                        prompts_checked[row.dataset] += 1;
-                                        let matches = prompt.and_then(|prompt| {
-                                            crate::doctor::prompt_is_prefix(
-                                                &prompt,
-                                                &encoded.input_ids,
-                                                truncated,
-                                                tokenizer,
-                                            )
-                                        });
-                                        report.template(matches, location);
-                                    }
-                                }
-                            }
+                        if let Some(tally) = &mut tally {
+                            let formatter = formatters[row.dataset].as_ref();
+                            let prompt = || generation_prompt(row, &chunk.bytes, formatter);
+                            let sample = (&encoded.input_ids[..], truncated);
+                            tally.kept(row.dataset, &findings, sample, prompt, tokenizer, location);
                         }
-                        writer.push(&encoded.input_ids, &encoded.trainable)?;
-                        sources.push(SampleSource {
-                            dataset: row.dataset as u32,
-                            file: row.file as u32,
-                            line: row.line,
-                        })?;
-                        if truncated {
-                            *counts.truncated.entry(TOO_LONG.into()).or_default() += 1;
-                        }
-                        counts.samples_kept += 1;
-                        counts.tokens += encoded.input_ids.len() as u64;
-                        counts.trainable_tokens += encoded.trainable.iter().filter(|&&flag| flag).count() as u64;
+                        write_sample((writer, &mut sources), &mut counts, row, &encoded, truncated)?;
                     }
                     Outcome::Dropped(reason) => {
-                        if reason == NO_TRAINABLE && settings.report {
-                            report.untrained(location);
+                        if let (NO_TRAINABLE, Some(tally)) = (reason, &mut tally) {
+                            tally.untrained(location);
                         }
                         *counts.dropped.entry(reason.into()).or_default() += 1;
                     }
@@ -424,14 +399,43 @@ fn tokenize_into(
         }
         Ok(())
     })?;
-    Ok((counts, settings.report.then_some(report)))
+    sources.finish()?;
+    Ok(Run {
+        counts,
+        doctor: tally.map(Tally::finish),
+        source_files: files.iter().map(|file| file.path.display().to_string()).collect(),
+    })
+}
+
+/// Append a kept sample, with its source, to the store and count it.
+fn write_sample(
+    (writer, sources): (&mut StoreWriter, &mut SourceWriter),
+    counts: &mut RunCounts,
+    row: &RawRow,
+    encoded: &Encoded,
+    truncated: bool,
+) -> Result<()> {
+    writer.push(&encoded.input_ids, &encoded.trainable)?;
+    sources.push(SampleSource {
+        dataset: row.dataset as u32,
+        file: row.file as u32,
+        line: row.line,
+    })?;
+    if truncated {
+        *counts.truncated.entry(TOO_LONG.into()).or_default() += 1;
+    }
+    counts.samples_kept += 1;
+    counts.tokens += encoded.input_ids.len() as u64;
+    counts.trainable_tokens += encoded.trainable.iter().filter(|&&flag| flag).count() as u64;
+    Ok(())
 }
 
 /// The generation prompt of a sampled row (see [`RowFormatter::generation_prompt_before_answer`]);
 /// the row is parsed again, which only the few sampled rows of a conversation dataset pay for.
-fn generation_prompt(row: &RawRow, bytes: &[u8], formatter: &dyn RowFormatter) -> Option<Option<String>> {
-    let map = parse_row(row, bytes).ok()?;
-    formatter.generation_prompt_before_answer(&map)
+fn generation_prompt(row: &RawRow, bytes: &[u8], formatter: &dyn RowFormatter) -> GenerationPrompt {
+    parse_row(row, bytes).map_or(GenerationPrompt::NoFinalAnswer, |map| {
+        formatter.generation_prompt_before_answer(&map)
+    })
 }
 
 fn special_token_error(path: &Path, line: u64, field: &str, special: &str) -> Error {
@@ -821,30 +825,17 @@ fn build_stores(
     let mut written = vec!["train"];
     let tokenize = |datasets: &[DatasetFiles], formatters, dir: &Path, stage, progress: &mut dyn Progress| {
         let reader = RowReader::new(datasets.to_vec(), options.chunk_rows, options.chunk_bytes);
-        let source_files = reader
-            .files
-            .iter()
-            .map(|file| file.path.display().to_string())
-            .collect();
         let mut writer = StoreWriter::create(dir, dtype, options.shard_tokens)?;
-        let mut sources = SourceWriter::create(dir)?;
-        let (counts, doctor) = tokenize_into(
+        let run = tokenize_into(
             reader,
             formatters,
             tokenizer,
             &settings,
             &pool,
             &mut writer,
-            &mut sources,
             stage,
             progress,
         )?;
-        sources.finish()?;
-        let run = Run {
-            counts,
-            doctor,
-            source_files,
-        };
         Ok::<_, Error>((writer, run))
     };
 

@@ -92,11 +92,11 @@ pub trait RowFormatter: Send + Sync {
     }
 
     /// For a conversation format: the inference prompt of the row's messages before its final
-    /// answer, or `Some(None)` when the row does not end with one. `None` for other formats.
+    /// answer, as `apply_chat_template(..., add_generation_prompt=True)` renders it.
     fn generation_prompt_before_answer(
         &self,
         _row: &serde_json::Map<String, serde_json::Value>,
-    ) -> Option<Option<String>> {
-        None
+    ) -> crate::doctor::GenerationPrompt {
+        crate::doctor::GenerationPrompt::NotAConversation
     }
 }

@@ -21,7 +21,7 @@ use std::path::Path;
 
 use serde_json::{Map, Value};
 
-use crate::doctor::ConversationView;
+use crate::doctor::{ConversationView, GenerationPrompt};
 use crate::error::{Error, Result};
 use crate::sample::{FieldError, RenderedText, RowFormatter, Sample, TokenizerInfo};
 use render::{ChatTemplate, TemplateMessage};
@@ -817,15 +817,16 @@ impl RowFormatter for ChatFormatter {
         Ok((sample, Some(view)))
     }
 
-    fn generation_prompt_before_answer(&self, row: &Map<String, Value>) -> Option<Option<String>> {
+    fn generation_prompt_before_answer(&self, row: &Map<String, Value>) -> GenerationPrompt {
         let Ok(mut turns) = self.read_turns(row) else {
-            return Some(None);
+            return GenerationPrompt::NoFinalAnswer;
         };
         if turns.last().is_none_or(|turn| turn.role != "assistant") {
-            return Some(None);
+            return GenerationPrompt::NoFinalAnswer;
         }
         turns.pop();
-        Some(self.render_generation_prompt(&turns).ok())
+        self.render_generation_prompt(&turns)
+            .map_or(GenerationPrompt::NoFinalAnswer, GenerationPrompt::Text)
     }
 }
 

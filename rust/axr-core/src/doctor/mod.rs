@@ -133,6 +133,75 @@ impl DoctorReport {
     }
 }
 
+/// A row's generation prompt, for the template check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GenerationPrompt {
+    /// The dataset's format has no conversation (nothing of it is checked).
+    NotAConversation,
+    /// A conversation that does not end with an answer to generate (counted as skipped).
+    NoFinalAnswer,
+    /// The prompt text before the final answer.
+    Text(String),
+}
+
+/// Counts the findings of a run in input order, on the thread that writes the store, so the
+/// examples are the first rows whatever the worker threads' timing.
+pub struct Tally {
+    report: DoctorReport,
+    /// Per dataset: rows whose generation prompt was rendered (at most [`TEMPLATE_SAMPLE`]).
+    prompts: Vec<u64>,
+}
+
+impl Tally {
+    /// A tally for a run over `datasets` datasets.
+    pub fn new(datasets: usize) -> Self {
+        Self {
+            report: DoctorReport::default(),
+            prompts: vec![0; datasets],
+        }
+    }
+
+    /// Count one kept sample of `dataset` (`sample`: its stored ids and whether they were
+    /// truncated); `prompt` renders its generation prompt, asked only of a dataset's first rows.
+    pub fn kept(
+        &mut self,
+        dataset: usize,
+        found: &RowFindings,
+        (input_ids, truncated): (&[u32], bool),
+        prompt: impl FnOnce() -> GenerationPrompt,
+        tokenizer: &dyn PipelineTokenizer,
+        location: impl Fn() -> String,
+    ) {
+        self.report.record(found, &location);
+        if self.prompts[dataset] >= TEMPLATE_SAMPLE {
+            return;
+        }
+        match prompt() {
+            // Not a conversation format: nothing of this dataset to check.
+            GenerationPrompt::NotAConversation => self.prompts[dataset] = TEMPLATE_SAMPLE,
+            GenerationPrompt::NoFinalAnswer => {
+                self.prompts[dataset] += 1;
+                self.report.template(None, location);
+            }
+            GenerationPrompt::Text(text) => {
+                self.prompts[dataset] += 1;
+                let matches = prompt_is_prefix(&text, input_ids, truncated, tokenizer);
+                self.report.template(matches, location);
+            }
+        }
+    }
+
+    /// Count a row dropped for having no trained token.
+    pub fn untrained(&mut self, location: impl FnOnce() -> String) {
+        self.report.untrained(location);
+    }
+
+    /// The report of the run.
+    pub fn finish(self) -> DoctorReport {
+        self.report
+    }
+}
+
 /// What the doctor found in one row (computed on the worker threads).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RowFindings {
@@ -311,7 +380,7 @@ fn find_in_value(specials: &Regex, value: &Value, path: &str) -> Option<(String,
 
 /// Whether the ids of `prompt` (the generation prompt, tokenized as the template wrote it) are a
 /// prefix of `input_ids`; `None` when the stored ids were cut shorter than the prompt.
-pub fn prompt_is_prefix(
+fn prompt_is_prefix(
     prompt: &str,
     input_ids: &[u32],
     truncated: bool,

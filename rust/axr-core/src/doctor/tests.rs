@@ -4,7 +4,7 @@ fn turn(role: &str, trained: bool, end: Option<Range<usize>>, end_trained: bool)
     RenderedTurn {
         role: role.into(),
         trained,
-        content: vec![0..1],
+        content: vec![Range { start: 0, end: 1 }],
         end_of_turn: end,
         end_of_turn_trained: end_trained,
     }

@@ -104,6 +104,8 @@ fn options(dir: &Path, files: &[&Path]) -> PreprocessOptions {
         seed: 42,
         chat_template: None,
         chat_template_jinja: None,
+        doctor: true,
+        special_tokens_in_text: SpecialTokensPolicy::Report,
         dataset_shard_num: None,
         dataset_shard_idx: None,
         prepared_dir: dir.join("prepared"),
