@@ -81,10 +81,13 @@ MODEL_LOAD = "models.load (tokenizer and model loading)"
 ADAPTER = "models.adapters.apply_adapter (the PEFT LoRA config)"
 HUB = "hub (hub ids resolved into the Hugging Face cache)"
 PUSH = "train.push (uploads to the hub)"
+GRADIO = "inference.session.launch_gradio (the axr inference --gradio page)"
 QUANTIZATION = "models.quantization (bitsandbytes 4-bit / 8-bit base weights)"
 OPTIMIZER = "train.optim.build_optimizer"
 SCHEDULE = "train.optim.build_scheduler"
 LOOP = "train.loop.train"
+RELORA = "train.relora (merge, re-initialise and prune at each restart)"
+_RELORA = "tests/train/test_relora.py"
 ENGINE = "train.engine.build_accelerator (accelerate's DDP, DeepSpeed and FSDP plugins)"
 TRACKERS = "train.progress (accelerate trackers)"
 DATASET_FORMAT = "data.preprocess: a format key of the dataset's type (native pipeline)"
@@ -199,7 +202,10 @@ TOP_LEVEL: dict[str, Entry] = {
     "default_system_message": used(PREPROCESS, f"{_EFFECTS}::test_preprocess_option_keys"),
     "eot_tokens": used(PREPROCESS, f"{_EFFECTS}::test_preprocess_option_keys"),
     "dataset_prepared_path": used(PREPROCESS, f"{_EFFECTS}::test_preprocess_option_keys"),
-    "push_dataset_to_hub": not_yet("upload the prepared dataset to this hub repo", 15),
+    "push_dataset_to_hub": used(
+        "data.hub_store (the prepared store pushed to, and reused from, a hub dataset repo)",
+        "tests/hub/test_hub_push.py::test_push_dataset_to_hub_uploads_the_store_once_and_a_fresh_machine_downloads_it",
+    ),
     "dataset_num_proc": used(PREPROCESS, f"{_EFFECTS}::test_preprocess_option_keys"),
     "dataset_keep_in_memory": no_effect(
         "the native pipeline streams rows in bounded memory; there is no dataset to keep"
@@ -309,13 +315,21 @@ TOP_LEVEL: dict[str, Entry] = {
     "lora_qkv_kernel": no_effect(_GPU_KERNEL),
     "lora_o_kernel": no_effect(_GPU_KERNEL),
     "lora_embedding_kernel": no_effect(_GPU_KERNEL),
-    "relora": not_yet("ReLoRA: merge and restart the adapter periodically", 14),
-    "relora_steps": not_yet("ReLoRA: merge and restart the adapter every this many steps", 14),
-    "relora_warmup_steps": not_yet("ReLoRA: warmup steps after each restart", 14),
-    "relora_anneal_steps": not_yet("ReLoRA: anneal steps of each cycle", 14),
-    "relora_prune_ratio": not_yet("ReLoRA: share of optimizer state pruned at each restart", 14),
-    "relora_prune_method": not_yet("ReLoRA: how optimizer state is pruned at each restart", 14),
-    "relora_cpu_offload": not_yet("ReLoRA: merge on the CPU at restarts", 14),
+    "relora": used(RELORA, f"{_RELORA}::test_relora_refuses_what_it_cannot_run"),
+    "relora_steps": used(
+        RELORA, f"{_RELORA}::test_training_restarts_on_schedule_and_resumes_across_a_restart"
+    ),
+    "relora_warmup_steps": used(
+        SCHEDULE, f"{_RELORA}::test_training_restarts_on_schedule_and_resumes_across_a_restart"
+    ),
+    "relora_anneal_steps": used(
+        SCHEDULE, f"{_RELORA}::test_training_restarts_on_schedule_and_resumes_across_a_restart"
+    ),
+    "relora_prune_ratio": used(RELORA, f"{_RELORA}::test_restart_merges_the_delta_reinitialises_and_prunes"),
+    "relora_prune_method": used(
+        RELORA, f"{_RELORA}::test_training_restarts_on_schedule_and_resumes_across_a_restart"
+    ),
+    "relora_cpu_offload": used(RELORA, f"{_RELORA}::test_restart_merges_the_delta_reinitialises_and_prunes"),
     "jagged_restart_steps": used(
         SCHEDULE,
         "tests/train/test_jagged_schedule.py::test_restarts_drop_to_the_floor_then_warm_up_and_anneal",
@@ -365,12 +379,24 @@ TOP_LEVEL: dict[str, Entry] = {
     "profiler_steps_start": not_yet("profile training steps into output_dir"),
     "include_tokens_per_second": no_effect("axr always reports tokens per second"),
     "include_tkps": no_effect("axr always reports tokens per second"),
-    "gradio_title": no_effect("axr inference --gradio has its own options"),
-    "gradio_share": no_effect("axr inference --gradio has its own options"),
-    "gradio_server_name": no_effect("axr inference --gradio has its own options"),
-    "gradio_server_port": no_effect("axr inference --gradio has its own options"),
-    "gradio_max_new_tokens": no_effect("axr inference --gradio has its own options"),
-    "gradio_temperature": no_effect("axr inference --gradio has its own options"),
+    "gradio_title": used(
+        GRADIO, "tests/test_gradio.py::test_the_gradio_page_streams_answers_and_keeps_the_chat_history"
+    ),
+    "gradio_share": used(
+        GRADIO, "tests/test_gradio.py::test_the_gradio_page_streams_answers_and_keeps_the_chat_history"
+    ),
+    "gradio_server_name": used(
+        GRADIO, "tests/test_gradio.py::test_the_gradio_page_streams_answers_and_keeps_the_chat_history"
+    ),
+    "gradio_server_port": used(
+        GRADIO, "tests/test_gradio.py::test_the_gradio_page_streams_answers_and_keeps_the_chat_history"
+    ),
+    "gradio_max_new_tokens": used(
+        GRADIO, "tests/test_gradio.py::test_the_gradio_page_streams_answers_and_keeps_the_chat_history"
+    ),
+    "gradio_temperature": used(
+        GRADIO, "tests/test_gradio.py::test_the_gradio_page_streams_answers_and_keeps_the_chat_history"
+    ),
     # ---- training ---------------------------------------------------------------------------
     "output_dir": used(LOOP, f"{_EFFECTS}::test_loop_keys"),
     "torch_compile": not_yet("compile the model with torch.compile"),

@@ -550,18 +550,18 @@ class AxrConfig(BaseModel):
     peft: PeftConfig | None = None
     """Extra PEFT options (LoftQ)."""
     relora_steps: PositiveInt | None = None
-    """ReLoRA: steps per restart (needs an adapter; ReLoRA is not supported yet)."""
+    """ReLoRA: steps between restarts (merge the adapter into the base, start it again); needs an adapter."""
     relora_warmup_steps: NonNegativeInt | None = None
     """ReLoRA: warmup steps after each restart."""
     relora_anneal_steps: NonNegativeInt | None = None
     """ReLoRA: anneal steps of each cycle."""
     relora_prune_ratio: Fraction | None = None
-    """ReLoRA: optimizer magnitude pruning threshold."""
+    """ReLoRA: share of the adapter's optimizer state zeroed at each restart (default 0.9; 0.999 for
+    "reset")."""
     relora_cpu_offload: bool | None = None
     """ReLoRA: merge LoRA weights on the CPU at restarts."""
     relora: bool | None = None
-    """ReLoRA (Axolotl's current name): merges and restarts the adapter every ``jagged_restart_steps``
-    (not supported yet)."""
+    """ReLoRA (Axolotl's current name): merges and restarts the adapter every ``jagged_restart_steps``."""
     relora_prune_method: Literal["magnitude", "random", "reset"] | None = None
     """ReLoRA: how optimizer state is pruned at each restart."""
     jagged_restart_steps: PositiveInt | None = None
@@ -594,6 +594,20 @@ class AxrConfig(BaseModel):
     """MLflow experiment name."""
     hf_mlflow_log_artifacts: bool | None = None
     """Copy each checkpoint to the MLflow artifact store."""
+
+    # ---- inference page (axr inference --gradio) ----------------------------
+    gradio_title: str | None = None
+    """Title of the ``axr inference --gradio`` page (default: ``axr inference``)."""
+    gradio_share: bool | None = None
+    """Also serve the page through a public gradio.live link (default: off; Axolotl's is on)."""
+    gradio_server_name: str | None = None
+    """Address the page listens on (default ``127.0.0.1``; ``0.0.0.0`` for every interface)."""
+    gradio_server_port: Annotated[Int, Field(ge=1, le=65535)] | None = None
+    """Port of the page (default: gradio's, 7860 or the next free one)."""
+    gradio_max_new_tokens: PositiveInt | None = None
+    """Initial ``max_new_tokens`` of the page (default: ``--max_new_tokens``)."""
+    gradio_temperature: Annotated[Float, Field(ge=0)] | None = None
+    """Initial temperature of the page (default: ``--temperature``; 0 = greedy)."""
 
     # ---- training -----------------------------------------------------------
     output_dir: str = "./model-out"
