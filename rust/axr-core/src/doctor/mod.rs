@@ -345,7 +345,8 @@ impl Doctor {
 }
 
 /// Whether a token of `end` (a byte range of the text) is among the first `kept` tokens: the text
-/// is encoded again with only `end` trainable, which only truncated conversations pay for.
+/// up to `end` is encoded again with only `end` trainable, which only truncated conversations pay
+/// for (never past the end-of-turn checked, however long the row).
 fn survives_truncation(
     text: &RenderedText,
     end: &Range<usize>,
@@ -353,7 +354,7 @@ fn survives_truncation(
     tokenizer: &dyn PipelineTokenizer,
 ) -> bool {
     let probe = Sample::Text(RenderedText {
-        text: text.text.clone(),
+        text: text.text.get(..end.end).unwrap_or(&text.text).to_owned(),
         trainable: vec![end.clone()],
         add_special_tokens: text.add_special_tokens,
     });
