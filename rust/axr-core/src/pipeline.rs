@@ -344,23 +344,9 @@ fn tokenize_into(
     Ok(counts)
 }
 
-/// A deterministic permutation of `0..n` (Fisher–Yates over splitmix64), stable across
-/// platforms and library versions, unlike a general-purpose RNG.
+/// The merged-datasets order of preprocessing: a seeded permutation of `0..n`.
 pub fn shuffled(n: u64, seed: u64) -> Vec<u64> {
-    let mut state = seed;
-    let mut next = || {
-        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    };
-    let mut order: Vec<u64> = (0..n).collect();
-    for index in (1..order.len()).rev() {
-        let other = (next() % (index as u64 + 1)) as usize;
-        order.swap(index, other);
-    }
-    order
+    crate::random::shuffled((0..n).collect(), seed, 0, crate::random::MERGE_STREAM)
 }
 
 /// Which staged samples go to train and eval, in order: Axolotl's merge → shuffle →
