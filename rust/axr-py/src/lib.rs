@@ -9,6 +9,7 @@ mod errors;
 mod packing;
 mod preprocess;
 mod prompt;
+mod suggest;
 
 use pyo3::prelude::*;
 
@@ -17,11 +18,13 @@ use pyo3::prelude::*;
 #[pyo3(name = "_native")]
 fn native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", axr_core::VERSION)?;
+    m.add("IGNORE_INDEX", axr_core::IGNORE_INDEX)?;
     errors::register(m)?;
     chat::register(m)?;
     encode::register(m)?;
     packing::register(m)?;
     preprocess::register(m)?;
     prompt::register(m)?;
+    suggest::register(m)?;
     Ok(())
 }
