@@ -71,6 +71,11 @@ pub struct PreprocessOptions {
     /// Top-level `chat_template_jinja`: the template text or file for `chat_template = "jinja"`.
     #[serde(default)]
     pub chat_template_jinja: Option<String>,
+    /// `axr preprocess --verify-encoder N`: encode the first N texts with both the fast encoder
+    /// and `tokenizers`, fail on any difference; an existing store is rebuilt, not reused.
+    /// Not part of the fingerprint.
+    #[serde(default)]
+    pub verify_encoder: u64,
 }
 
 /// Where one dataset's rows come from, and how they are formatted.
@@ -161,7 +166,8 @@ fn default_shard_tokens() -> u64 {
 }
 
 /// Keys that change how the work runs but not what it produces.
-const NOT_FINGERPRINTED: [&str; 6] = [
+const NOT_FINGERPRINTED: [&str; 7] = [
+    "verify_encoder",
     "prepared_dir",
     "num_threads",
     "chunk_rows",
@@ -304,6 +310,7 @@ mod tests {
         let mut moved = base.clone();
         moved.datasets[0].source.path = "elsewhere/b.jsonl".into();
         moved.num_threads = Some(7);
+        moved.verify_encoder = 100;
         moved.prepared_dir = "other".into();
         assert_eq!(base.fingerprint_json(), moved.fingerprint_json());
         let mut longer = base.clone();

@@ -119,6 +119,8 @@ pub struct Prepared {
     pub seconds: f64,
     /// What the user should know but did not stop the run (e.g. a symlink loop not followed).
     pub warnings: Vec<String>,
+    /// Which encoder tokenized (fast or `tokenizers`, and why), set by [`preprocess`].
+    pub encoder: Option<crate::encode::EncoderSummary>,
 }
 
 struct Settings {
@@ -621,7 +623,10 @@ pub fn preprocess_with(
     let eval_formatters = build_formatters(&options.test_datasets, "test_datasets", build)?;
     let plan = plan(options, tokenizer, progress)?;
     let root = options.prepared_dir.join(&plan.fingerprint);
-    if let Some(stores) = existing(&root)? {
+    // A verification run must encode: it never reuses a store.
+    if options.verify_encoder == 0
+        && let Some(stores) = existing(&root)?
+    {
         return Ok(Prepared {
             root,
             fingerprint: plan.fingerprint,
@@ -629,6 +634,7 @@ pub fn preprocess_with(
             stores,
             seconds: started.elapsed().as_secs_f64(),
             warnings: plan.warnings,
+            encoder: None,
         });
     }
     fs_err::create_dir_all(&options.prepared_dir)?;
@@ -673,6 +679,7 @@ pub fn preprocess_with(
         stores,
         seconds: started.elapsed().as_secs_f64(),
         warnings: plan.warnings,
+        encoder: None,
     })
 }
 
@@ -866,9 +873,22 @@ pub fn preprocess(options: &PreprocessOptions, progress: &mut dyn Progress) -> R
     let started = Instant::now();
     options.validate()?;
     let encoder = load_encoder(options)?;
+    encoder.verify_next(options.verify_encoder);
     let info = encoder.info();
     let build = |format_keys: &Value, key: &str| build_formatter(&info, format_keys, key);
     let mut prepared = preprocess_with(options, &encoder, &build, progress)?;
+    let summary = encoder.summary();
+    if let Some(mismatch) = &summary.mismatch {
+        // The store holds tokenizers' ids for the verified texts but not necessarily for the
+        // others: it must not be reused.
+        let _ = fs_err::remove_dir_all(&prepared.root);
+        return Err(Error::Invalid(format!(
+            "--verify-encoder: the fast encoder ({}) {mismatch}; set {}=0 to encode with tokenizers",
+            summary.detail,
+            crate::encode::FAST_ENCODER_ENV
+        )));
+    }
+    prepared.encoder = Some(summary);
     // The reported time includes loading the tokenizer, part of every run, reused or not.
     prepared.seconds = started.elapsed().as_secs_f64();
     Ok(prepared)
