@@ -51,6 +51,9 @@ def encode_rows(
     rows: list[str], format_spec: str, tokenizer_dir: str, added_tokens: str = "{}"
 ) -> list[tuple[NDArray[np.uint32], NDArray[np.bool_]]]: ...
 def save_tokenizer(tokenizer_dir: str, out_dir: str, added_tokens: str = "{}") -> int: ...
+def encode_texts(
+    texts: list[str], tokenizer_dir: str, added_tokens: str = "{}", add_special_tokens: bool = True
+) -> tuple[list[list[int]], float, str]: ...
 
 # --- preprocessing (rust/axr-py/src/preprocess.rs); options and report are JSON strings ---
 def preprocess(

@@ -40,6 +40,9 @@ class PreprocessResult:
     seconds: float
     metas: dict[str, dict[str, Any]] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    # Which encoder tokenized (``path``: fast or tokenizers, ``detail``: the pipeline or why not),
+    # its word-cache counters and ``verified`` texts; None when the store was reused.
+    encoder: dict[str, Any] | None = None
 
 
 def _entry_dict(entry: Any) -> tuple[dict[str, Any], set[str]]:
@@ -204,17 +207,25 @@ ProgressCallback = Callable[[str, int, int, int, int], None]
 
 
 def preprocess(
-    cfg: Any, *, progress: bool | None = None, callback: ProgressCallback | None = None
+    cfg: Any,
+    *,
+    progress: bool | None = None,
+    callback: ProgressCallback | None = None,
+    verify_encoder: int = 0,
 ) -> PreprocessResult:
     """Build the prepared stores of ``cfg`` (or reuse identical ones) and return where they are.
 
     ``progress``: show a progress bar on stderr (default: when stderr is a terminal). ``callback``
-    receives ``(stage, done, total, rows, tokens)`` about every chunk instead.
+    receives ``(stage, done, total, rows, tokens)`` about every chunk instead. ``verify_encoder``:
+    encode the first N texts with both the fast encoder and ``tokenizers`` and fail on any
+    difference (the store is rebuilt, never reused).
     """
     from axr._native import preprocess as native_preprocess
     from axr.data._format import read_meta
 
-    options_json = json.dumps(options_from_config(cfg))
+    options = options_from_config(cfg)
+    options["verify_encoder"] = int(verify_encoder)
+    options_json = json.dumps(options)
     show = sys.stderr.isatty() if progress is None else progress
     if callback is None and show:
         with _ProgressBar() as bar:
@@ -240,6 +251,7 @@ def preprocess(
         seconds=report["seconds"],
         metas={split: read_meta(path) for split, path in stores.items()},
         warnings=list(report["warnings"]),
+        encoder=report.get("encoder"),
     )
 
 

@@ -82,9 +82,9 @@ fn byte_level_json(pre_tokenizer: &Value) -> Value {
     .into_iter()
     .collect();
     for (left, right) in &merges {
-        let merged = format!("{left}{right}");
-        if !pieces.contains(&merged) {
-            pieces.push(merged);
+        let piece = format!("{left}{right}");
+        if !pieces.contains(&piece) {
+            pieces.push(piece);
         }
     }
     let vocab: serde_json::Map<String, Value> = pieces

@@ -104,6 +104,7 @@ fn options(dir: &Path, files: &[&Path]) -> PreprocessOptions {
         seed: 42,
         chat_template: None,
         chat_template_jinja: None,
+        verify_encoder: 0,
         dataset_shard_num: None,
         dataset_shard_idx: None,
         prepared_dir: dir.join("prepared"),
