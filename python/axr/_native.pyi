@@ -55,6 +55,11 @@ def encode_texts(
     texts: list[str], tokenizer_dir: str, added_tokens: str = "{}", add_special_tokens: bool = True
 ) -> tuple[list[list[int]], float, str]: ...
 
+# --- preference datasets (rust/axr-py/src/preference.rs); source and spec are JSON strings ---
+def encode_preference(
+    source: str, spec: str, tokenizer_dir: str, kto: bool, added_tokens: str = "{}"
+) -> tuple[NDArray[np.uint32], NDArray[np.bool_], NDArray[np.uint64], NDArray[np.bool_], list[str]]: ...
+
 # --- preprocessing (rust/axr-py/src/preprocess.rs); options and report are JSON strings ---
 def preprocess(
     options_json: str, *, progress: Callable[[str, int, int, int, int], object] | None = None

@@ -125,6 +125,11 @@ pub struct SourceOptions {
     /// Name used in messages, e.g. `datasets[0]`.
     #[serde(default)]
     pub key: String,
+    /// Where the local files came from when they were fetched (a hub dataset's commit sha, a
+    /// remote URL with its ETag). Fingerprinted, so a new revision or a changed remote file
+    /// builds a new store even where the cached copies sit at the same path; kept in meta.json.
+    #[serde(default)]
+    pub origin: Option<String>,
 }
 
 /// What happens to a sample longer than `sequence_len` tokens.
@@ -313,6 +318,9 @@ mod tests {
         moved.verify_encoder = 100;
         moved.prepared_dir = "other".into();
         assert_eq!(base.fingerprint_json(), moved.fingerprint_json());
+        let mut other_revision = base.clone();
+        other_revision.datasets[0].source.origin = Some("hub dataset org/name at 1234abcd".into());
+        assert_ne!(base.fingerprint_json(), other_revision.fingerprint_json());
         let mut longer = base.clone();
         longer.sequence_len = 17;
         assert_ne!(base.fingerprint_json(), longer.fingerprint_json());

@@ -88,6 +88,7 @@ fn options(dir: &Path, files: &[&Path]) -> PreprocessOptions {
                     shards: None,
                     shards_idx: None,
                     key: String::new(),
+                    origin: None,
                 },
                 format: serde_json::json!({"type": "test"}),
             })
