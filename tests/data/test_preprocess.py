@@ -166,15 +166,21 @@ def test_an_uncached_hub_dataset_offline_is_a_clear_error(
 @pytest.mark.parametrize(
     "url", ["s3://bucket/rows.jsonl", "gs://bucket/rows.jsonl", "https://example.org/r.jsonl"]
 )
-def test_url_dataset_paths_are_not_supported_yet(
-    preprocess_workspace: PreprocessWorkspace, capsys: pytest.CaptureFixture[str], url: str
+def test_url_dataset_paths_offline_fail_at_once_naming_the_url(
+    preprocess_workspace: PreprocessWorkspace,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    url: str,
 ) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("AXR_CACHE", str(tmp_path / "empty-cache"))
     config = preprocess_workspace.config(Path("placeholder"))
     config.write_text(config.read_text().replace('path = "placeholder"', f'path = "{url}"'))
     code, _, err = _run_cli(["preprocess", str(config)], capsys)
     assert code == 2
-    scheme = url.split(":")[0]
-    assert f"datasets[0].path: {scheme}:// paths are not supported yet; download {url}" in err
+    assert f"datasets[0].path: {url} is not in the local cache" in err
+    assert err.rstrip().endswith("and the hub is offline")
 
 
 # The child records its resident memory at every progress tick (each chunk), so the figure is the

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from axr.config import load_config
-from axr.data.preprocess import preprocess
+from axr.data.preprocess import options_from_config, preprocess
 from axr.errors import ConfigError
 from axr.testing.hub_server import alpaca_dataset_repo
 from hub_support import DATASET_ID, SUBSETS_ID
@@ -58,6 +58,20 @@ def test_a_named_subset_of_parquet_files(fake_hub, tmp_path, mistral_tokenizer_d
     assert result.metas["eval"]["samples"] == 2
 
 
+def test_name_as_a_list_reads_each_subset_in_order(fake_hub, tmp_path, mistral_tokenizer_dir):
+    config = load_config(_config(tmp_path, mistral_tokenizer_dir, 'name = ["numbers_parquet", "default"]'))
+    options = options_from_config(config)["datasets"]
+    sha = fake_hub.repos[("dataset", DATASET_ID)].revisions["main"].sha
+    assert [entry["source"]["origin"] for entry in options] == [
+        f"hub dataset {DATASET_ID} at {sha} subset numbers_parquet",
+        f"hub dataset {DATASET_ID} at {sha} subset default",
+    ]
+    assert preprocess(config, progress=False).metas["train"]["samples"] == 6 + 12
+    empty = load_config(_config(tmp_path, mistral_tokenizer_dir, "name = []", name="empty.toml"))
+    with pytest.raises(ConfigError, match=r"^datasets\[0\]\.name: an empty list names no subset"):
+        options_from_config(empty)
+
+
 def test_a_subset_folder_data_files_and_ds_type(fake_hub, tmp_path, mistral_tokenizer_dir):
     top = f'base_model = "{mistral_tokenizer_dir}"\nsequence_len = 128\n'
     top += f'dataset_prepared_path = "{tmp_path / "p"}"\n'
@@ -100,6 +114,10 @@ def test_a_new_revision_rebuilds_and_the_same_one_reuses(fake_hub, tmp_path, mis
     fake_hub.add_repo("dataset", DATASET_ID, alpaca_dataset_repo(train=12, tag=" again"), revision="v1")
     fake_hub.add_repo("dataset", DATASET_ID, alpaca_dataset_repo(train=10, tag=" again"))
     moved = preprocess(load_config(path), progress=False)
+    new_sha = fake_hub.repos[("dataset", DATASET_ID)].revisions["main"].sha
+    assert moved.metas["train"]["options"]["datasets"][0]["source"]["origin"] == (
+        f"hub dataset {DATASET_ID} at {new_sha}"
+    )
     assert not moved.reused
     assert moved.fingerprint != first.fingerprint
     assert moved.metas["train"]["samples"] == 10

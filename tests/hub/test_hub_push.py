@@ -81,3 +81,46 @@ def test_push_settings_are_checked_before_training(fake_hub, tmp_path, tiny_llam
     ):
         HubPush.for_config(offline, main_process=True)
     assert fake_hub.commits == []
+
+
+def test_push_dataset_to_hub_uploads_the_store_once_and_a_fresh_machine_downloads_it(
+    fake_hub, tmp_path, mistral_tokenizer_dir, capsys
+):
+    import shutil
+
+    from axr.data.preprocess import preprocess
+
+    data = tmp_path / "rows.jsonl"
+    data.write_bytes(jsonl_bytes(alpaca_rows(10)))
+    path = tmp_path / "store.yml"
+    path.write_text(
+        f"base_model: {mistral_tokenizer_dir}\nsequence_len: 128\n"
+        f"dataset_prepared_path: {tmp_path / 'prepared'}\n"
+        f"datasets:\n  - path: {data}\n    type: alpaca\n"
+        "push_dataset_to_hub: axr-test/prepared-alpaca\n"
+    )
+    built = preprocess(load_config(path), progress=False)
+    repo = fake_hub.repos[("dataset", "axr-test/prepared-alpaca")]
+    assert repo.private
+    assert [commit.summary for commit in fake_hub.commits] == [f"axr prepared dataset {built.fingerprint}"]
+    pushed = fake_hub.commits[0].files
+    assert f"{built.fingerprint}/train/meta.json" in pushed
+    local = {
+        f"{built.fingerprint}/{file.relative_to(built.root).as_posix()}": file.read_bytes()
+        for file in built.root.rglob("*")
+        if file.is_file()
+    }
+    assert set(local) == set(pushed)
+    assert all(repo.revisions["main"].files[name] == body for name, body in local.items())
+    assert "pushed to the hub dataset axr-test/prepared-alpaca" in capsys.readouterr().err
+
+    assert preprocess(load_config(path), progress=False).reused
+    assert len(fake_hub.commits) == 1, "a fingerprint already on the hub is not pushed again"
+
+    shutil.rmtree(tmp_path / "prepared")
+    fresh = preprocess(load_config(path), progress=False)
+    assert "downloaded from the hub dataset axr-test/prepared-alpaca" in capsys.readouterr().err
+    assert fresh.reused, "the downloaded store is reused, not rebuilt"
+    assert fresh.fingerprint == built.fingerprint
+    assert (fresh.stores["train"] / "meta.json").read_bytes() == local[f"{built.fingerprint}/train/meta.json"]
+    assert len(fake_hub.commits) == 1

@@ -25,6 +25,7 @@ PROBE = [[5, 17, 300, 4000, 12, 9, 31000, 7]]
 
 
 def engine_facts(model: Any) -> dict[str, Any]:
+    import torch
     from torch.distributed.tensor import DTensor
 
     parameters = list(model.parameters())
@@ -35,12 +36,29 @@ def engine_facts(model: Any) -> dict[str, Any]:
         "sharded_dtensors": sum(
             isinstance(p, DTensor) and p.to_local().numel() < p.numel() for p in parameters
         ),
+        # 4-bit layers whose packed weights (stored as bf16 for FSDP) FSDP2 sharded.
+        "sharded_4bit": sum(
+            type(m).__module__.startswith("bitsandbytes")
+            and type(m).__name__ == "Linear4bit"
+            and isinstance(m.weight, DTensor)
+            and m.weight.dtype == torch.bfloat16
+            and m.weight.to_local().numel() < m.weight.numel()
+            for m in model.modules()
+        ),
         # ZeRO-3 replaces each parameter's data by an empty tensor and keeps the full shape in ds_shape.
         "zero3_partitioned": sum(hasattr(p, "ds_id") and p.data.numel() == 0 for p in parameters),
     }
     if hasattr(model, "global_steps"):
         facts["deepspeed_optimizer_steps"] = int(model.global_steps)
         facts["deepspeed_micro_steps"] = int(model.micro_steps)
+        facts["zero_stage"] = int(model.zero_optimization_stage())
+        facts["deepspeed_bf16"] = bool(model.bfloat16_enabled())
+        zero = model.optimizer
+        facts["deepspeed_offload"] = {
+            # Where ZeRO-3 keeps the fp32 partitions and the optimizer state, and the parameter offload.
+            "optimizer": "cpu" if getattr(zero, "offload_optimizer", False) else "none",
+            "param": "cpu" if getattr(zero, "offload_param", False) else "none",
+        }
     return facts
 
 

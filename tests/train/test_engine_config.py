@@ -61,6 +61,30 @@ def test_deepspeed_file_values_that_disagree_are_errors(tmp_path):
         read_deepspeed_config("zero4")
 
 
+def test_deepspeed_checkpoints_refuse_what_they_cannot_hold(tmp_path):
+    fp16 = Precision("float32", "fp16")
+    saving = config_of(tmp_path, deepspeed="zero2", save_steps=2)
+    with pytest.raises(ConfigError, match=r"checkpoints under fp16 \(the loss scaler"):
+        fill_deepspeed_config(saving, read_deepspeed_config("zero2"), fp16)
+    with pytest.raises(ConfigError, match="checkpoints under ZeRO stage 0 are not supported yet"):
+        fill_deepspeed_config(saving, {"zero_optimization": {"stage": 0}}, FP32)
+    not_saving = config_of(tmp_path, deepspeed="zero2", save_strategy="no")
+    assert fill_deepspeed_config(not_saving, read_deepspeed_config("zero2"), fp16)["fp16"]["enabled"] is True
+
+
+def test_optimizer_offload_refuses_optimizers_deepspeed_would_replace(tmp_path):
+    offload = read_deepspeed_config("zero3_bf16_cpuoffload_all")
+    bf16 = Precision("bfloat16", "bf16")
+    lion = config_of(tmp_path, deepspeed="zero3_bf16_cpuoffload_all", optimizer="lion_32bit", bf16=True)
+    with pytest.raises(ConfigError, match=r"DeepSpeed runs its own CPU Adam .* optimizer = 'lion_32bit'"):
+        fill_deepspeed_config(lion, json.loads(json.dumps(offload)), bf16)
+    # AdamW is what DeepSpeed's CPU Adam computes; with zero_force_ds_cpu_optimizer false any optimizer stays.
+    adamw = config_of(tmp_path, deepspeed="zero3_bf16_cpuoffload_all", optimizer="adamw_torch", bf16=True)
+    assert fill_deepspeed_config(adamw, json.loads(json.dumps(offload)), bf16)["bf16"]["enabled"] is True
+    kept = fill_deepspeed_config(lion, {**offload, "zero_force_ds_cpu_optimizer": False}, bf16)
+    assert kept["zero_optimization"]["offload_optimizer"]["device"] == "cpu"
+
+
 def test_fsdp_config_spellings_read_the_same(tmp_path):
     prefixed = config_of(
         tmp_path,
@@ -154,3 +178,17 @@ def test_ddp_keys_reach_accelerate(tmp_path):
         False,
         True,
     )
+
+
+def test_a_zero_checkpoint_resumed_without_deepspeed_says_so(tmp_path):
+    from accelerate import Accelerator
+
+    from axr.train.checkpoint import load_checkpoint
+    from axr.train.state_file import save_state
+    from axr.train.zero_state import zero_file_name
+
+    folder = tmp_path / "checkpoint-2"
+    folder.mkdir()
+    save_state({"zero_stage": 3}, folder / zero_file_name(0))  # what rank 0 of a ZeRO run writes
+    with pytest.raises(ConfigError, match=r"was written under DeepSpeed ZeRO .* same deepspeed config"):
+        load_checkpoint(Accelerator(cpu=True), None, None, None, folder)

@@ -12,6 +12,7 @@ must still take part in the forward (a hang fails the run by timeout).
 from __future__ import annotations
 
 import json
+import math
 import os
 import socket
 import subprocess
@@ -34,8 +35,17 @@ NO_SAVES = {"save_strategy": "no"}
 ENGINES: dict[str, tuple[dict[str, Any], str]] = {
     # name: (top-level keys, extra TOML text)
     "ddp": ({"save_steps": 2}, ""),
-    "zero2": ({"deepspeed": "zero2", **NO_SAVES}, ""),
-    "zero3": ({"deepspeed": "deepspeed_configs/zero3.json", **NO_SAVES}, ""),
+    # ZeRO writes a checkpoint at step 2 (each rank's partitions, no pickle) and resumes from it.
+    "zero2": ({"deepspeed": "zero2", "save_steps": 2}, ""),
+    "zero3": ({"deepspeed": "deepspeed_configs/zero3.json", "save_steps": 2}, ""),
+    # LoRA under ZeRO-3 in bf16 with optimizer and parameters offloaded to the CPU (axr's torch AdamW
+    # kept instead of DeepSpeed's CPU Adam): the fp32 masters must come back from the checkpoint exactly.
+    "zero3_lora_bf16": (
+        {**LORA, "bf16": True, "save_steps": 2},
+        "[deepspeed]\nzero_force_ds_cpu_optimizer = false\nbf16 = { enabled = true }\n"
+        '[deepspeed.zero_optimization]\nstage = 3\noffload_optimizer = { device = "cpu" }\n'
+        'offload_param = { device = "cpu" }\n',
+    ),
     # FSDP2 writes a checkpoint at step 2 (its optimizer state gathered, no pickle) and resumes from it.
     "fsdp2_lora": (
         {**LORA, "fsdp_version": 2, "save_steps": 2},
@@ -44,6 +54,11 @@ ENGINES: dict[str, tuple[dict[str, Any], str]] = {
         'transformer_layer_cls_to_wrap = "LlamaDecoderLayer"\nreshard_after_forward = true\n',
     ),
 }
+# QLoRA under FSDP2: 4-bit weights stored as bf16 (bnb_4bit_quant_storage) so FSDP shards them too.
+ENGINES["fsdp2_qlora"] = (
+    {**LORA, "adapter": "qlora", "load_in_4bit": True, "fsdp_version": 2, "save_steps": 2},
+    ENGINES["fsdp2_lora"][1],
+)
 COMMON = {"max_steps": 3, "sample_packing": False, "learning_rate": 0.001}
 
 
@@ -89,14 +104,25 @@ def run_engine(
     return json.loads(record.read_text()), output
 
 
-def run_reference(tmp_path: Path, tiny_llama_dir: Path, lora: bool) -> dict[str, Any]:
+ADAPTERS: dict[str, dict[str, Any]] = {
+    "full": {},
+    "lora": LORA,
+    "qlora": {**LORA, "adapter": "qlora", "load_in_4bit": True},
+}
+
+
+def adapter_of(name: str) -> str:
+    return "qlora" if "qlora" in name else "lora" if "lora" in name else "full"
+
+
+def run_reference(tmp_path: Path, tiny_llama_dir: Path, adapter: str) -> dict[str, Any]:
     """One process, accumulation 4: the same rows in every step as 2 ranks x accumulation 2."""
     from engine_worker import run
 
-    name = "reference_lora" if lora else "reference"
+    name = f"reference_{adapter}"
     config = write_config(
         tmp_path / f"{name}.toml", tiny_llama_dir, tmp_path / name,
-        micro_batch_size=1, gradient_accumulation_steps=4, **COMMON, **NO_SAVES, **(LORA if lora else {}),
+        micro_batch_size=1, gradient_accumulation_steps=4, **COMMON, **NO_SAVES, **ADAPTERS[adapter],
     )  # fmt: skip
     run(str(config), tmp_path / f"{name}.json")
     result: dict[str, Any] = json.loads((tmp_path / f"{name}.json").read_text())
@@ -104,21 +130,41 @@ def run_reference(tmp_path: Path, tiny_llama_dir: Path, lora: bool) -> dict[str,
 
 
 @pytest.fixture(scope="module")
-def references(tmp_path_factory: pytest.TempPathFactory, tiny_llama_dir: Path) -> dict[bool, dict[str, Any]]:
+def references(tmp_path_factory: pytest.TempPathFactory, tiny_llama_dir: Path) -> Any:
+    """The 1-process run of an adapter kind, made on first use."""
     folder = tmp_path_factory.mktemp("references")
-    return {lora: run_reference(folder, tiny_llama_dir, lora) for lora in (False, True)}
+    made: dict[str, dict[str, Any]] = {}
+
+    def reference(adapter: str) -> dict[str, Any]:
+        if adapter not in made:
+            made[adapter] = run_reference(folder, tiny_llama_dir, adapter)
+        return made[adapter]
+
+    return reference
 
 
-def saved_model_logits(output: Path, tiny_llama_dir: Path, lora: bool) -> list[float]:
-    """Logits of the saved final model, loaded by plain transformers (and PEFT for an adapter)."""
+def saved_model_logits(output: Path, tiny_llama_dir: Path, adapter: str) -> list[float]:
+    """Logits of the saved final model, loaded by plain transformers (and PEFT for an adapter, on a
+    4-bit base quantized as axr does for QLoRA)."""
     import torch
     from engine_worker import PROBE
-    from transformers import AutoModelForCausalLM
+    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
 
-    if lora:
+    if adapter != "full":
         from peft import PeftModel
 
-        model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_llama_dir), output)
+        quantized = BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=torch.float32,
+        )  # fmt: skip
+        options = {"quantization_config": quantized, "device_map": "cpu"} if adapter == "qlora" else {}
+        base = AutoModelForCausalLM.from_pretrained(tiny_llama_dir, **options)
+        model = PeftModel.from_pretrained(base, output)
+        if adapter == "qlora":
+            from axr.models.quantization import keep_4bit_layout_trainable
+
+            # As in training: not bitsandbytes' bf16 CPU inference kernel, which the eval mode would pick.
+            keep_4bit_layout_trainable(model)
     else:
         model = AutoModelForCausalLM.from_pretrained(output)
     model.eval()
@@ -131,9 +177,12 @@ def saved_model_logits(output: Path, tiny_llama_dir: Path, lora: bool) -> list[f
 @pytest.mark.timeout(LAUNCH_TIMEOUT + 120)
 @pytest.mark.parametrize("name", list(ENGINES))
 def test_two_ranks_equal_one_process(tmp_path, tiny_llama_dir, references, name):
-    lora = "lora" in name
-    reference = references[lora]
+    adapter = adapter_of(name)
     got, output = run_engine(tmp_path, tiny_llama_dir, name)
+    if name.endswith("bf16"):
+        check_bf16_zero3(tmp_path, tiny_llama_dir, name, got, output)
+        return
+    reference = references(adapter)
 
     assert got["losses"] == pytest.approx(reference["losses"], rel=1e-6)
     assert got["grad_norms"] == pytest.approx(reference["grad_norms"], rel=1e-4)
@@ -142,7 +191,7 @@ def test_two_ranks_equal_one_process(tmp_path, tiny_llama_dir, references, name)
     assert got["eval_losses"] == pytest.approx(reference["eval_losses"], rel=1e-6)
     # The trained model (read through the engine) equals the 1-process one, and so does the saved one.
     assert got["logits"] == pytest.approx(reference["logits"], abs=1e-5)
-    assert saved_model_logits(output, tiny_llama_dir, lora) == pytest.approx(got["logits"], abs=1e-5)
+    assert saved_model_logits(output, tiny_llama_dir, adapter) == pytest.approx(got["logits"], abs=1e-5)
 
     if name == "ddp" or name.startswith("fsdp2"):
         # Rank 0 wrote the checkpoint's manifest after every rank saved its RNG state.
@@ -151,18 +200,54 @@ def test_two_ranks_equal_one_process(tmp_path, tiny_llama_dir, references, name)
     if name.startswith("fsdp2"):
         # accelerate silently runs plain replicas on CPU unless FSDP is entered: check the shards.
         assert got["sharded_dtensors"] == got["parameters"] > 0
-        checkpoint = output / "checkpoint-2"
-        assert (checkpoint / "optimizer.safetensors").is_file()
-        assert not list(checkpoint.glob("*.pt"))
-        resumed, _ = run_engine(
-            tmp_path, tiny_llama_dir, name, run_name="resumed", resume_from_checkpoint=str(checkpoint)
-        )
-        assert resumed["losses"] == pytest.approx(got["losses"][2:], rel=1e-6)
-        assert resumed["logits"] == pytest.approx(got["logits"], abs=1e-5)
+        assert (output / "checkpoint-2" / "optimizer.safetensors").is_file()
     else:
         assert got["dtensor_parameters"] == 0
     if name.startswith("zero"):
         # 6 micro-batches per rank, accumulation 2: DeepSpeed steps its optimizer once per step.
         assert got["deepspeed_optimizer_steps"] == 3
+        assert got["zero_stage"] == int(name[4])
     if name == "zero3":
         assert got["zero3_partitioned"] > 0
+    if name == "fsdp2_qlora":
+        # The 4-bit weights (bf16 storage) are sharded like every other parameter.
+        assert got["sharded_4bit"] == 14
+    elif name != "ddp":
+        check_exact_resume(tmp_path, tiny_llama_dir, name, got, output)
+
+
+def check_exact_resume(
+    tmp_path: Path, tiny_llama_dir: Path, name: str, got: dict[str, Any], output: Path
+) -> None:
+    """Resuming from checkpoint-2 (a fresh launch) trains step 3 exactly as the uninterrupted run did."""
+    checkpoint = output / "checkpoint-2"
+    assert not [p for p in checkpoint.iterdir() if p.suffix in (".pt", ".pth", ".bin", ".pkl")]
+    if name.startswith("zero"):
+        # Each rank's ZeRO partitions, and no whole optimizer file.
+        names = {p.name for p in checkpoint.iterdir()}
+        assert {"optimizer_0.safetensors", "optimizer_1.safetensors"} <= names
+        assert not (checkpoint / "optimizer.safetensors").exists()
+    resumed, _ = run_engine(
+        tmp_path, tiny_llama_dir, name, run_name=f"{name}_resumed", resume_from_checkpoint=str(checkpoint)
+    )
+    assert resumed["losses"] == pytest.approx(got["losses"][2:], rel=1e-6)
+    assert resumed["grad_norms"] == pytest.approx(got["grad_norms"][2:], rel=1e-5)
+    assert resumed["logits"] == pytest.approx(got["logits"], abs=1e-5)
+    if name.startswith("zero3"):
+        assert resumed["zero3_partitioned"] > 0
+    if name.startswith("zero"):
+        # The resumed engine stepped once, on top of the 2 steps restored from the checkpoint.
+        assert resumed["deepspeed_optimizer_steps"] == 3
+
+
+def check_bf16_zero3(
+    tmp_path: Path, tiny_llama_dir: Path, name: str, got: dict[str, Any], output: Path
+) -> None:
+    """LoRA under ZeRO-3 in bf16: really partitioned, trains in bf16 with fp32 masters, resumes exactly."""
+    assert got["zero_stage"] == 3
+    assert got["zero3_partitioned"] > 0
+    assert got["deepspeed_bf16"] is True
+    assert got["deepspeed_offload"] == {"optimizer": "cpu", "param": "cpu"}
+    assert got["deepspeed_optimizer_steps"] == 3
+    assert all(math.isfinite(loss) for loss in got["losses"])
+    check_exact_resume(tmp_path, tiny_llama_dir, name, got, output)

@@ -117,12 +117,8 @@ def test_flash_attention_without_the_package_is_a_config_error(tmp_path, tiny_ll
     ("keys", "message"),
     [
         (
-            {"adapter": "lora", "relora_steps": 10, "lora_target_linear": True},
-            "relora_steps: not supported yet: ReLoRA",
-        ),
-        (
-            {"adapter": "lora", "relora": True, "jagged_restart_steps": 10, "lora_target_linear": True},
-            "relora: not supported yet",
+            {"adapter": "lora", "relora": True, "lora_target_linear": True},
+            "relora: ReLoRA needs jagged_restart_steps",
         ),
         ({"adapter": "lora"}, "lora_target_modules: .* needs the modules to adapt"),
     ],

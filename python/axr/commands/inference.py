@@ -76,7 +76,11 @@ def run(args: argparse.Namespace) -> int:
     loaded = load_for_inference(cfg)
     print(f"axr inference: loaded {loaded.describe()}", file=sys.stderr)
     if args.gradio:
-        launch_gradio(loaded, builder, settings)
+        from axr.inference.session import GradioOptions
+
+        launch_gradio(
+            loaded, builder, GradioOptions.page_settings(cfg, settings), GradioOptions.from_config(cfg)
+        )
     elif args.prompt is not None:
         answer(loaded, builder, args.prompt, settings, stream=sys.stdout)
     elif sys.stdin.isatty():

@@ -81,10 +81,13 @@ MODEL_LOAD = "models.load (tokenizer and model loading)"
 ADAPTER = "models.adapters.apply_adapter (the PEFT LoRA config)"
 HUB = "hub (hub ids resolved into the Hugging Face cache)"
 PUSH = "train.push (uploads to the hub)"
+GRADIO = "inference.session.launch_gradio (the axr inference --gradio page)"
 QUANTIZATION = "models.quantization (bitsandbytes 4-bit / 8-bit base weights)"
 OPTIMIZER = "train.optim.build_optimizer"
 SCHEDULE = "train.optim.build_scheduler"
 LOOP = "train.loop.train"
+RELORA = "train.relora (merge, re-initialise and prune at each restart)"
+_RELORA = "tests/train/test_relora.py"
 ENGINE = "train.engine.build_accelerator (accelerate's DDP, DeepSpeed and FSDP plugins)"
 TRACKERS = "train.progress (accelerate trackers)"
 DATASET_FORMAT = "data.preprocess: a format key of the dataset's type (native pipeline)"
@@ -191,15 +194,19 @@ TOP_LEVEL: dict[str, Entry] = {
     "shuffle_merged_datasets": used(PREPROCESS, f"{_EFFECTS}::test_preprocess_option_keys"),
     "shuffle_before_merging_datasets": not_yet("shuffle each dataset before merging them"),
     "test_datasets": used(PREPROCESS, f"{_EFFECTS}::test_preprocess_option_keys"),
-    "rl": not_yet(
-        "preference training (DPO, IPO, KTO, ORPO, SimPO, GRPO) instead of supervised fine-tuning", 16
+    "rl": used(
+        "axr.train.preference.train_preference",
+        "tests/train/test_preference_training.py::test_dpo_raises_reward_accuracy_on_the_training_pairs",
     ),
     "chat_template": used(PREPROCESS, f"{_EFFECTS}::test_preprocess_option_keys"),
     "chat_template_jinja": used(PREPROCESS, f"{_EFFECTS}::test_preprocess_option_keys"),
     "default_system_message": used(PREPROCESS, f"{_EFFECTS}::test_preprocess_option_keys"),
     "eot_tokens": used(PREPROCESS, f"{_EFFECTS}::test_preprocess_option_keys"),
     "dataset_prepared_path": used(PREPROCESS, f"{_EFFECTS}::test_preprocess_option_keys"),
-    "push_dataset_to_hub": not_yet("upload the prepared dataset to this hub repo", 15),
+    "push_dataset_to_hub": used(
+        "data.hub_store (the prepared store pushed to, and reused from, a hub dataset repo)",
+        "tests/hub/test_hub_push.py::test_push_dataset_to_hub_uploads_the_store_once_and_a_fresh_machine_downloads_it",
+    ),
     "dataset_num_proc": used(PREPROCESS, f"{_EFFECTS}::test_preprocess_option_keys"),
     "dataset_keep_in_memory": no_effect(
         "the native pipeline streams rows in bounded memory; there is no dataset to keep"
@@ -309,13 +316,21 @@ TOP_LEVEL: dict[str, Entry] = {
     "lora_qkv_kernel": no_effect(_GPU_KERNEL),
     "lora_o_kernel": no_effect(_GPU_KERNEL),
     "lora_embedding_kernel": no_effect(_GPU_KERNEL),
-    "relora": not_yet("ReLoRA: merge and restart the adapter periodically", 14),
-    "relora_steps": not_yet("ReLoRA: merge and restart the adapter every this many steps", 14),
-    "relora_warmup_steps": not_yet("ReLoRA: warmup steps after each restart", 14),
-    "relora_anneal_steps": not_yet("ReLoRA: anneal steps of each cycle", 14),
-    "relora_prune_ratio": not_yet("ReLoRA: share of optimizer state pruned at each restart", 14),
-    "relora_prune_method": not_yet("ReLoRA: how optimizer state is pruned at each restart", 14),
-    "relora_cpu_offload": not_yet("ReLoRA: merge on the CPU at restarts", 14),
+    "relora": used(RELORA, f"{_RELORA}::test_relora_refuses_what_it_cannot_run"),
+    "relora_steps": used(
+        RELORA, f"{_RELORA}::test_training_restarts_on_schedule_and_resumes_across_a_restart"
+    ),
+    "relora_warmup_steps": used(
+        SCHEDULE, f"{_RELORA}::test_training_restarts_on_schedule_and_resumes_across_a_restart"
+    ),
+    "relora_anneal_steps": used(
+        SCHEDULE, f"{_RELORA}::test_training_restarts_on_schedule_and_resumes_across_a_restart"
+    ),
+    "relora_prune_ratio": used(RELORA, f"{_RELORA}::test_restart_merges_the_delta_reinitialises_and_prunes"),
+    "relora_prune_method": used(
+        RELORA, f"{_RELORA}::test_training_restarts_on_schedule_and_resumes_across_a_restart"
+    ),
+    "relora_cpu_offload": used(RELORA, f"{_RELORA}::test_restart_merges_the_delta_reinitialises_and_prunes"),
     "jagged_restart_steps": used(
         SCHEDULE,
         "tests/train/test_jagged_schedule.py::test_restarts_drop_to_the_floor_then_warm_up_and_anneal",
@@ -365,12 +380,24 @@ TOP_LEVEL: dict[str, Entry] = {
     "profiler_steps_start": not_yet("profile training steps into output_dir"),
     "include_tokens_per_second": no_effect("axr always reports tokens per second"),
     "include_tkps": no_effect("axr always reports tokens per second"),
-    "gradio_title": no_effect("axr inference --gradio has its own options"),
-    "gradio_share": no_effect("axr inference --gradio has its own options"),
-    "gradio_server_name": no_effect("axr inference --gradio has its own options"),
-    "gradio_server_port": no_effect("axr inference --gradio has its own options"),
-    "gradio_max_new_tokens": no_effect("axr inference --gradio has its own options"),
-    "gradio_temperature": no_effect("axr inference --gradio has its own options"),
+    "gradio_title": used(
+        GRADIO, "tests/test_gradio.py::test_the_gradio_page_streams_answers_and_keeps_the_chat_history"
+    ),
+    "gradio_share": used(
+        GRADIO, "tests/test_gradio.py::test_the_gradio_page_streams_answers_and_keeps_the_chat_history"
+    ),
+    "gradio_server_name": used(
+        GRADIO, "tests/test_gradio.py::test_the_gradio_page_streams_answers_and_keeps_the_chat_history"
+    ),
+    "gradio_server_port": used(
+        GRADIO, "tests/test_gradio.py::test_the_gradio_page_streams_answers_and_keeps_the_chat_history"
+    ),
+    "gradio_max_new_tokens": used(
+        GRADIO, "tests/test_gradio.py::test_the_gradio_page_streams_answers_and_keeps_the_chat_history"
+    ),
+    "gradio_temperature": used(
+        GRADIO, "tests/test_gradio.py::test_the_gradio_page_streams_answers_and_keeps_the_chat_history"
+    ),
     # ---- training ---------------------------------------------------------------------------
     "output_dir": used(LOOP, f"{_EFFECTS}::test_loop_keys"),
     "torch_compile": not_yet("compile the model with torch.compile"),
@@ -538,23 +565,56 @@ TOP_LEVEL: dict[str, Entry] = {
     "strict": no_effect("axr lets command-line overrides set any key"),
     "axolotl_config_path": no_effect(_INTERNAL),
     # ---- preference training ----------------------------------------------------------------
-    "rl_beta": not_yet("the beta of the preference loss", 16),
-    "orpo_alpha": not_yet("the ORPO odds-ratio weight", 16),
-    "simpo_gamma": not_yet("the SimPO target reward margin", 16),
-    "cpo_alpha": not_yet("the CPO/SimPO behaviour-cloning weight", 16),
-    "kto_desirable_weight": not_yet("the KTO weight of desirable examples", 16),
-    "kto_undesirable_weight": not_yet("the KTO weight of undesirable examples", 16),
-    "dpo_loss_type": not_yet("DPO loss variants", 16),
-    "dpo_loss_weights": not_yet("weights of the DPO loss variants", 16),
+    "rl_beta": used(
+        "axr.train.preference.method_of",
+        "tests/train/test_preference_training.py::test_method_keys_reach_the_loss",
+    ),
+    "orpo_alpha": used(
+        "axr.train.preference.method_of",
+        "tests/train/test_preference_training.py::test_method_keys_reach_the_loss",
+    ),
+    "simpo_gamma": used(
+        "axr.train.preference.method_of",
+        "tests/train/test_preference_training.py::test_method_keys_reach_the_loss",
+    ),
+    "cpo_alpha": used(
+        "axr.train.preference.method_of",
+        "tests/train/test_preference_training.py::test_method_keys_reach_the_loss",
+    ),
+    "kto_desirable_weight": used(
+        "axr.train.preference.method_of",
+        "tests/train/test_preference_training.py::test_method_keys_reach_the_loss",
+    ),
+    "kto_undesirable_weight": used(
+        "axr.train.preference.method_of",
+        "tests/train/test_preference_training.py::test_method_keys_reach_the_loss",
+    ),
+    "dpo_loss_type": used(
+        "axr.train.preference.method_of",
+        "tests/train/test_preference_training.py::test_method_keys_reach_the_loss",
+    ),
+    "dpo_loss_weights": used(
+        "axr.train.preference.method_of",
+        "tests/train/test_preference_training.py::test_method_keys_reach_the_loss",
+    ),
     "dpo_use_weighting": not_yet("DPO example weighting", 16),
-    "dpo_label_smoothing": not_yet("DPO label smoothing", 16),
+    "dpo_label_smoothing": used(
+        "axr.train.preference.method_of",
+        "tests/train/test_preference_training.py::test_method_keys_reach_the_loss",
+    ),
     "dpo_use_liger_kernel": no_effect(_GPU_KERNEL),
     "dpo_padding_free": not_yet("padding-free DPO batches", 16),
-    "precompute_ref_log_probs": not_yet("compute the reference model's log-probabilities once, up front", 16),
+    "precompute_ref_log_probs": used(
+        "axr.train.preference.Reference.precompute",
+        "tests/train/test_preference_training.py::test_precomputed_reference_gives_the_same_losses",
+    ),
     "dpo_use_logits_to_keep": not_yet("removed from Axolotl (DPO logits_to_keep)", 16),
     "dpo_generate_during_eval": not_yet("removed from Axolotl (DPO generation at evaluation)", 16),
     "dpo_norm_loss": not_yet("removed from Axolotl (normalised DPO loss)", 16),
-    "rpo_alpha": not_yet("the RPO NLL weight of DPO", 16),
+    "rpo_alpha": used(
+        "axr.train.preference.method_of",
+        "tests/train/test_preference_training.py::test_method_keys_reach_the_loss",
+    ),
     "max_prompt_len": not_yet("cap prompt length in preference training", 16),
     "reward_model": not_yet("train a reward model"),
     "process_reward_model": not_yet("train a process reward model"),
@@ -716,15 +776,42 @@ DATASET_ENTRY: dict[str, Entry] = {
     "dataset_shard_idx": used(PREPROCESS, f"{_EFFECTS}::test_dataset_entry_keys"),
     "logprobs_field": not_yet("distillation from teacher log-probabilities in this column"),
     "temperature": not_yet("the temperature of the teacher's log-probabilities"),
-    "field_chosen": not_yet("preference data: the column with the preferred answer", 16),
-    "field_rejected": not_yet("preference data: the column with the rejected answer", 16),
-    "field_prompt": not_yet("preference data: the column with the prompt", 16),
-    "prompt_format": not_yet("preference data: the prompt template", 16),
-    "chosen_format": not_yet("preference data: the template of the preferred answer", 16),
-    "rejected_format": not_yet("preference data: the template of the rejected answer", 16),
-    "field_completion": not_yet("KTO data: the column with the completion", 16),
-    "field_label": not_yet("KTO data: the column with the desirable/undesirable label", 16),
-    "completion_format": not_yet("KTO data: the completion template", 16),
+    "field_chosen": used(
+        "axr.format.preference (Rust)",
+        "tests/train/test_preference_training.py::test_dataset_keys_reach_the_formatter",
+    ),
+    "field_rejected": used(
+        "axr.format.preference (Rust)",
+        "tests/train/test_preference_training.py::test_dataset_keys_reach_the_formatter",
+    ),
+    "field_prompt": used(
+        "axr.format.preference (Rust)",
+        "tests/train/test_preference_training.py::test_dataset_keys_reach_the_formatter",
+    ),
+    "prompt_format": used(
+        "axr.format.preference (Rust)",
+        "tests/train/test_preference_training.py::test_dataset_keys_reach_the_formatter",
+    ),
+    "chosen_format": used(
+        "axr.format.preference (Rust)",
+        "tests/train/test_preference_training.py::test_dataset_keys_reach_the_formatter",
+    ),
+    "rejected_format": used(
+        "axr.format.preference (Rust)",
+        "tests/train/test_preference_training.py::test_dataset_keys_reach_the_formatter",
+    ),
+    "field_completion": used(
+        "axr.format.preference (Rust)",
+        "tests/train/test_preference_training.py::test_dataset_keys_reach_the_formatter",
+    ),
+    "field_label": used(
+        "axr.format.preference (Rust)",
+        "tests/train/test_preference_training.py::test_dataset_keys_reach_the_formatter",
+    ),
+    "completion_format": used(
+        "axr.format.preference (Rust)",
+        "tests/train/test_preference_training.py::test_dataset_keys_reach_the_formatter",
+    ),
     "step_separator": not_yet("process-reward data: the text joining reasoning steps"),
     "max_completion_length": not_yet("process-reward data: cap on completion tokens"),
     "train_on_last_step_only": not_yet("process-reward data: label only the final step"),

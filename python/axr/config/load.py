@@ -12,7 +12,7 @@ import os
 import sys
 import tomllib
 from collections.abc import Mapping, Sequence
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Annotated, Any
 
 import yaml
@@ -22,7 +22,7 @@ from axr._native import suggest
 from axr.config import ledger
 from axr.config.attention import attention_problems
 from axr.config.conflicts import dataset_conflicts, top_level_conflicts
-from axr.config.limits import check_file_size, check_sizes, load_yaml
+from axr.config.limits import MAX_FILE_BYTES, check_file_size, check_sizes, load_yaml
 from axr.config.messages import error_lines, known_top_level_keys
 from axr.config.names import name_problems
 from axr.config.normalize import Normalized, normalize
@@ -35,7 +35,19 @@ YAML_SUFFIXES = (".yaml", ".yml")
 
 
 def read_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """The raw key/value table of a TOML or YAML file (chosen by extension), unvalidated."""
+    """The raw key/value table of a TOML or YAML file (chosen by extension), unvalidated.
+
+    ``path`` may be a URL (``https://``, ``s3://``, ``gs://``): the file is fetched into axr's remote
+    cache first (at most the config size limit), and messages still name the URL."""
+    from axr.remote import fetch, is_remote
+
+    if isinstance(path, str) and is_remote(path):
+        url = path
+        suffix = PurePosixPath(url.split("?", 1)[0]).suffix.lower()
+        if suffix not in TOML_SUFFIXES + YAML_SUFFIXES:
+            raise ConfigError(f"{url}: unknown config file type {suffix!r}; use .toml, .yaml or .yml")
+        local = fetch(url, "config", limit=MAX_FILE_BYTES).path
+        return _parse_config_text(local.read_text(encoding="utf-8"), suffix, url)
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix not in TOML_SUFFIXES + YAML_SUFFIXES:
@@ -47,17 +59,21 @@ def read_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
         raise ConfigError(f"{path}: config file not found") from None
     except OSError as error:
         raise ConfigError(f"{path}: cannot read the config file: {error.strerror}") from None
+    return _parse_config_text(text, suffix, str(path))
+
+
+def _parse_config_text(text: str, suffix: str, source: str) -> dict[str, Any]:
     try:
-        data = tomllib.loads(text) if suffix in TOML_SUFFIXES else load_yaml(text, str(path))
+        data = tomllib.loads(text) if suffix in TOML_SUFFIXES else load_yaml(text, source)
     except tomllib.TOMLDecodeError as error:
-        raise ConfigError(f"{path}: not valid TOML: {error}") from None
+        raise ConfigError(f"{source}: not valid TOML: {error}") from None
     except yaml.YAMLError as error:
-        raise ConfigError(f"{path}: not valid YAML: {_yaml_problem(error)}") from None
+        raise ConfigError(f"{source}: not valid YAML: {_yaml_problem(error)}") from None
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        raise ConfigError(f"{path}: the config must be a table of keys, not a {type(data).__name__}")
-    check_sizes(data, str(path))
+        raise ConfigError(f"{source}: the config must be a table of keys, not a {type(data).__name__}")
+    check_sizes(data, source)
     return data
 
 

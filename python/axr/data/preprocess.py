@@ -9,7 +9,6 @@ which is how ``axr train`` reads what ``axr preprocess`` wrote.
 from __future__ import annotations
 
 import json
-import re
 import sys
 import time
 from collections.abc import Callable
@@ -19,6 +18,7 @@ from typing import Any
 
 from axr.errors import ConfigError
 from axr.hub import dataset_files, is_hub_id, model_source
+from axr.remote import fetch, scheme_of
 
 DEFAULT_PREPARED_DIR = "last_run_prepared"
 
@@ -40,6 +40,9 @@ class PreprocessResult:
     seconds: float
     metas: dict[str, dict[str, Any]] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    # Which encoder tokenized (``path``: fast or tokenizers, ``detail``: the pipeline or why not),
+    # its word-cache counters and ``verified`` texts; None when the store was reused.
+    encoder: dict[str, Any] | None = None
 
 
 def _entry_dict(entry: Any) -> tuple[dict[str, Any], set[str]]:
@@ -49,10 +52,50 @@ def _entry_dict(entry: Any) -> tuple[dict[str, Any], set[str]]:
     return data, set(data)
 
 
+def _dataset_entries(
+    entries: Any, list_key: str, *, train_on_inputs: bool, for_eval: bool, cfg: Any
+) -> list[dict[str, Any]]:
+    """The native dataset options of a config list; an entry whose ``name`` lists several subsets of a
+    hub dataset becomes one dataset per subset, in the listed order (as Axolotl loads them)."""
+    options = []
+    for index, entry in enumerate(entries or []):
+        key = f"{list_key}[{index}]"
+        subsets = _entry_dict(entry)[0].get("name")
+        if isinstance(subsets, list):
+            if not subsets:
+                raise ConfigError(f"{key}.name: an empty list names no subset; remove it or name one")
+            for subset in subsets:
+                options.append(
+                    _dataset_options(
+                        entry,
+                        key,
+                        train_on_inputs=train_on_inputs,
+                        for_eval=for_eval,
+                        cfg=cfg,
+                        subset=str(subset),
+                    )
+                )
+        else:
+            options.append(
+                _dataset_options(entry, key, train_on_inputs=train_on_inputs, for_eval=for_eval, cfg=cfg)
+            )
+    return options
+
+
 def _dataset_options(
-    entry: Any, key: str, *, train_on_inputs: bool, for_eval: bool, cfg: Any = None
+    entry: Any,
+    key: str,
+    *,
+    train_on_inputs: bool,
+    for_eval: bool,
+    cfg: Any = None,
+    subset: str | None = None,
 ) -> dict[str, Any]:
+    """``subset``: one of the names when ``name`` lists several."""
     data, given = _entry_dict(entry)
+    if subset is not None:
+        data = {**data, "name": subset}
+    subset_name = data.get("name")
     if data.get("trust_remote_code"):
         raise ConfigError(
             f"{key}.trust_remote_code: axr reads a hub dataset's data files, never a loading script; "
@@ -62,21 +105,32 @@ def _dataset_options(
     files = data.get("data_files")
     data_files = [files] if isinstance(files, str) else (list(files) if files is not None else None)
     path = str(data["path"])
-    scheme = re.match(r"^([a-z][a-z0-9+.-]*)://", path)
-    if scheme:
-        raise ConfigError(
-            f"{key}.path: {scheme.group(1)}:// paths are not supported yet; download {path} and point "
-            "path at the local copy (name a hub dataset by its id, org/name)"
-        )
-    if is_hub_id(path):
-        # The rows still go through the native reader: it reads the cached snapshot's files. The store
-        # fingerprint hashes those files' bytes, so a revision with other data rebuilds.
-        subset = data.get("name")
-        if isinstance(subset, list):
-            raise ConfigError(f"{key}.name: one subset per datasets entry; list each subset as its own entry")
+    origin = None
+    if scheme_of(path) is not None:
+        for hub_key in ("name", "revision"):
+            if data.get(hub_key) is not None:
+                raise ConfigError(
+                    f"{key}.{hub_key}: applies to hub datasets, not to the URL {path!r}; remove it"
+                )
+        if data_files:
+            # Named files under a remote folder: fetch just those.
+            if any(any(char in name for char in "*?[") for name in data_files):
+                raise ConfigError(
+                    f"{key}.data_files: globs under a remote path are not supported; name the files"
+                )
+            fetched = [fetch(f"{path.rstrip('/')}/{name}", f"{key}.data_files") for name in data_files]
+            path, data_files = str(fetched[0].path.parent), [str(item.path) for item in fetched]
+            origin = "\n".join(item.origin for item in fetched)
+        else:
+            remote = fetch(path, f"{key}.path")
+            path, origin = str(remote.path), remote.origin
+    elif is_hub_id(path):
+        # The rows still go through the native reader: it reads the cached snapshot's files. The
+        # commit sha is fingerprinted (with the files' bytes), so a new revision builds a new store.
         hub = dataset_files(
-            path, key, name=subset, split=split, data_files=data_files, revision=data.get("revision")
+            path, key, name=subset_name, split=split, data_files=data_files, revision=data.get("revision")
         )
+        origin = f"hub dataset {path} at {hub.sha}" + (f" subset {subset_name}" if subset_name else "")
         path, data_files, split = str(hub.folder), hub.data_files, hub.split
     else:
         for hub_key in ("name", "revision"):
@@ -85,6 +139,8 @@ def _dataset_options(
                     f"{key}.{hub_key}: applies to hub datasets, and {path!r} is a local path; remove it"
                 )
     source: dict[str, Any] = {"path": path, "key": key}
+    if origin is not None:
+        source["origin"] = origin
     if data.get("ds_type") is not None:
         source["ds_type"] = data["ds_type"]
     if data_files is not None:
@@ -153,18 +209,12 @@ def options_from_config(cfg: Any) -> dict[str, Any]:
                 )
             special_tokens[role] = value
     options: dict[str, Any] = {
-        "datasets": [
-            _dataset_options(
-                entry, f"datasets[{index}]", train_on_inputs=train_on_inputs, for_eval=False, cfg=cfg
-            )
-            for index, entry in enumerate(cfg.datasets)
-        ],
-        "test_datasets": [
-            _dataset_options(
-                entry, f"test_datasets[{index}]", train_on_inputs=train_on_inputs, for_eval=True, cfg=cfg
-            )
-            for index, entry in enumerate(cfg.test_datasets or [])
-        ],
+        "datasets": _dataset_entries(
+            cfg.datasets, "datasets", train_on_inputs=train_on_inputs, for_eval=False, cfg=cfg
+        ),
+        "test_datasets": _dataset_entries(
+            cfg.test_datasets, "test_datasets", train_on_inputs=train_on_inputs, for_eval=True, cfg=cfg
+        ),
         "tokenizer_dir": str(tokenizer_dir_for(cfg)),
         "special_tokens": special_tokens,
         "tokens": list(cfg.tokens or []),
@@ -202,19 +252,66 @@ def prepared_store_for(cfg: Any) -> Path:
 
 ProgressCallback = Callable[[str, int, int, int, int], None]
 
+# Dataset keys only preference datasets read (axr.train.preference).
+PREFERENCE_KEYS = (
+    "field_chosen",
+    "field_rejected",
+    "field_prompt",
+    "prompt_format",
+    "chosen_format",
+    "rejected_format",
+    "field_completion",
+    "field_label",
+    "completion_format",
+)
+
+
+def _check_not_preference(cfg: Any) -> None:
+    """Preference data has no prepared store yet: ``axr train`` tokenizes it in memory."""
+    if getattr(cfg, "rl", None) is not None:
+        raise ConfigError(
+            "rl: preference datasets are not written to a prepared store yet; axr train tokenizes them "
+            "(natively, in memory) when it starts"
+        )
+    for where in ("datasets", "test_datasets"):
+        for index, entry in enumerate(getattr(cfg, where, None) or []):
+            table = getattr(entry, "type", None)
+            for key in PREFERENCE_KEYS:
+                for holder, prefix in ((entry, ""), (table, "type.")):
+                    if not isinstance(holder, str) and getattr(holder, key, None) is not None:
+                        raise ConfigError(
+                            f"{where}[{index}].{prefix}{key}: read by preference datasets only (set rl)"
+                        )
+
 
 def preprocess(
-    cfg: Any, *, progress: bool | None = None, callback: ProgressCallback | None = None
+    cfg: Any,
+    *,
+    progress: bool | None = None,
+    callback: ProgressCallback | None = None,
+    verify_encoder: int = 0,
 ) -> PreprocessResult:
     """Build the prepared stores of ``cfg`` (or reuse identical ones) and return where they are.
 
     ``progress``: show a progress bar on stderr (default: when stderr is a terminal). ``callback``
-    receives ``(stage, done, total, rows, tokens)`` about every chunk instead.
+    receives ``(stage, done, total, rows, tokens)`` about every chunk instead. ``verify_encoder``:
+    encode the first N texts with both the fast encoder and ``tokenizers`` and fail on any
+    difference (the store is rebuilt, never reused).
     """
     from axr._native import preprocess as native_preprocess
     from axr.data._format import read_meta
 
-    options_json = json.dumps(options_from_config(cfg))
+    _check_not_preference(cfg)
+    options = options_from_config(cfg)
+    options["verify_encoder"] = int(verify_encoder)
+    options_json = json.dumps(options)
+    repo = cfg.push_dataset_to_hub
+    if repo:
+        from axr._native import locate_prepared
+        from axr.data.hub_store import pull
+
+        if pull(repo, Path(locate_prepared(options_json))):
+            print(f"axr: prepared dataset downloaded from the hub dataset {repo}", file=sys.stderr)
     show = sys.stderr.isatty() if progress is None else progress
     if callback is None and show:
         with _ProgressBar() as bar:
@@ -224,6 +321,11 @@ def preprocess(
     stores = {split: Path(path) for split, path in report["stores"].items()}
     for warning in report["warnings"]:
         print(f"axr: warning: {warning}", file=sys.stderr)
+    if repo:
+        from axr.data.hub_store import push
+
+        if push(repo, Path(report["root"])):
+            print(f"axr: prepared dataset pushed to the hub dataset {repo}", file=sys.stderr)
     if cfg.special_tokens_in_text == "error":
         from axr.data.doctor import StoreRows, check_special_tokens
 
@@ -240,6 +342,7 @@ def preprocess(
         seconds=report["seconds"],
         metas={split: read_meta(path) for split, path in stores.items()},
         warnings=list(report["warnings"]),
+        encoder=report.get("encoder"),
     )
 
 

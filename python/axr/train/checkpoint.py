@@ -4,7 +4,9 @@ A checkpoint folder ``output_dir/checkpoint-<step>/`` holds::
 
     adapter_model.safetensors + adapter_config.json   (LoRA)   or   model*.safetensors + config.json (full)
     optimizer.safetensors, scheduler.safetensors       optimizer moments and schedule position
+    optimizer_<rank>.safetensors                       under DeepSpeed ZeRO instead: each rank's partitions
     rng_state_<rank>.safetensors                       python, numpy, torch (and CUDA) generators, per rank
+    relora_base.safetensors                            with ReLoRA: the base weights merged so far
     trainer_state.json                                 step, epoch, micro-batches consumed in the epoch, ...
     manifest.json                                      size and sha256 of every other file, written last
 
@@ -32,6 +34,8 @@ import random
 import re
 import shutil
 import sys
+from collections.abc import Callable
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +44,7 @@ import numpy as np
 from axr.errors import ConfigError
 from axr.train.health import check_weights
 from axr.train.state_file import load_state, save_state
+from axr.train.zero_state import is_deepspeed, load_zero_state, save_zero_state, zero_file_name
 
 PREFIX = "checkpoint-"
 STATE_FILE = "trainer_state.json"
@@ -103,8 +108,10 @@ def save_checkpoint(
     output_dir: str | Path,
     *,
     total_limit: int | None = None,
+    extra: Callable[[Path], None] | None = None,
 ) -> Path:
-    """Write ``checkpoint-<step>`` (all ranks call this; rank 0 writes the shared files)."""
+    """Write ``checkpoint-<step>`` (all ranks call this; rank 0 writes the shared files, and ``extra``
+    writes more of them into the folder, such as ReLoRA's merged base weights)."""
     step = trainer_state["step"]
     check_weights(accelerator, model, step=step, what="checkpoint")
     final = Path(output_dir) / f"{PREFIX}{step}"
@@ -115,14 +122,21 @@ def save_checkpoint(
     accelerator.wait_for_everyone()
     save_state(rng_state(), staging / rng_file_name(accelerator.process_index))
     state_dict = accelerator.get_state_dict(model)
-    optimizer_state = whole_optimizer_state(accelerator, model, optimizer)
+    deepspeed = is_deepspeed(accelerator)
+    if deepspeed:
+        # Each rank writes its own ZeRO partitions (optimizer_<rank>.safetensors).
+        save_zero_state(model, staging, accelerator.process_index, accelerator.num_processes)
+    optimizer_state = None if deepspeed else whole_optimizer_state(accelerator, model, optimizer)
     if accelerator.is_main_process:
         accelerator.unwrap_model(model).save_pretrained(
             str(staging), state_dict=state_dict, safe_serialization=True
         )
-        save_state(optimizer_state, staging / OPTIMIZER_FILE)
+        if optimizer_state is not None:
+            save_state(optimizer_state, staging / OPTIMIZER_FILE)
         save_state(scheduler.state_dict(), staging / SCHEDULER_FILE)
         (staging / STATE_FILE).write_text(json.dumps(trainer_state, indent=2) + "\n")
+        if extra is not None:
+            extra(staging)
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         write_manifest(staging)  # last: every rank's files are in the folder now
@@ -182,7 +196,24 @@ def _read_weights(file: Path) -> dict[str, Any]:
     return tensors
 
 
+def _zero3_gathered(model: Any, adapter: bool) -> Any:
+    """Under ZeRO-3 transformers partitions the parameters while loading (each rank holds a slice, the
+    tensors look empty): gather those the checkpoint sets, and DeepSpeed re-partitions them after."""
+    partitioned = [p for p in model.parameters() if hasattr(p, "ds_id") and (p.requires_grad or not adapter)]
+    if not partitioned:
+        return nullcontext()
+    import deepspeed
+
+    return deepspeed.zero.GatheredParameters(partitioned, modifier_rank=0)
+
+
 def _load_weights(model: Any, folder: Path) -> None:
+    adapter = (folder / "adapter_model.safetensors").exists()
+    with _zero3_gathered(model, adapter):
+        _load_weights_whole(model, folder)
+
+
+def _load_weights_whole(model: Any, folder: Path) -> None:
     if (folder / "adapter_model.safetensors").exists():
         from peft import set_peft_model_state_dict
 
@@ -237,7 +268,15 @@ def load_checkpoint(
     """
     path = Path(folder)
     refuse_pickles(path)
-    _load_optimizer_state(accelerator, model, optimizer, load_state(path / OPTIMIZER_FILE))
+    if is_deepspeed(accelerator):
+        load_zero_state(model, path, accelerator.process_index, accelerator.num_processes)
+    elif not (path / OPTIMIZER_FILE).is_file() and (path / zero_file_name(0)).is_file():
+        raise ConfigError(
+            f"resume_from_checkpoint: {path} was written under DeepSpeed ZeRO (its optimizer state is "
+            "partitioned per process); resume it with the same deepspeed config and number of processes"
+        )
+    else:
+        _load_optimizer_state(accelerator, model, optimizer, load_state(path / OPTIMIZER_FILE))
     scheduler.load_state_dict(load_state(path / SCHEDULER_FILE))
     restore_rng_state(load_state(path / rng_file_name(accelerator.process_index)))
     try:

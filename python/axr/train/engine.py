@@ -27,6 +27,9 @@ from axr.config import AxrConfig
 from axr.errors import ConfigError
 from axr.models.load import Precision
 
+# Optimizers that DeepSpeed's CPU Adam (optimizer offload) computes the same way (AdamW, with the
+# groups' betas, eps and weight decay).
+DEEPSPEED_CPU_ADAM = ("adamw_torch", "adamw_hf", "adamw_torch_fused")
 # The DeepSpeed configs axr ships (Axolotl's set), by file stem.
 SHIPPED_DEEPSPEED = ("zero1", "zero2", "zero3", "zero3_bf16", "zero3_bf16_cpuoffload_all")
 
@@ -109,6 +112,25 @@ def fill_deepspeed_config(cfg: AxrConfig, config: dict[str, Any], precision: Pre
                     f'set {name} in the axr config (or "auto" in the DeepSpeed config)'
                 )
     zero = config.setdefault("zero_optimization", {})
+    offload = (zero.get("offload_optimizer") or {}).get("device", "none")
+    keeps_optimizer = config.get("zero_force_ds_cpu_optimizer", True) is False
+    if offload not in ("none", None) and not keeps_optimizer and cfg.optimizer not in DEEPSPEED_CPU_ADAM:
+        # accelerate swaps the optimizer for DeepSpeed's CPU Adam (keeping lr and the groups' settings):
+        # any other optimizer would silently become Adam.
+        raise ConfigError(
+            f"deepspeed: with zero_optimization.offload_optimizer, DeepSpeed runs its own CPU Adam in place "
+            f"of the optimizer, so optimizer = {cfg.optimizer!r} would not be used; choose adamw_torch, or "
+            'set "zero_force_ds_cpu_optimizer": false in the DeepSpeed config to step '
+            f"{cfg.optimizer!r} on the CPU partitions"
+        )
+    checkpoints = cfg.save_strategy != "no" or cfg.resume_from_checkpoint or cfg.auto_resume_from_checkpoints
+    if checkpoints and (precision.mixed == "fp16" or int(zero.get("stage", 0)) == 0):
+        # Found before training rather than at the first save (axr.train.zero_state says why).
+        what = "fp16 (the loss scaler's state is not saved)" if precision.mixed == "fp16" else "ZeRO stage 0"
+        raise ConfigError(
+            f"deepspeed: checkpoints under {what} are not supported yet; train in bf16 or fp32 with "
+            'ZeRO stage 1, 2 or 3, or set save_strategy = "no" and do not resume'
+        )
     if int(zero.get("stage", 0)) == 3:
         # The final model is saved whole (loadable by plain transformers): ZeRO-3 must gather it.
         gather = zero.get("stage3_gather_16bit_weights_on_model_save", "auto")

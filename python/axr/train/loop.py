@@ -27,6 +27,7 @@ import time
 from collections.abc import Iterator
 from contextlib import nullcontext
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +53,7 @@ from axr.train.optim import build_optimizer, build_scheduler, check_names
 from axr.train.packing_guard import guard_packing
 from axr.train.progress import Progress, project_name_of, tracker_init_kwargs, trackers_of
 from axr.train.push import HubPush
+from axr.train.relora import ReLoRA, build_relora
 from axr.train.resume_plan import check_plan, plan_of
 
 
@@ -130,6 +132,8 @@ class Run:
     resumed_from: str | None = None
     push: HubPush | None = None
     """Uploads to ``hub_model_id`` (main process only), when set."""
+    relora: ReLoRA | None = None
+    """ReLoRA's merges and restarts (``axr.train.relora``), when on."""
 
 
 @dataclass
@@ -141,6 +145,8 @@ class StepOutcome:
     learning_rate: float
     trainable_tokens: float
     tokens: float
+    metrics: dict[str, float] = field(default_factory=dict)
+    """Method metrics logged with the step (preference training: rewards/chosen, ...)."""
 
 
 def open_training_data(cfg: AxrConfig) -> TrainingData:
@@ -242,6 +248,7 @@ def setup(cfg: AxrConfig, *, data: TrainingData | None = None) -> Run:
     model = apply_adapter(cfg, model, tokens_added=tokens_added, precision=precision)
     if cfg.neftune_noise_alpha:
         _add_neftune(model, cfg.neftune_noise_alpha)
+    relora = build_relora(cfg, model, engine.kind)
     model.train()
     select_positions = supports_position_selection(model)
 
@@ -277,16 +284,11 @@ def setup(cfg: AxrConfig, *, data: TrainingData | None = None) -> Run:
     if resume_from is None and cfg.auto_resume_from_checkpoints:
         found = newest_verified_checkpoint(output_dir, warn=accelerator.is_main_process)
         resume_from = str(found) if found else None
-    if engine.kind == "deepspeed" and (schedule.save_every or resume_from):
-        # DeepSpeed's own checkpoints are pickles (loading one can run code); axr checkpoints hold none.
-        raise ConfigError(
-            "save_strategy: checkpoints under deepspeed are not supported yet (DeepSpeed writes its "
-            'sharded optimizer state as pickles); set save_strategy = "no" and do not resume. The '
-            "final model is still saved whole"
-        )
     if resume_from:
         # Before prepare: the engine may shard the parameters, and the checkpoint holds them whole.
         load_checkpoint_weights(model, resume_from)
+        if relora is not None:
+            relora.load(model, Path(resume_from))
 
     # Before the first step: a wrong repo id or a missing token costs no training time.
     push = HubPush.for_config(cfg, main_process=accelerator.is_main_process)
@@ -356,6 +358,7 @@ def setup(cfg: AxrConfig, *, data: TrainingData | None = None) -> Run:
         data_plan=data_plan,
         resumed_from=resume_from,
         push=push,
+        relora=relora,
     )
 
 
@@ -421,7 +424,18 @@ def optimizer_step(run: Run, batches: list[dict[str, Any]]) -> StepOutcome:
     return StepOutcome(loss, grad_norm, learning_rate, trainable, tokens)
 
 
-# ---- periodic work: log, watchdog, evaluate, save ----------------------------------------------
+# ---- periodic work: log, watchdog, ReLoRA restarts, evaluate, save -----------------------------
+
+
+def restart_relora(run: Run) -> None:
+    """Merge the adapter into the base, start it again and prune its optimizer state."""
+    assert run.relora is not None
+    report = run.relora.restart(run.accelerator.unwrap_model(run.model), run.optimizer, run.state.step)
+    run.progress.write(report)
+    run.progress.message(
+        f"step {run.state.step}: ReLoRA restart {report['relora_restart']}: merged {report['merged_layers']} "
+        f"layers, {report['optimizer_state_pruned']:.0%} of the adapter's optimizer state zeroed"
+    )
 
 
 def log_step(run: Run, outcome: StepOutcome, *, started: tuple[float, float], data_seconds: float) -> None:
@@ -440,6 +454,7 @@ def log_step(run: Run, outcome: StepOutcome, *, started: tuple[float, float], da
         # CPU time of this process (all threads): comparable between runs on a shared machine.
         "step_cpu_seconds": time.process_time() - started[1],
         "data_seconds": data_seconds,
+        **outcome.metrics,
     }
     should_log = state.step % (cfg.logging_steps or 1) == 0 or state.step == run.schedule.total_steps
     run.progress.step(record, log=should_log)
@@ -510,6 +525,7 @@ def after_step(run: Run, result: TrainResult) -> bool:
     if run.eval_plan is not None and schedule.eval_every and (step % schedule.eval_every == 0 or last):
         stop = result.stopped_early = evaluate_now(run, result)
     if schedule.save_every and step % schedule.save_every == 0 and not last and not stop:
+        unwrapped = run.accelerator.unwrap_model(run.model)
         checkpoint = save_checkpoint(
             run.accelerator,
             run.model,
@@ -518,6 +534,7 @@ def after_step(run: Run, result: TrainResult) -> bool:
             {**vars(run.state), "plan": run.data_plan},
             run.output_dir,
             total_limit=run.cfg.save_total_limit,
+            extra=None if run.relora is None else partial(run.relora.save, unwrapped),
         )
         run.progress.plot()
         if run.push is not None:
@@ -536,7 +553,11 @@ def save_final(run: Run) -> None:
     state_dict = accelerator.get_state_dict(run.model)  # every rank: a collective under FSDP/DeepSpeed
     if accelerator.is_main_process:
         unwrapped = accelerator.unwrap_model(run.model)
-        unwrapped.save_pretrained(str(run.output_dir), state_dict=state_dict, safe_serialization=True)
+        if run.relora is not None:
+            # The adapter alone would miss the cycles merged before: save the whole merged model.
+            run.relora.save_merged(unwrapped, run.output_dir)
+        else:
+            unwrapped.save_pretrained(str(run.output_dir), state_dict=state_dict, safe_serialization=True)
         run.tokenizer.save_pretrained(str(run.output_dir))
         resolved = json.dumps(_resolved_config(run.cfg), indent=2)
         (run.output_dir / "axr_config.json").write_text(resolved + "\n")
@@ -551,6 +572,10 @@ def save_final(run: Run) -> None:
 
 def train(cfg: AxrConfig, *, data: TrainingData | None = None) -> TrainResult:
     """Fine-tune the model of ``cfg`` on its prepared data; write checkpoints and the result to output_dir."""
+    if cfg.rl is not None:
+        from axr.train.preference import train_preference
+
+        return train_preference(cfg, data=data)
     run = setup(cfg, data=data)
     result = TrainResult(output_dir=run.output_dir, steps=run.state.step)
     stream = _micro_batches(run.plan, run.state.epoch, run.state.micro_batch_in_epoch)
@@ -565,6 +590,8 @@ def train(cfg: AxrConfig, *, data: TrainingData | None = None) -> TrainResult:
         result.grad_norms.append(outcome.grad_norm)
         log_step(run, outcome, started=started, data_seconds=data_seconds)
         strikes = check_watchdog(run, outcome.loss, strikes)
+        if run.relora is not None and run.relora.due(run.state.step, run.schedule.total_steps):
+            restart_relora(run)
         if after_step(run, result):
             break
     result.steps, result.model = run.state.step, run.model

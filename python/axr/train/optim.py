@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from axr.errors import ConfigError
+from axr.train.relora import restart_schedule
 
 TORCH_ADAMW = {"adamw_torch", "adamw_hf", "adamw_torch_fused"}
 """adamw_hf was transformers' own AdamW, removed from transformers; torch's AdamW computes the same update."""
@@ -174,6 +175,8 @@ def build_scheduler(cfg: Any, optimizer: Any, total_steps: int) -> Any:
 
     name = cfg.lr_scheduler or "cosine"
     warmup = warmup_steps_of(cfg, total_steps)
+    # jagged_restart_* (or ReLoRA's older relora_steps/_warmup_steps/_anneal_steps spelling)
+    restarts = restart_schedule(cfg)
     factor: Callable[[int], float]
     if name == "cosine":
         min_ratio = cfg.cosine_min_lr_ratio or 0.0
@@ -201,7 +204,7 @@ def build_scheduler(cfg: Any, optimizer: Any, total_steps: int) -> Any:
             return (step + 1) / (warmup + 1) if step < warmup else 1.0
 
     elif name == "one_cycle":
-        if cfg.jagged_restart_steps:
+        if restarts is not None:
             raise ConfigError(
                 "jagged_restart_steps: jagged restarts scale a cosine, linear or constant schedule, "
                 "not one_cycle; pick one of those for lr_scheduler or drop jagged_restart_steps"
@@ -219,13 +222,11 @@ def build_scheduler(cfg: Any, optimizer: Any, total_steps: int) -> Any:
         )
     else:
         raise ConfigError(f"lr_scheduler: unknown schedule {name!r}; supported: {', '.join(SCHEDULERS)}")
-    every = cfg.jagged_restart_steps
-    if every:
+    if restarts is not None:
         inner = factor
-        restart_warmup = cfg.jagged_restart_warmup_steps
-        restart_anneal = cfg.jagged_restart_anneal_steps
+        every, restart_warmup, restart_anneal = restarts
         options: dict[str, Any] = {
-            "every": int(every),
+            "every": every,
             # Axolotl's defaults: 10 warmup steps, 1 anneal step, a floor of cosine_min_lr_ratio or 0.001.
             "warmup": 10 if restart_warmup is None else int(restart_warmup),
             "anneal": 1 if restart_anneal is None else int(restart_anneal),

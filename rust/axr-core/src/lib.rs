@@ -11,6 +11,7 @@
 pub mod chat;
 pub mod encode;
 pub mod error;
+pub mod fast_encode;
 pub mod format;
 #[cfg(test)]
 mod fuzz;

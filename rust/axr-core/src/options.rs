@@ -71,6 +71,11 @@ pub struct PreprocessOptions {
     /// Top-level `chat_template_jinja`: the template text or file for `chat_template = "jinja"`.
     #[serde(default)]
     pub chat_template_jinja: Option<String>,
+    /// `axr preprocess --verify-encoder N`: encode the first N texts with both the fast encoder
+    /// and `tokenizers`, fail on any difference; an existing store is rebuilt, not reused.
+    /// Not part of the fingerprint.
+    #[serde(default)]
+    pub verify_encoder: u64,
 }
 
 /// Where one dataset's rows come from, and how they are formatted.
@@ -120,6 +125,11 @@ pub struct SourceOptions {
     /// Name used in messages, e.g. `datasets[0]`.
     #[serde(default)]
     pub key: String,
+    /// Where the local files came from when they were fetched (a hub dataset's commit sha, a
+    /// remote URL with its ETag). Fingerprinted, so a new revision or a changed remote file
+    /// builds a new store even where the cached copies sit at the same path; kept in meta.json.
+    #[serde(default)]
+    pub origin: Option<String>,
 }
 
 /// What happens to a sample longer than `sequence_len` tokens.
@@ -161,7 +171,8 @@ fn default_shard_tokens() -> u64 {
 }
 
 /// Keys that change how the work runs but not what it produces.
-const NOT_FINGERPRINTED: [&str; 6] = [
+const NOT_FINGERPRINTED: [&str; 7] = [
+    "verify_encoder",
     "prepared_dir",
     "num_threads",
     "chunk_rows",
@@ -304,8 +315,12 @@ mod tests {
         let mut moved = base.clone();
         moved.datasets[0].source.path = "elsewhere/b.jsonl".into();
         moved.num_threads = Some(7);
+        moved.verify_encoder = 100;
         moved.prepared_dir = "other".into();
         assert_eq!(base.fingerprint_json(), moved.fingerprint_json());
+        let mut other_revision = base.clone();
+        other_revision.datasets[0].source.origin = Some("hub dataset org/name at 1234abcd".into());
+        assert_ne!(base.fingerprint_json(), other_revision.fingerprint_json());
         let mut longer = base.clone();
         longer.sequence_len = 17;
         assert_ne!(base.fingerprint_json(), longer.fingerprint_json());

@@ -31,7 +31,7 @@ use crate::store::{
     DATA_VERSION, FORMAT_VERSION, Fingerprinter, RunCounts, StoreContents, StoreMeta, StoreReader, StoreWriter,
     TOKENIZER_DIR, TokenDtype,
 };
-use crate::{Encoded, FieldError, RowFormatter, Sample, TokenizerInfo};
+use crate::{Encoded, FieldError, RenderedText, RowFormatter, Sample, TokenizerInfo};
 
 /// Reason recorded for samples longer than `sequence_len`.
 pub const TOO_LONG: &str = "longer_than_sequence_len";
@@ -119,6 +119,8 @@ pub struct Prepared {
     pub seconds: f64,
     /// What the user should know but did not stop the run (e.g. a symlink loop not followed).
     pub warnings: Vec<String>,
+    /// Which encoder tokenized (fast or `tokenizers`, and why), set by [`preprocess`].
+    pub encoder: Option<crate::encode::EncoderSummary>,
 }
 
 struct Settings {
@@ -128,6 +130,9 @@ struct Settings {
     vocab_size: u64,
     /// Under `drop`: texts longer than this many bytes are dropped without tokenizing them.
     surely_too_long_bytes: Option<usize>,
+    /// Under `truncate`: twice the bytes `sequence_len` tokens can stand for; a text more than twice
+    /// this long is tokenized as prefixes (see `encode_prefix`).
+    truncate_prefix_bytes: Option<usize>,
 }
 
 impl Settings {
@@ -144,7 +149,67 @@ impl Settings {
                     .max_bytes_per_token()
                     .and_then(|bytes| bytes.checked_mul(options.sequence_len)),
             },
+            truncate_prefix_bytes: match options.excess_length_strategy {
+                ExcessLengthStrategy::Drop => None,
+                ExcessLengthStrategy::Truncate => tokenizer
+                    .max_bytes_per_token()
+                    .and_then(|bytes| bytes.checked_mul(options.sequence_len))
+                    .and_then(|bytes| bytes.checked_mul(2)),
+            },
         }
+    }
+}
+
+/// `rendered` cut to at most `at` bytes (at a character boundary), trainable spans clipped.
+fn text_prefix(rendered: &RenderedText, at: usize) -> Sample {
+    let mut end = at.min(rendered.text.len());
+    while !rendered.text.is_char_boundary(end) {
+        end -= 1;
+    }
+    Sample::Text(RenderedText {
+        text: rendered.text[..end].to_owned(),
+        trainable: rendered
+            .trainable
+            .iter()
+            .filter(|span| span.start < end)
+            .map(|span| span.start..span.end.min(end))
+            .collect(),
+        add_special_tokens: rendered.add_special_tokens,
+    })
+}
+
+/// Under `truncate`, a text far longer than `sequence_len` tokens can cover: only its first
+/// `sequence_len` tokens are kept, so tokenizing all of it (~100x its size in tokenizer memory) is
+/// waste. Those tokens lie within the first `sequence_len * max_bytes_per_token` bytes, but where
+/// they end can depend on the text after them (a BPE word or a pre-tokenizer match running on), so
+/// the text is tokenized cut at 2x and at 4x that length: when both give the same first tokens
+/// (ids and trainable flags), the text after the cut did not reach them, and the longer prefix's
+/// encoding is used. When they differ, the whole text is tokenized as before (`None`).
+fn encode_prefix(
+    sample: &Sample,
+    tokenizer: &dyn PipelineTokenizer,
+    settings: &Settings,
+) -> Option<Result<Encoded, FieldError>> {
+    let (Sample::Text(rendered), Some(cut)) = (sample, settings.truncate_prefix_bytes) else {
+        return None;
+    };
+    if rendered.text.len() <= cut.saturating_mul(2) {
+        return None;
+    }
+    let keep = settings.sequence_len;
+    let short = tokenizer.encode(&text_prefix(rendered, cut));
+    let long = tokenizer.encode(&text_prefix(rendered, cut * 2));
+    match (short, long) {
+        (Ok(short), Ok(long))
+            if short.input_ids.len() > keep
+                && long.input_ids.len() > keep
+                && short.input_ids[..keep] == long.input_ids[..keep]
+                && short.trainable[..keep] == long.trainable[..keep] =>
+        {
+            Some(Ok(long))
+        }
+        (Err(error), _) | (_, Err(error)) => Some(Err(error)),
+        _ => None,
     }
 }
 
@@ -217,7 +282,8 @@ fn process_row(
     {
         return Outcome::Dropped(TOO_LONG);
     }
-    let mut encoded = match tokenizer.encode(&sample) {
+    let encoded = encode_prefix(&sample, tokenizer, settings).unwrap_or_else(|| tokenizer.encode(&sample));
+    let mut encoded = match encoded {
         Ok(encoded) => encoded,
         Err(error) => return Outcome::Bad(error),
     };
@@ -607,7 +673,10 @@ pub fn preprocess_with(
     let eval_formatters = build_formatters(&options.test_datasets, "test_datasets", build)?;
     let plan = plan(options, tokenizer, progress)?;
     let root = options.prepared_dir.join(&plan.fingerprint);
-    if let Some(stores) = existing(&root)? {
+    // A verification run must encode: it never reuses a store.
+    if options.verify_encoder == 0
+        && let Some(stores) = existing(&root)?
+    {
         return Ok(Prepared {
             root,
             fingerprint: plan.fingerprint,
@@ -615,6 +684,7 @@ pub fn preprocess_with(
             stores,
             seconds: started.elapsed().as_secs_f64(),
             warnings: plan.warnings,
+            encoder: None,
         });
     }
     fs_err::create_dir_all(&options.prepared_dir)?;
@@ -659,6 +729,7 @@ pub fn preprocess_with(
         stores,
         seconds: started.elapsed().as_secs_f64(),
         warnings: plan.warnings,
+        encoder: None,
     })
 }
 
@@ -852,9 +923,22 @@ pub fn preprocess(options: &PreprocessOptions, progress: &mut dyn Progress) -> R
     let started = Instant::now();
     options.validate()?;
     let encoder = load_encoder(options)?;
+    encoder.verify_next(options.verify_encoder);
     let info = encoder.info();
     let build = |format_keys: &Value, key: &str| build_formatter(&info, format_keys, key);
     let mut prepared = preprocess_with(options, &encoder, &build, progress)?;
+    let summary = encoder.summary();
+    if let Some(mismatch) = &summary.mismatch {
+        // The store holds tokenizers' ids for the verified texts but not necessarily for the
+        // others: it must not be reused.
+        let _ = fs_err::remove_dir_all(&prepared.root);
+        return Err(Error::Invalid(format!(
+            "--verify-encoder: the fast encoder ({}) {mismatch}; set {}=0 to encode with tokenizers",
+            summary.detail,
+            crate::encode::FAST_ENCODER_ENV
+        )));
+    }
+    prepared.encoder = Some(summary);
     // The reported time includes loading the tokenizer, part of every run, reused or not.
     prepared.seconds = started.elapsed().as_secs_f64();
     Ok(prepared)

@@ -7,6 +7,7 @@ mod chat;
 mod encode;
 mod errors;
 mod packing;
+mod preference;
 mod preprocess;
 mod prompt;
 mod suggest;
@@ -23,6 +24,7 @@ fn native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     chat::register(m)?;
     encode::register(m)?;
     packing::register(m)?;
+    preference::register(m)?;
     preprocess::register(m)?;
     prompt::register(m)?;
     suggest::register(m)?;

@@ -20,6 +20,7 @@ mod custom;
 mod input_output;
 mod instruction;
 mod placeholders;
+pub mod preference;
 mod pretokenized;
 pub mod prompt;
 mod text_builder;

@@ -88,6 +88,7 @@ fn options(dir: &Path, files: &[&Path]) -> PreprocessOptions {
                     shards: None,
                     shards_idx: None,
                     key: String::new(),
+                    origin: None,
                 },
                 format: serde_json::json!({"type": "test"}),
             })
@@ -104,6 +105,7 @@ fn options(dir: &Path, files: &[&Path]) -> PreprocessOptions {
         seed: 42,
         chat_template: None,
         chat_template_jinja: None,
+        verify_encoder: 0,
         dataset_shard_num: None,
         dataset_shard_idx: None,
         prepared_dir: dir.join("prepared"),

@@ -55,11 +55,34 @@ fn format_error(path: &Path, error: impl std::fmt::Display) -> Error {
     }
 }
 
+thread_local! {
+    static IN_GUARD: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// The default panic hook prints every panic to stderr, caught or not: a caught one in `guarded`
+/// becomes the data error naming the file, and printing it too would show users a Rust panic
+/// message for a damaged input. Panics anywhere else go to the hook that was installed before.
+fn quiet_panics_in_guard() {
+    static INSTALL: std::sync::Once = std::sync::Once::new();
+    INSTALL.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if !IN_GUARD.with(std::cell::Cell::get) {
+                previous(info);
+            }
+        }));
+    });
+}
+
 /// Runs `work`, turning a panic into an error message: arrow and parquet panic on some damaged
 /// files (out-of-range buffer slices) instead of returning an error, and a damaged input must be
 /// a data error naming the file, never a crash.
 fn guarded<T>(work: impl FnOnce() -> T) -> Result<T, String> {
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(work)).map_err(|panic| {
+    quiet_panics_in_guard();
+    IN_GUARD.with(|flag| flag.set(true));
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(work));
+    IN_GUARD.with(|flag| flag.set(false));
+    outcome.map_err(|panic| {
         let detail = panic
             .downcast_ref::<String>()
             .map(String::as_str)

@@ -676,6 +676,7 @@ mod columnar_tests {
             shards: None,
             shards_idx: None,
             key: String::new(),
+            origin: None,
         }
     }
 

@@ -214,13 +214,15 @@ fn looks_like_hub_id(path: &str) -> bool {
 }
 
 fn remote_error(key: &str, path: &str) -> Error {
+    // The Python layer fetches hub ids and remote URLs into local caches before the native reader
+    // runs, so reaching here means the core was called directly with an unfetched name.
     config_error(
         key,
         "path",
         format!(
-            "`{path}` is not a local file or folder and axr never downloads data; fetch it first (for a hub \
-             dataset: huggingface-cli download --repo-type dataset {path} --local-dir DIR) and set `path` to the \
-             local copy (a .jsonl/.json file, a glob or a folder)"
+            "`{path}` is not a local file or folder; the native reader reads local files only (`axr \
+             preprocess` and `axr train` fetch hub datasets and s3://, gs://, https:// paths into a local cache \
+             first)"
         ),
     )
 }
@@ -494,6 +496,7 @@ mod tests {
             shards: None,
             shards_idx: None,
             key: String::new(),
+            origin: None,
         }
     }
 
@@ -567,7 +570,7 @@ mod tests {
                 .unwrap_err()
                 .to_string();
             assert!(
-                error.contains("datasets[0].path") && error.contains("never downloads"),
+                error.contains("datasets[0].path") && error.contains("reads local files only"),
                 "{error}"
             );
         }
