@@ -129,9 +129,9 @@ def write(tmp_path: Path, text: str) -> Path:
 def test_not_yet_keys_fail_validation_all_at_once(tmp_path, capsys):
     path = write(
         tmp_path,
-        "base_model: m\nuse_ray: true\ngptq: true\nadapter: lora\nrl: dpo\n"
+        "base_model: m\nuse_ray: true\ngptq: true\nadapter: lora\ndpo_use_weighting: true\n"
         "torch_compile: true\nsave_strategy: best\nlora_r: 8\n"
-        "datasets:\n  - path: d.jsonl\n    type: alpaca\n    field_chosen: chosen\n",
+        "datasets:\n  - path: d.jsonl\n    type: alpaca\n    step_separator: x\n",
     )
     assert main(["validate", str(path)]) == 2
     err = capsys.readouterr().err
@@ -140,10 +140,10 @@ def test_not_yet_keys_fail_validation_all_at_once(tmp_path, capsys):
     for key in (
         "use_ray",
         "gptq",
-        "rl",
+        "dpo_use_weighting",
         "torch_compile",
         "save_strategy",
-        "datasets[0].field_chosen",
+        "datasets[0].step_separator",
     ):
         assert any(line.startswith(f"{key}: not supported yet: ") for line in lines), (key, err)
     assert "use_ray: not supported yet: run training on Ray (issue 13)" in lines

@@ -23,6 +23,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         help="do not run the data doctor while tokenizing (an existing store's findings are not shown)",
     )
+    parser.add_argument(
+        "--verify-encoder",
+        type=int,
+        default=0,
+        metavar="N",
+        help="encode the first N texts with both axr's fast encoder and tokenizers; fail on any difference",
+    )
     parser.set_defaults(func=run, accepts_overrides=True)
 
 
@@ -31,7 +38,14 @@ def run(args: argparse.Namespace) -> int:
     from axr.data import preprocess
 
     cfg = load_config(args.config, args.overrides)
-    result = preprocess(cfg, progress=False if args.no_progress else None, doctor=not args.no_doctor)
+    if args.verify_encoder < 0:
+        raise SystemExit("axr preprocess: --verify-encoder N needs N >= 0")
+    result = preprocess(
+        cfg,
+        progress=False if args.no_progress else None,
+        verify_encoder=args.verify_encoder,
+        doctor=not args.no_doctor,
+    )
     for line in summary_lines(result, cfg):
         print(line)
     if not args.no_doctor and "train" in result.stores:
@@ -84,10 +98,27 @@ def summary_lines(result: Any, cfg: Any = None) -> list[str]:
     if not result.reused and result.seconds > 0:
         tokens = sum(meta["tokens"] for meta in result.metas.values())
         lines.append(f"speed  {tokens / result.seconds:,.0f} tokens/s")
+    encoder = getattr(result, "encoder", None)
+    if encoder:
+        lines.append(_encoder_line(encoder))
     packing = _packing_line(result, cfg)
     if packing:
         lines.append(packing)
     return lines
+
+
+def _encoder_line(encoder: dict[str, Any]) -> str:
+    """Which encoder tokenized: the fast one (pipeline, word-cache hits) or tokenizers (why)."""
+    if encoder["path"] == "fast":
+        stats = encoder["stats"]
+        words = stats["cache_hits"] + stats["cache_misses"]
+        hits = 100.0 * stats["cache_hits"] / words if words else 0.0
+        line = f"encode fast encoder: {encoder['detail']}; {hits:.1f}% of {words:,} words from the cache"
+    else:
+        line = f"encode tokenizers pipeline (fast encoder not used: {encoder['detail']})"
+    if encoder["verified"]:
+        line += f"; verified {encoder['verified']:,} texts against tokenizers: identical"
+    return line
 
 
 def _packing_line(result: Any, cfg: Any) -> str | None:

@@ -194,8 +194,9 @@ TOP_LEVEL: dict[str, Entry] = {
     "shuffle_merged_datasets": used(PREPROCESS, f"{_EFFECTS}::test_preprocess_option_keys"),
     "shuffle_before_merging_datasets": not_yet("shuffle each dataset before merging them"),
     "test_datasets": used(PREPROCESS, f"{_EFFECTS}::test_preprocess_option_keys"),
-    "rl": not_yet(
-        "preference training (DPO, IPO, KTO, ORPO, SimPO, GRPO) instead of supervised fine-tuning", 16
+    "rl": used(
+        "axr.train.preference.train_preference",
+        "tests/train/test_preference_training.py::test_dpo_raises_reward_accuracy_on_the_training_pairs",
     ),
     "chat_template": used(PREPROCESS, f"{_EFFECTS}::test_preprocess_option_keys"),
     "chat_template_jinja": used(PREPROCESS, f"{_EFFECTS}::test_preprocess_option_keys"),
@@ -564,23 +565,56 @@ TOP_LEVEL: dict[str, Entry] = {
     "strict": no_effect("axr lets command-line overrides set any key"),
     "axolotl_config_path": no_effect(_INTERNAL),
     # ---- preference training ----------------------------------------------------------------
-    "rl_beta": not_yet("the beta of the preference loss", 16),
-    "orpo_alpha": not_yet("the ORPO odds-ratio weight", 16),
-    "simpo_gamma": not_yet("the SimPO target reward margin", 16),
-    "cpo_alpha": not_yet("the CPO/SimPO behaviour-cloning weight", 16),
-    "kto_desirable_weight": not_yet("the KTO weight of desirable examples", 16),
-    "kto_undesirable_weight": not_yet("the KTO weight of undesirable examples", 16),
-    "dpo_loss_type": not_yet("DPO loss variants", 16),
-    "dpo_loss_weights": not_yet("weights of the DPO loss variants", 16),
+    "rl_beta": used(
+        "axr.train.preference.method_of",
+        "tests/train/test_preference_training.py::test_method_keys_reach_the_loss",
+    ),
+    "orpo_alpha": used(
+        "axr.train.preference.method_of",
+        "tests/train/test_preference_training.py::test_method_keys_reach_the_loss",
+    ),
+    "simpo_gamma": used(
+        "axr.train.preference.method_of",
+        "tests/train/test_preference_training.py::test_method_keys_reach_the_loss",
+    ),
+    "cpo_alpha": used(
+        "axr.train.preference.method_of",
+        "tests/train/test_preference_training.py::test_method_keys_reach_the_loss",
+    ),
+    "kto_desirable_weight": used(
+        "axr.train.preference.method_of",
+        "tests/train/test_preference_training.py::test_method_keys_reach_the_loss",
+    ),
+    "kto_undesirable_weight": used(
+        "axr.train.preference.method_of",
+        "tests/train/test_preference_training.py::test_method_keys_reach_the_loss",
+    ),
+    "dpo_loss_type": used(
+        "axr.train.preference.method_of",
+        "tests/train/test_preference_training.py::test_method_keys_reach_the_loss",
+    ),
+    "dpo_loss_weights": used(
+        "axr.train.preference.method_of",
+        "tests/train/test_preference_training.py::test_method_keys_reach_the_loss",
+    ),
     "dpo_use_weighting": not_yet("DPO example weighting", 16),
-    "dpo_label_smoothing": not_yet("DPO label smoothing", 16),
+    "dpo_label_smoothing": used(
+        "axr.train.preference.method_of",
+        "tests/train/test_preference_training.py::test_method_keys_reach_the_loss",
+    ),
     "dpo_use_liger_kernel": no_effect(_GPU_KERNEL),
     "dpo_padding_free": not_yet("padding-free DPO batches", 16),
-    "precompute_ref_log_probs": not_yet("compute the reference model's log-probabilities once, up front", 16),
+    "precompute_ref_log_probs": used(
+        "axr.train.preference.Reference.precompute",
+        "tests/train/test_preference_training.py::test_precomputed_reference_gives_the_same_losses",
+    ),
     "dpo_use_logits_to_keep": not_yet("removed from Axolotl (DPO logits_to_keep)", 16),
     "dpo_generate_during_eval": not_yet("removed from Axolotl (DPO generation at evaluation)", 16),
     "dpo_norm_loss": not_yet("removed from Axolotl (normalised DPO loss)", 16),
-    "rpo_alpha": not_yet("the RPO NLL weight of DPO", 16),
+    "rpo_alpha": used(
+        "axr.train.preference.method_of",
+        "tests/train/test_preference_training.py::test_method_keys_reach_the_loss",
+    ),
     "max_prompt_len": not_yet("cap prompt length in preference training", 16),
     "reward_model": not_yet("train a reward model"),
     "process_reward_model": not_yet("train a process reward model"),
@@ -742,15 +776,42 @@ DATASET_ENTRY: dict[str, Entry] = {
     "dataset_shard_idx": used(PREPROCESS, f"{_EFFECTS}::test_dataset_entry_keys"),
     "logprobs_field": not_yet("distillation from teacher log-probabilities in this column"),
     "temperature": not_yet("the temperature of the teacher's log-probabilities"),
-    "field_chosen": not_yet("preference data: the column with the preferred answer", 16),
-    "field_rejected": not_yet("preference data: the column with the rejected answer", 16),
-    "field_prompt": not_yet("preference data: the column with the prompt", 16),
-    "prompt_format": not_yet("preference data: the prompt template", 16),
-    "chosen_format": not_yet("preference data: the template of the preferred answer", 16),
-    "rejected_format": not_yet("preference data: the template of the rejected answer", 16),
-    "field_completion": not_yet("KTO data: the column with the completion", 16),
-    "field_label": not_yet("KTO data: the column with the desirable/undesirable label", 16),
-    "completion_format": not_yet("KTO data: the completion template", 16),
+    "field_chosen": used(
+        "axr.format.preference (Rust)",
+        "tests/train/test_preference_training.py::test_dataset_keys_reach_the_formatter",
+    ),
+    "field_rejected": used(
+        "axr.format.preference (Rust)",
+        "tests/train/test_preference_training.py::test_dataset_keys_reach_the_formatter",
+    ),
+    "field_prompt": used(
+        "axr.format.preference (Rust)",
+        "tests/train/test_preference_training.py::test_dataset_keys_reach_the_formatter",
+    ),
+    "prompt_format": used(
+        "axr.format.preference (Rust)",
+        "tests/train/test_preference_training.py::test_dataset_keys_reach_the_formatter",
+    ),
+    "chosen_format": used(
+        "axr.format.preference (Rust)",
+        "tests/train/test_preference_training.py::test_dataset_keys_reach_the_formatter",
+    ),
+    "rejected_format": used(
+        "axr.format.preference (Rust)",
+        "tests/train/test_preference_training.py::test_dataset_keys_reach_the_formatter",
+    ),
+    "field_completion": used(
+        "axr.format.preference (Rust)",
+        "tests/train/test_preference_training.py::test_dataset_keys_reach_the_formatter",
+    ),
+    "field_label": used(
+        "axr.format.preference (Rust)",
+        "tests/train/test_preference_training.py::test_dataset_keys_reach_the_formatter",
+    ),
+    "completion_format": used(
+        "axr.format.preference (Rust)",
+        "tests/train/test_preference_training.py::test_dataset_keys_reach_the_formatter",
+    ),
     "step_separator": not_yet("process-reward data: the text joining reasoning steps"),
     "max_completion_length": not_yet("process-reward data: cap on completion tokens"),
     "train_on_last_step_only": not_yet("process-reward data: label only the final step"),

@@ -123,6 +123,26 @@ class UserDefinedFormat(BaseModel):
     no_input_format: str = "{instruction} "
     """Prompt for rows with an empty input; may use ``{instruction}`` but not ``{input}``."""
 
+    # With rl set, a table holding these is Axolotl's user_defined.default preference (or KTO) format.
+    field_prompt: str | None = None
+    """Preference data: the column with the prompt (default ``prompt``)."""
+    field_chosen: str | None = None
+    """Preference data: the column with the preferred answer (default ``chosen``)."""
+    field_rejected: str | None = None
+    """Preference data: the column with the rejected answer (default ``rejected``)."""
+    prompt_format: str | None = None
+    """Preference data: the prompt template (``{prompt}``, ``{system}``)."""
+    chosen_format: str | None = None
+    """Preference data: the preferred answer's template (``{chosen}``)."""
+    rejected_format: str | None = None
+    """Preference data: the rejected answer's template (``{rejected}``)."""
+    field_completion: str | None = None
+    """KTO data: the column with the completion (default ``completion``)."""
+    field_label: str | None = None
+    """KTO data: the column with the boolean label (default ``label``)."""
+    completion_format: str | None = None
+    """KTO data: the completion's template (``{completion}``)."""
+
     @model_validator(mode="after")
     def _no_input_placeholder(self) -> UserDefinedFormat:
         if "{input}" in self.no_input_format:
@@ -238,6 +258,26 @@ class DatasetConfig(BaseModel):
     """Custom format: prompt for rows with an input (default ``{instruction} {input} ``)."""
     no_input_format: str | None = None
     """Custom format: prompt for rows without an input (default ``{instruction} ``)."""
+
+    # preference datasets (rl: dpo, ipo, orpo, simpo) and KTO datasets (rl: kto)
+    field_chosen: str | None = None
+    """Preference data: the column with the preferred answer (default ``chosen``)."""
+    field_rejected: str | None = None
+    """Preference data: the column with the rejected answer (default ``rejected``)."""
+    field_prompt: str | None = None
+    """Preference data, ``user_defined.default``: the column with the prompt (default ``prompt``)."""
+    prompt_format: str | None = None
+    """Preference data, ``user_defined.default``: the prompt template (``{prompt}``, ``{system}``)."""
+    chosen_format: str | None = None
+    """Preference data, ``user_defined.default``: the preferred answer's template (``{chosen}``)."""
+    rejected_format: str | None = None
+    """Preference data, ``user_defined.default``: the rejected answer's template (``{rejected}``)."""
+    field_completion: str | None = None
+    """KTO data, ``user_defined.default``: the column with the completion (default ``completion``)."""
+    field_label: str | None = None
+    """KTO data, ``user_defined.default``: the column with the boolean label (default ``label``)."""
+    completion_format: str | None = None
+    """KTO data, ``user_defined.default``: the completion's template (``{completion}``)."""
 
     dataset_shard_num: Annotated[Int, Field(ge=1)] | None = None
     """Split this dataset into this many shards (same as ``shards``)."""
@@ -458,8 +498,33 @@ class AxrConfig(BaseModel):
     """Shuffle the rows of all datasets together; false keeps the order of ``datasets``."""
     test_datasets: list[DatasetConfig] | None = None
     """Datasets to evaluate on (instead of ``val_set_size``)."""
-    rl: Literal["dpo", "ipo", "kto_pair", "kto", "orpo"] | None = None
-    """Preference training method (Axolotl); axr's trainer says whether it supports it."""
+    rl: Literal["dpo", "ipo", "kto_pair", "kto", "orpo", "simpo"] | None = None
+    """Preference training instead of supervised fine-tuning: ``dpo``, ``ipo`` (DPO with the IPO loss),
+    ``kto``, ``orpo``, ``simpo`` (``kto_pair`` is refused: TRL removed it)."""
+    rl_beta: float | None = None
+    """Beta of the preference loss (TRL's default 0.1; SimPO 2.0). ORPO reads ``orpo_alpha`` instead."""
+    orpo_alpha: float | None = None
+    """ORPO: weight of the odds-ratio term against the NLL of the chosen answer (default 0.1)."""
+    simpo_gamma: float | None = None
+    """SimPO: target reward margin (default 0.5)."""
+    cpo_alpha: float | None = None
+    """SimPO: weight of the NLL of the chosen answer (TRL's CPO default 1.0; 0 is pure SimPO)."""
+    kto_desirable_weight: float | None = None
+    """KTO: weight of the losses of desirable rows (default 1.0)."""
+    kto_undesirable_weight: float | None = None
+    """KTO: weight of the losses of undesirable rows (default 1.0)."""
+    dpo_loss_type: list[str] | None = None
+    """DPO loss variants, summed with ``dpo_loss_weights``: ``sigmoid`` (default), ``hinge``, ``ipo``,
+    ``robust``, ``sft``."""
+    dpo_loss_weights: list[float] | None = None
+    """Weights of the ``dpo_loss_type`` losses (one each; default 1.0 each)."""
+    dpo_label_smoothing: float | None = None
+    """Probability that a preference label is flipped, for ``dpo_loss_type: [robust]`` (as in TRL,
+    the sigmoid, hinge and ipo losses do not read it, so setting it with them is an error)."""
+    rpo_alpha: float | None = None
+    """RPO: adds ``rpo_alpha`` × the NLL of the chosen answer to the DPO loss (TRL's ``sft`` loss)."""
+    precompute_ref_log_probs: bool | None = None
+    """Compute the reference model's log-probs of every sequence once before training, then free it."""
     chat_template: str | None = None
     """Chat template saved to the tokenizer and used by ``chat_template`` datasets (``chatml``, ``inst``,
     ``gemma``, ``alpaca``, ``tokenizer_default``, ``jinja``, ...)."""

@@ -23,7 +23,6 @@ from axr.errors import FormatError
 FORMAT_VERSION = 1
 META_FILE = "meta.json"
 TOKENIZER_DIR = "tokenizer"
-IGNORE_INDEX = -100
 
 TOKEN_DTYPES: dict[str, np.dtype[Any]] = {"uint16": np.dtype("<u2"), "uint32": np.dtype("<u4")}
 MASK_DTYPE = np.dtype("u1")

@@ -40,6 +40,9 @@ class PreprocessResult:
     seconds: float
     metas: dict[str, dict[str, Any]] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    # Which encoder tokenized (``path``: fast or tokenizers, ``detail``: the pipeline or why not),
+    # its word-cache counters and ``verified`` texts; None when the store was reused.
+    encoder: dict[str, Any] | None = None
 
 
 def _entry_dict(entry: Any) -> tuple[dict[str, Any], set[str]]:
@@ -250,24 +253,62 @@ def prepared_store_for(cfg: Any) -> Path:
 
 ProgressCallback = Callable[[str, int, int, int, int], None]
 
+# Dataset keys only preference datasets read (axr.train.preference).
+PREFERENCE_KEYS = (
+    "field_chosen",
+    "field_rejected",
+    "field_prompt",
+    "prompt_format",
+    "chosen_format",
+    "rejected_format",
+    "field_completion",
+    "field_label",
+    "completion_format",
+)
+
+
+def _check_not_preference(cfg: Any) -> None:
+    """Preference data has no prepared store yet: ``axr train`` tokenizes it in memory."""
+    if getattr(cfg, "rl", None) is not None:
+        raise ConfigError(
+            "rl: preference datasets are not written to a prepared store yet; axr train tokenizes them "
+            "(natively, in memory) when it starts"
+        )
+    for where in ("datasets", "test_datasets"):
+        for index, entry in enumerate(getattr(cfg, where, None) or []):
+            table = getattr(entry, "type", None)
+            for key in PREFERENCE_KEYS:
+                for holder, prefix in ((entry, ""), (table, "type.")):
+                    if not isinstance(holder, str) and getattr(holder, key, None) is not None:
+                        raise ConfigError(
+                            f"{where}[{index}].{prefix}{key}: read by preference datasets only (set rl)"
+                        )
+
 
 def preprocess(
     cfg: Any,
     *,
     progress: bool | None = None,
     callback: ProgressCallback | None = None,
+    verify_encoder: int = 0,
     doctor: bool = True,
 ) -> PreprocessResult:
     """Build the prepared stores of ``cfg`` (or reuse identical ones) and return where they are.
 
     ``progress``: show a progress bar on stderr (default: when stderr is a terminal). ``callback``
-    receives ``(stage, done, total, rows, tokens)`` about every chunk instead. ``doctor``: run the
-    data doctor over every row while tokenizing (its findings land in each store's meta.json).
+    receives ``(stage, done, total, rows, tokens)`` about every chunk instead. ``verify_encoder``:
+    encode the first N texts with both the fast encoder and ``tokenizers`` and fail on any
+    difference (the store is rebuilt, never reused). ``doctor``: run the data doctor over every row
+    while tokenizing (its findings land in each store's meta.json).
     """
     from axr._native import preprocess as native_preprocess
     from axr.data._format import read_meta
 
-    options_json = json.dumps({**options_from_config(cfg), "doctor": doctor})
+    _check_not_preference(cfg)
+    options = options_from_config(cfg)
+    options["verify_encoder"] = int(verify_encoder)
+    options["doctor"] = doctor
+    options_json = json.dumps(options)
     repo = cfg.push_dataset_to_hub
     if repo:
         from axr._native import locate_prepared
@@ -297,6 +338,7 @@ def preprocess(
         seconds=report["seconds"],
         metas={split: read_meta(path) for split, path in stores.items()},
         warnings=list(report["warnings"]),
+        encoder=report.get("encoder"),
     )
 
 

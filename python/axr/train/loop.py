@@ -145,6 +145,8 @@ class StepOutcome:
     learning_rate: float
     trainable_tokens: float
     tokens: float
+    metrics: dict[str, float] = field(default_factory=dict)
+    """Method metrics logged with the step (preference training: rewards/chosen, ...)."""
 
 
 def open_training_data(cfg: AxrConfig, accelerator: Any = None) -> TrainingData:
@@ -456,6 +458,7 @@ def log_step(run: Run, outcome: StepOutcome, *, started: tuple[float, float], da
         # CPU time of this process (all threads): comparable between runs on a shared machine.
         "step_cpu_seconds": time.process_time() - started[1],
         "data_seconds": data_seconds,
+        **outcome.metrics,
     }
     should_log = state.step % (cfg.logging_steps or 1) == 0 or state.step == run.schedule.total_steps
     run.progress.step(record, log=should_log)
@@ -573,6 +576,10 @@ def save_final(run: Run) -> None:
 
 def train(cfg: AxrConfig, *, data: TrainingData | None = None) -> TrainResult:
     """Fine-tune the model of ``cfg`` on its prepared data; write checkpoints and the result to output_dir."""
+    if cfg.rl is not None:
+        from axr.train.preference import train_preference
+
+        return train_preference(cfg, data=data)
     run = setup(cfg, data=data)
     result = TrainResult(output_dir=run.output_dir, steps=run.state.step)
     stream = _micro_batches(run.plan, run.state.epoch, run.state.micro_batch_in_epoch)

@@ -77,6 +77,11 @@ pub struct PreprocessOptions {
     /// What a row holding a special token's text does (config `special_tokens_in_text`).
     #[serde(default)]
     pub special_tokens_in_text: SpecialTokensPolicy,
+    /// `axr preprocess --verify-encoder N`: encode the first N texts with both the fast encoder
+    /// and `tokenizers`, fail on any difference; an existing store is rebuilt, not reused.
+    /// Not part of the fingerprint.
+    #[serde(default)]
+    pub verify_encoder: u64,
 }
 
 /// Where one dataset's rows come from, and how they are formatted.
@@ -183,7 +188,8 @@ fn default_shard_tokens() -> u64 {
 }
 
 /// Keys that change how the work runs but not what it produces.
-const NOT_FINGERPRINTED: [&str; 7] = [
+const NOT_FINGERPRINTED: [&str; 8] = [
+    "verify_encoder",
     "prepared_dir",
     "doctor",
     "num_threads",
@@ -327,6 +333,7 @@ mod tests {
         let mut moved = base.clone();
         moved.datasets[0].source.path = "elsewhere/b.jsonl".into();
         moved.num_threads = Some(7);
+        moved.verify_encoder = 100;
         moved.prepared_dir = "other".into();
         assert_eq!(base.fingerprint_json(), moved.fingerprint_json());
         let mut other_revision = base.clone();

@@ -131,6 +131,8 @@ pub struct Prepared {
     pub seconds: f64,
     /// What the user should know but did not stop the run (e.g. a symlink loop not followed).
     pub warnings: Vec<String>,
+    /// Which encoder tokenized (fast or `tokenizers`, and why), set by [`preprocess`].
+    pub encoder: Option<crate::encode::EncoderSummary>,
 }
 
 struct Settings {
@@ -514,23 +516,9 @@ fn special_token_error(path: &Path, line: u64, field: &str, special: &str) -> Er
     }
 }
 
-/// A deterministic permutation of `0..n` (Fisher–Yates over splitmix64), stable across
-/// platforms and library versions, unlike a general-purpose RNG.
+/// The merged-datasets order of preprocessing: a seeded permutation of `0..n`.
 pub fn shuffled(n: u64, seed: u64) -> Vec<u64> {
-    let mut state = seed;
-    let mut next = || {
-        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    };
-    let mut order: Vec<u64> = (0..n).collect();
-    for index in (1..order.len()).rev() {
-        let other = (next() % (index as u64 + 1)) as usize;
-        order.swap(index, other);
-    }
-    order
+    crate::random::shuffled((0..n).collect(), seed, 0, crate::random::MERGE_STREAM)
 }
 
 /// Which staged samples go to train and eval, in order: Axolotl's merge → shuffle →
@@ -804,7 +792,10 @@ pub fn preprocess_with(
     let eval_formatters = build_formatters(&options.test_datasets, "test_datasets", build)?;
     let plan = plan(options, tokenizer, progress)?;
     let root = options.prepared_dir.join(&plan.fingerprint);
-    if let Some(stores) = existing(&root)? {
+    // A verification run must encode: it never reuses a store.
+    if options.verify_encoder == 0
+        && let Some(stores) = existing(&root)?
+    {
         return Ok(Prepared {
             root,
             fingerprint: plan.fingerprint,
@@ -812,6 +803,7 @@ pub fn preprocess_with(
             stores,
             seconds: started.elapsed().as_secs_f64(),
             warnings: plan.warnings,
+            encoder: None,
         });
     }
     fs_err::create_dir_all(&options.prepared_dir)?;
@@ -856,6 +848,7 @@ pub fn preprocess_with(
         stores,
         seconds: started.elapsed().as_secs_f64(),
         warnings: plan.warnings,
+        encoder: None,
     })
 }
 
@@ -1055,9 +1048,22 @@ pub fn preprocess(options: &PreprocessOptions, progress: &mut dyn Progress) -> R
     let started = Instant::now();
     options.validate()?;
     let encoder = load_encoder(options)?;
+    encoder.verify_next(options.verify_encoder);
     let info = encoder.info();
     let build = |format_keys: &Value, key: &str| build_formatter(&info, format_keys, key);
     let mut prepared = preprocess_with(options, &encoder, &build, progress)?;
+    let summary = encoder.summary();
+    if let Some(mismatch) = &summary.mismatch {
+        // The store holds tokenizers' ids for the verified texts but not necessarily for the
+        // others: it must not be reused.
+        let _ = fs_err::remove_dir_all(&prepared.root);
+        return Err(Error::Invalid(format!(
+            "--verify-encoder: the fast encoder ({}) {mismatch}; set {}=0 to encode with tokenizers",
+            summary.detail,
+            crate::encode::FAST_ENCODER_ENV
+        )));
+    }
+    prepared.encoder = Some(summary);
     // The reported time includes loading the tokenizer, part of every run, reused or not.
     prepared.seconds = started.elapsed().as_secs_f64();
     Ok(prepared)

@@ -8,6 +8,9 @@
 
 use std::ops::Range;
 
+/// The label of a position that is not trained (PyTorch's `cross_entropy` default `ignore_index`).
+pub const IGNORE_INDEX: i64 = -100;
+
 /// A row rendered to the exact string the model sees at inference.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct RenderedText {

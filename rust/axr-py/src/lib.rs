@@ -7,8 +7,10 @@ mod chat;
 mod encode;
 mod errors;
 mod packing;
+mod preference;
 mod preprocess;
 mod prompt;
+mod suggest;
 
 use pyo3::prelude::*;
 
@@ -17,11 +19,14 @@ use pyo3::prelude::*;
 #[pyo3(name = "_native")]
 fn native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", axr_core::VERSION)?;
+    m.add("IGNORE_INDEX", axr_core::IGNORE_INDEX)?;
     errors::register(m)?;
     chat::register(m)?;
     encode::register(m)?;
     packing::register(m)?;
+    preference::register(m)?;
     preprocess::register(m)?;
     prompt::register(m)?;
+    suggest::register(m)?;
     Ok(())
 }

@@ -107,6 +107,7 @@ fn options(dir: &Path, files: &[&Path]) -> PreprocessOptions {
         chat_template_jinja: None,
         doctor: true,
         special_tokens_in_text: SpecialTokensPolicy::Report,
+        verify_encoder: 0,
         dataset_shard_num: None,
         dataset_shard_idx: None,
         prepared_dir: dir.join("prepared"),

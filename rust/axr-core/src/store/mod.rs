@@ -30,8 +30,9 @@ use crate::error::{Error, Result};
 /// Version of the on-disk layout; a reader refuses other versions.
 pub const FORMAT_VERSION: u32 = 1;
 /// Version of what the data path produces from the same inputs; part of the fingerprint, so a
-/// change to tokenization or masking rebuilds old stores.
-pub const DATA_VERSION: u32 = 2;
+/// change to tokenization, masking or the merge shuffle (2: unbiased RNG) rebuilds old stores
+/// (3: the doctor's report and `sources.bin` in every store).
+pub const DATA_VERSION: u32 = 3;
 /// Name of the metadata file of a store.
 pub const META_FILE: &str = "meta.json";
 /// Folder of the saved tokenizer inside a store.

@@ -1,0 +1,797 @@
+//! Preference datasets (Axolotl's DPO/IPO/SimPO/ORPO and KTO types): one row → a prompt with a
+//! chosen and a rejected completion, or (KTO) one completion with a desirable/undesirable label.
+//!
+//! ```text
+//! chat_template.default        messages (prompt) + chosen/rejected (message or text), the chat template
+//! chat_template.argilla_chat   chosen/rejected: whole conversations sharing the prompt turns
+//! chatml.* / llama3.*          intel, argilla, prompt_pairs, ultra, icr: Axolotl's fixed prompt strings
+//! user_defined.default         field_* and prompt_format/chosen_format/rejected_format (KTO: completion_*)
+//! ```
+//!
+//! Each completion is rendered with its prompt as ONE string (what inference sees after the
+//! prompt) and tokenized once; the trained bytes are everything after the prompt, which is
+//! rendered once per row (for chat templates: with the generation prompt, as TRL does). Rows come
+//! out as consecutive sequences, chosen then rejected, so a pair never separates.
+
+use std::collections::BTreeMap;
+use std::ops::Range;
+
+use rayon::prelude::*;
+use serde_json::{Map, Value};
+
+use crate::Encoder;
+use crate::chat::render::{ChatTemplate, TemplateMessage};
+use crate::error::{Error, Result};
+use crate::options::SourceOptions;
+use crate::sample::{FieldError, RenderedText, Sample, TokenizerInfo};
+use crate::source::{DatasetFiles, RowData, RowReader, SourceFile};
+
+/// The preference keys of one `datasets` entry (Axolotl's names; the `type:` map's keys included).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PreferenceSpec {
+    /// The dataset type (`chat_template.default`, `chatml.intel`, `user_defined.default`, ...).
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Chat types: the column with the prompt messages (default `messages`).
+    pub field_messages: Option<String>,
+    /// The column with the chosen answer (default `chosen`).
+    pub field_chosen: Option<String>,
+    /// The column with the rejected answer (default `rejected`).
+    pub field_rejected: Option<String>,
+    /// user_defined: the column with the prompt (default `prompt`).
+    pub field_prompt: Option<String>,
+    /// user_defined: the column with the system text (default `system`).
+    pub field_system: Option<String>,
+    /// KTO user_defined: the column with the completion (default `completion`).
+    pub field_completion: Option<String>,
+    /// KTO user_defined: the column with the boolean label (default `label`).
+    pub field_label: Option<String>,
+    /// user_defined: the prompt template (`{prompt}`, `{system}`).
+    pub prompt_format: Option<String>,
+    /// user_defined: the chosen template (`{chosen}`).
+    pub chosen_format: Option<String>,
+    /// user_defined: the rejected template (`{rejected}`).
+    pub rejected_format: Option<String>,
+    /// KTO user_defined: the completion template (`{completion}`).
+    pub completion_format: Option<String>,
+    /// Chat types: message keys, `{role = "from", content = "value"}`.
+    pub message_property_mappings: Option<BTreeMap<String, String>>,
+    /// Chat types: a style name, `tokenizer_default[_fallback_<style>]` or `jinja`.
+    pub chat_template: Option<String>,
+    /// Chat types: the Jinja template with `chat_template = "jinja"`.
+    pub chat_template_jinja: Option<String>,
+}
+
+/// Which kind of training the rows feed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PreferenceKind {
+    /// DPO, IPO, SimPO, ORPO: a chosen and a rejected completion per prompt.
+    Pairs,
+    /// KTO: one completion per row and whether it is desirable.
+    Kto,
+}
+
+/// One row, rendered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PreferenceRow {
+    /// Prompt + chosen, prompt + rejected.
+    Pair {
+        /// The prompt followed by the chosen completion; the completion is trained.
+        chosen: RenderedText,
+        /// The prompt followed by the rejected completion.
+        rejected: RenderedText,
+    },
+    /// Prompt + completion and its label.
+    Labelled {
+        /// The prompt followed by the completion; the completion is trained.
+        completion: RenderedText,
+        /// True for a desirable completion.
+        desirable: bool,
+    },
+}
+
+/// Axolotl's fixed prompt strings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Markup {
+    Chatml,
+    Llama3,
+}
+
+impl Markup {
+    fn prompt(self, system: &str, prompt: &str) -> String {
+        match (self, system.is_empty()) {
+            (Self::Chatml, false) => format!(
+                "<|im_start|>system\n{system}<|im_end|>\n<|im_start|>user\n{prompt}<|im_end|>\n<|im_start|>assistant\n"
+            ),
+            (Self::Chatml, true) => format!("<|im_start|>user\n{prompt}<|im_end|>\n<|im_start|>assistant\n"),
+            (Self::Llama3, false) => format!(
+                "<|start_header_id|>system<|end_header_id|>\n\n{system}<|eot_id|>\
+                 <|start_header_id|>user<|end_header_id|>\n\n{prompt}<|eot_id|>\
+                 <|start_header_id|>assistant<|end_header_id|>\n\n"
+            ),
+            (Self::Llama3, true) => format!(
+                "<|start_header_id|>user<|end_header_id|>\n\n{prompt}<|eot_id|>\
+                 <|start_header_id|>assistant<|end_header_id|>\n\n"
+            ),
+        }
+    }
+
+    fn end_of_turn(self) -> &'static str {
+        match self {
+            Self::Chatml => "<|im_end|>",
+            Self::Llama3 => "<|eot_id|>",
+        }
+    }
+}
+
+/// Where a fixed-markup type finds its prompt and answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Layout {
+    /// `question`, `chosen`, `rejected` (KTO: `completion`).
+    Intel,
+    /// `instruction`, `chosen_response`, `rejected_response` (KTO: `completion`).
+    Argilla,
+    /// `prompt`, `chosen`, `rejected` (KTO: `completion`).
+    PromptPairs,
+    /// `prompt`, `chosen[1].content`, `rejected[1].content` (KTO: `completion`).
+    Ultra,
+    /// `input`, `chosen`, `rejected`.
+    Icr,
+}
+
+impl Layout {
+    fn prompt_field(self) -> &'static str {
+        match self {
+            Self::Intel => "question",
+            Self::Argilla => "instruction",
+            Self::PromptPairs | Self::Ultra => "prompt",
+            Self::Icr => "input",
+        }
+    }
+
+    fn answer_fields(self) -> (&'static str, &'static str) {
+        match self {
+            Self::Argilla => ("chosen_response", "rejected_response"),
+            _ => ("chosen", "rejected"),
+        }
+    }
+}
+
+#[derive(Debug)]
+enum Shape {
+    ChatDefault,
+    ChatArgilla,
+    Fixed(Markup, Layout),
+    UserDefined,
+}
+
+/// Formats the rows of one preference dataset. Built once per dataset by [`PreferenceFormatter::new`].
+pub struct PreferenceFormatter {
+    shape: Shape,
+    kind: PreferenceKind,
+    spec: PreferenceSpec,
+    template: Option<ChatTemplate>,
+}
+
+/// Every preference `type:` name of pair data.
+pub const PAIR_TYPES: [&str; 14] = [
+    "chat_template.default",
+    "chat_template.argilla_chat",
+    "chatml.intel",
+    "chatml.argilla",
+    "chatml.prompt_pairs",
+    "chatml.ultra",
+    "chatml.icr",
+    "llama3.intel",
+    "llama3.argilla",
+    "llama3.prompt_pairs",
+    "llama3.ultra",
+    "llama3.icr",
+    "user_defined.default",
+    "chat_template",
+];
+
+/// Every KTO `type:` name.
+pub const KTO_TYPES: [&str; 9] = [
+    "chatml.argilla",
+    "chatml.intel",
+    "chatml.prompt_pairs",
+    "chatml.ultra",
+    "llama3.argilla",
+    "llama3.intel",
+    "llama3.prompt_pairs",
+    "llama3.ultra",
+    "user_defined.default",
+];
+
+fn config_error(key: &str, message: impl Into<String>) -> Error {
+    Error::Config {
+        key: key.to_owned(),
+        message: message.into(),
+    }
+}
+
+fn shape_of(name: &str, kind: PreferenceKind) -> Option<Shape> {
+    let known = match kind {
+        PreferenceKind::Pairs => PAIR_TYPES.as_slice(),
+        PreferenceKind::Kto => KTO_TYPES.as_slice(),
+    };
+    if !known.contains(&name) {
+        return None;
+    }
+    Some(match name {
+        "chat_template.default" | "chat_template" => Shape::ChatDefault,
+        "chat_template.argilla_chat" => Shape::ChatArgilla,
+        "user_defined.default" => Shape::UserDefined,
+        _ => {
+            let (markup, layout) = name.split_once('.')?;
+            let markup = if markup == "chatml" {
+                Markup::Chatml
+            } else {
+                Markup::Llama3
+            };
+            let layout = match layout {
+                "intel" => Layout::Intel,
+                "argilla" => Layout::Argilla,
+                "prompt_pairs" => Layout::PromptPairs,
+                "ultra" => Layout::Ultra,
+                _ => Layout::Icr,
+            };
+            Shape::Fixed(markup, layout)
+        }
+    })
+}
+
+fn text<'row>(row: &'row Map<String, Value>, field: &str) -> Result<&'row str, FieldError> {
+    match row.get(field) {
+        Some(Value::String(text)) => Ok(text),
+        None | Some(Value::Null) => Err(FieldError::new(field, "missing; expected text")),
+        Some(other) => Err(FieldError::new(
+            field,
+            format!("expected text, found {}", super::json_kind(other)),
+        )),
+    }
+}
+
+fn answer<'row>(row: &'row Map<String, Value>, field: &str) -> Result<&'row str, FieldError> {
+    let answer = text(row, field)?;
+    if answer.trim().is_empty() {
+        return Err(FieldError::new(field, "empty answer"));
+    }
+    Ok(answer)
+}
+
+fn optional_text<'row>(row: &'row Map<String, Value>, field: &str) -> Result<&'row str, FieldError> {
+    match row.get(field) {
+        None | Some(Value::Null) => Ok(""),
+        _ => text(row, field),
+    }
+}
+
+fn label(row: &Map<String, Value>, field: &str) -> Result<bool, FieldError> {
+    match row.get(field) {
+        Some(Value::Bool(flag)) => Ok(*flag),
+        None | Some(Value::Null) => Err(FieldError::new(field, "missing; expected true or false")),
+        Some(other) => Err(FieldError::new(
+            field,
+            format!("expected true or false, found {}", super::json_kind(other)),
+        )),
+    }
+}
+
+/// A prompt and a completion as one text whose completion bytes are trained.
+fn joined(prompt: &str, completion: &str, add_special_tokens: bool) -> RenderedText {
+    RenderedText {
+        text: format!("{prompt}{completion}"),
+        trainable: trained_tail(prompt.len(), prompt.len() + completion.len()),
+        add_special_tokens,
+    }
+}
+
+fn trained_tail(start: usize, end: usize) -> Vec<Range<usize>> {
+    let mut spans = Vec::with_capacity(1);
+    if start < end {
+        spans.push(start..end);
+    }
+    spans
+}
+
+fn fill(template: &str, values: &[(&str, &str)]) -> String {
+    values.iter().fold(template.to_owned(), |text, (name, value)| {
+        text.replace(&format!("{{{name}}}"), value)
+    })
+}
+
+impl PreferenceFormatter {
+    /// The formatter of `spec.kind` for `kind` training; an unknown type lists the known ones.
+    pub fn new(spec: &PreferenceSpec, kind: PreferenceKind, tokenizer: &TokenizerInfo) -> Result<Self> {
+        let Some(shape) = shape_of(&spec.kind, kind) else {
+            let known = match kind {
+                PreferenceKind::Pairs => PAIR_TYPES.join(", "),
+                PreferenceKind::Kto => KTO_TYPES.join(", "),
+            };
+            let training = if kind == PreferenceKind::Kto {
+                "KTO"
+            } else {
+                "preference"
+            };
+            return Err(config_error(
+                "type",
+                format!("'{}' is not a {training} dataset type; known: {known}", spec.kind),
+            ));
+        };
+        if let Some(unknown) = spec
+            .message_property_mappings
+            .iter()
+            .flat_map(BTreeMap::keys)
+            .find(|key| !["role", "content"].contains(&key.as_str()))
+        {
+            return Err(config_error(
+                "message_property_mappings",
+                format!("`{unknown}` is not supported; map `role` and `content`"),
+            ));
+        }
+        let template = match shape {
+            Shape::ChatDefault | Shape::ChatArgilla => {
+                let name = spec.chat_template.as_deref().unwrap_or("tokenizer_default");
+                let source = crate::chat::template_source(name, spec.chat_template_jinja.as_deref(), tokenizer)?;
+                let bos = tokenizer.bos.clone().unwrap_or_default();
+                let eos = tokenizer.eos.clone().unwrap_or_default();
+                Some(
+                    ChatTemplate::new(name, &source, &bos, &eos)
+                        .map_err(|message| config_error("chat_template", message))?,
+                )
+            }
+            _ => None,
+        };
+        Ok(Self {
+            shape,
+            kind,
+            spec: spec.clone(),
+            template,
+        })
+    }
+
+    fn key<'spec>(value: Option<&'spec str>, default: &'spec str) -> &'spec str {
+        value.unwrap_or(default)
+    }
+
+    /// Format one row.
+    pub fn format(&self, row: &Map<String, Value>) -> Result<PreferenceRow, FieldError> {
+        match (&self.shape, self.kind) {
+            (Shape::ChatDefault, _) => self.chat_default(row),
+            (Shape::ChatArgilla, _) => self.chat_argilla(row),
+            (Shape::Fixed(markup, layout), PreferenceKind::Pairs) => {
+                let prompt = markup.prompt(optional_text(row, "system")?, text(row, layout.prompt_field())?);
+                let (chosen_field, rejected_field) = layout.answer_fields();
+                let (chosen, rejected) = if *layout == Layout::Ultra {
+                    (ultra_answer(row, chosen_field)?, ultra_answer(row, rejected_field)?)
+                } else {
+                    (answer(row, chosen_field)?, answer(row, rejected_field)?)
+                };
+                let end = markup.end_of_turn();
+                Ok(PreferenceRow::Pair {
+                    chosen: joined(&prompt, &format!("{chosen}{end}"), true),
+                    rejected: joined(&prompt, &format!("{rejected}{end}"), true),
+                })
+            }
+            (Shape::Fixed(markup, layout), PreferenceKind::Kto) => {
+                let prompt = markup.prompt(optional_text(row, "system")?, text(row, layout.prompt_field())?);
+                let completion = answer(row, "completion")?;
+                Ok(PreferenceRow::Labelled {
+                    completion: joined(&prompt, &format!("{completion}{}", markup.end_of_turn()), true),
+                    desirable: label(row, "label")?,
+                })
+            }
+            (Shape::UserDefined, kind) => self.user_defined(row, kind),
+        }
+    }
+
+    fn user_defined(&self, row: &Map<String, Value>, kind: PreferenceKind) -> Result<PreferenceRow, FieldError> {
+        let spec = &self.spec;
+        let prompt_field = Self::key(spec.field_prompt.as_deref(), "prompt");
+        let system_field = Self::key(spec.field_system.as_deref(), "system");
+        let prompt_format = spec.prompt_format.clone().unwrap_or_else(|| "{prompt}".to_owned());
+        let system = optional_text(row, system_field)?;
+        let prompt = if prompt_format.contains("{system}") && !system.is_empty() {
+            fill(
+                &prompt_format,
+                &[("system", system), ("prompt", text(row, prompt_field)?)],
+            )
+        } else {
+            fill(&prompt_format, &[("prompt", text(row, prompt_field)?)])
+        };
+        match kind {
+            PreferenceKind::Pairs => {
+                let chosen_field = Self::key(spec.field_chosen.as_deref(), "chosen");
+                let rejected_field = Self::key(spec.field_rejected.as_deref(), "rejected");
+                let chosen = fill(
+                    Self::key(spec.chosen_format.as_deref(), "{chosen}"),
+                    &[("chosen", answer(row, chosen_field)?)],
+                );
+                let rejected = fill(
+                    Self::key(spec.rejected_format.as_deref(), "{rejected}"),
+                    &[("rejected", answer(row, rejected_field)?)],
+                );
+                Ok(PreferenceRow::Pair {
+                    chosen: joined(&prompt, &chosen, true),
+                    rejected: joined(&prompt, &rejected, true),
+                })
+            }
+            PreferenceKind::Kto => {
+                let completion_field = Self::key(spec.field_completion.as_deref(), "completion");
+                let completion = fill(
+                    Self::key(spec.completion_format.as_deref(), "{completion}"),
+                    &[("completion", answer(row, completion_field)?)],
+                );
+                Ok(PreferenceRow::Labelled {
+                    completion: joined(&prompt, &completion, true),
+                    desirable: label(row, Self::key(spec.field_label.as_deref(), "label"))?,
+                })
+            }
+        }
+    }
+
+    fn message(&self, value: &Value, at: &str) -> Result<TemplateMessage, FieldError> {
+        let mappings = self.spec.message_property_mappings.clone().unwrap_or_default();
+        let role_key = mappings.get("role").map_or("role", String::as_str);
+        let content_key = mappings.get("content").map_or("content", String::as_str);
+        let Some(message) = value.as_object() else {
+            return Err(FieldError::new(
+                at,
+                format!("expected a message object, found {}", super::json_kind(value)),
+            ));
+        };
+        let inner = |error: FieldError| FieldError::new(format!("{at}.{}", error.field), error.message);
+        Ok(TemplateMessage {
+            role: text(message, role_key).map_err(inner)?.to_owned(),
+            content: text(message, content_key).map_err(inner)?.to_owned(),
+        })
+    }
+
+    fn messages(&self, row: &Map<String, Value>, field: &str) -> Result<Vec<TemplateMessage>, FieldError> {
+        match row.get(field) {
+            Some(Value::Array(items)) => items
+                .iter()
+                .enumerate()
+                .map(|(index, item)| self.message(item, &format!("{field}[{index}]")))
+                .collect(),
+            None | Some(Value::Null) => Err(FieldError::new(field, "missing; expected a list of messages")),
+            Some(other) => Err(FieldError::new(
+                field,
+                format!("expected a list of messages, found {}", super::json_kind(other)),
+            )),
+        }
+    }
+
+    /// A chosen/rejected answer of `chat_template.default`: a message object or plain text.
+    fn chat_answer(&self, row: &Map<String, Value>, field: &str) -> Result<TemplateMessage, FieldError> {
+        let message = match row.get(field) {
+            Some(Value::String(_)) => TemplateMessage {
+                role: "assistant".to_owned(),
+                content: answer(row, field)?.to_owned(),
+            },
+            Some(value @ Value::Object(_)) => self.message(value, field)?,
+            None | Some(Value::Null) => return Err(FieldError::new(field, "missing; expected a message or text")),
+            Some(other) => {
+                return Err(FieldError::new(
+                    field,
+                    format!("expected a message or text, found {}", super::json_kind(other)),
+                ));
+            }
+        };
+        if message.content.trim().is_empty() {
+            return Err(FieldError::new(field, "empty answer"));
+        }
+        Ok(message)
+    }
+
+    fn chat_default(&self, row: &Map<String, Value>) -> Result<PreferenceRow, FieldError> {
+        let spec = &self.spec;
+        let field = Self::key(spec.field_messages.as_deref(), "messages");
+        let prompt = self.messages(row, field)?;
+        let chosen = self.chat_answer(row, Self::key(spec.field_chosen.as_deref(), "chosen"))?;
+        let rejected = self.chat_answer(row, Self::key(spec.field_rejected.as_deref(), "rejected"))?;
+        self.chat_pair(&prompt, chosen, rejected, field)
+    }
+
+    fn chat_argilla(&self, row: &Map<String, Value>) -> Result<PreferenceRow, FieldError> {
+        let chosen_field = Self::key(self.spec.field_chosen.as_deref(), "chosen");
+        let rejected_field = Self::key(self.spec.field_rejected.as_deref(), "rejected");
+        let mut chosen = self.messages(row, chosen_field)?;
+        let mut rejected = self.messages(row, rejected_field)?;
+        let (Some(chosen_answer), Some(rejected_answer)) = (chosen.pop(), rejected.pop()) else {
+            let field = if chosen.is_empty() {
+                chosen_field
+            } else {
+                rejected_field
+            };
+            return Err(FieldError::new(field, "the conversation has no messages"));
+        };
+        if chosen != rejected {
+            return Err(FieldError::new(
+                rejected_field,
+                format!("the turns before the last must equal those of `{chosen_field}` (the shared prompt)"),
+            ));
+        }
+        self.chat_pair(&chosen, chosen_answer, rejected_answer, chosen_field)
+    }
+
+    fn chat_pair(
+        &self,
+        prompt: &[TemplateMessage],
+        chosen: TemplateMessage,
+        rejected: TemplateMessage,
+        field: &str,
+    ) -> Result<PreferenceRow, FieldError> {
+        let template = self.template.as_ref().expect("chat shapes have a template");
+        let render = |messages: &[TemplateMessage], generation: bool| {
+            template
+                .render(messages, generation)
+                .map_err(|message| FieldError::new(field, message))
+        };
+        let prompt_text = render(prompt, true)?;
+        let completion = |answer: TemplateMessage| -> Result<RenderedText, FieldError> {
+            let mut messages = prompt.to_vec();
+            messages.push(answer);
+            let text = render(&messages, false)?;
+            if !text.starts_with(&prompt_text) {
+                return Err(FieldError::new(
+                    field,
+                    "the chat template renders the prompt differently once an answer follows; \
+                     preference training needs the prompt as a prefix",
+                ));
+            }
+            Ok(RenderedText {
+                trainable: trained_tail(prompt_text.len(), text.len()),
+                text,
+                add_special_tokens: false,
+            })
+        };
+        Ok(PreferenceRow::Pair {
+            chosen: completion(chosen)?,
+            rejected: completion(rejected)?,
+        })
+    }
+}
+
+fn ultra_answer<'row>(row: &'row Map<String, Value>, field: &str) -> Result<&'row str, FieldError> {
+    let content = row
+        .get(field)
+        .and_then(Value::as_array)
+        .and_then(|messages| messages.get(1))
+        .and_then(Value::as_object)
+        .and_then(|message| message.get("content"));
+    match content {
+        Some(Value::String(text)) if !text.trim().is_empty() => Ok(text),
+        Some(Value::String(_)) => Err(FieldError::new(format!("{field}[1].content"), "empty answer")),
+        _ => Err(FieldError::new(
+            format!("{field}[1].content"),
+            "missing; expected a conversation whose second message holds the answer",
+        )),
+    }
+}
+
+/// Token ids of a preference dataset, one sequence per completion.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PreferenceRows {
+    /// Every sequence's ids, concatenated.
+    pub input_ids: Vec<u32>,
+    /// One flag per id: true on completion tokens.
+    pub trainable: Vec<bool>,
+    /// `sequences + 1` offsets into `input_ids`. Pairs: sequence `2i` is chosen, `2i + 1` rejected.
+    pub offsets: Vec<u64>,
+    /// KTO: per sequence, whether it is desirable (empty for pairs).
+    pub desirable: Vec<bool>,
+}
+
+impl PreferenceRows {
+    fn push(&mut self, sample: &Sample, encoder: &Encoder) -> std::result::Result<(), FieldError> {
+        let tokens = encoder.encode(sample)?;
+        if !tokens.trainable.iter().any(|flag| *flag) {
+            return Err(FieldError::new("-", "the completion has no tokens after the prompt"));
+        }
+        self.input_ids.extend_from_slice(&tokens.input_ids);
+        self.trainable.extend_from_slice(&tokens.trainable);
+        self.offsets.push(self.input_ids.len() as u64);
+        Ok(())
+    }
+}
+
+/// Resolve one dataset's files (as SFT datasets do), then [`encode_preference_files`] them.
+pub fn encode_preference_dataset(
+    source: &SourceOptions,
+    spec: &PreferenceSpec,
+    kind: PreferenceKind,
+    encoder: &Encoder,
+) -> Result<(PreferenceRows, Vec<String>)> {
+    let mut warnings = Vec::new();
+    let files = crate::source::resolve(source, &source.key, &mut warnings)?;
+    Ok((encode_preference_files(files, spec, kind, encoder)?, warnings))
+}
+
+/// Read, format and tokenize every row of `files` (JSON lines, JSON arrays, parquet, Arrow).
+/// A bad row is an [`Error::Data`] naming its file, line and field.
+pub fn encode_preference_files(
+    files: Vec<SourceFile>,
+    spec: &PreferenceSpec,
+    kind: PreferenceKind,
+    encoder: &Encoder,
+) -> Result<PreferenceRows> {
+    let formatter = PreferenceFormatter::new(spec, kind, &encoder.info())?;
+    let mut reader = RowReader::new(vec![DatasetFiles { files, shard: None }], 4096, 8 << 20);
+    let mut rows = PreferenceRows {
+        offsets: vec![0],
+        ..PreferenceRows::default()
+    };
+    while let Some(chunk) = reader.next_chunk()? {
+        let rendered: Vec<Result<(PreferenceRow, usize, u64)>> = chunk
+            .rows
+            .par_iter()
+            .map(|raw| {
+                let file = &reader.files[raw.file];
+                let data_error = |field: String, message: String| Error::Data {
+                    path: file.path.clone(),
+                    line: raw.line,
+                    field,
+                    message,
+                };
+                let parsed;
+                let row = match &raw.data {
+                    RowData::Parsed(row) => row,
+                    RowData::JsonLine(range) => {
+                        parsed = serde_json::from_slice::<Map<String, Value>>(&chunk.bytes[range.clone()])
+                            .map_err(|error| data_error("-".into(), format!("not a JSON object: {error}")))?;
+                        &parsed
+                    }
+                    RowData::TextLine(_) => {
+                        return Err(data_error("-".into(), "preference rows must be JSON objects".into()));
+                    }
+                };
+                let row = formatter
+                    .format(row)
+                    .map_err(|error| data_error(error.field, error.message))?;
+                Ok((row, raw.file, raw.line))
+            })
+            .collect();
+        for result in rendered {
+            let (row, file, line) = result?;
+            let located = |error: FieldError| Error::Data {
+                path: reader.files[file].path.clone(),
+                line,
+                field: error.field,
+                message: error.message,
+            };
+            match row {
+                PreferenceRow::Pair { chosen, rejected } => {
+                    rows.push(&Sample::Text(chosen), encoder).map_err(located)?;
+                    rows.push(&Sample::Text(rejected), encoder).map_err(located)?;
+                }
+                PreferenceRow::Labelled { completion, desirable } => {
+                    rows.push(&Sample::Text(completion), encoder).map_err(located)?;
+                    rows.desirable.push(desirable);
+                }
+            }
+        }
+    }
+    Ok(rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info() -> TokenizerInfo {
+        TokenizerInfo {
+            bos: Some("<s>".into()),
+            eos: Some("</s>".into()),
+            chat_template: None,
+        }
+    }
+
+    fn row(json: &str) -> Map<String, Value> {
+        serde_json::from_str(json).expect("test row")
+    }
+
+    fn spec(kind: &str) -> PreferenceSpec {
+        PreferenceSpec {
+            kind: kind.into(),
+            ..PreferenceSpec::default()
+        }
+    }
+
+    fn trained(text: &RenderedText) -> String {
+        text.trainable.iter().map(|span| &text.text[span.clone()]).collect()
+    }
+
+    #[test]
+    fn chatml_intel_renders_axolotls_prompt_and_trains_the_answers() {
+        let formatter = PreferenceFormatter::new(&spec("chatml.intel"), PreferenceKind::Pairs, &info()).unwrap();
+        let PreferenceRow::Pair { chosen, rejected } = formatter
+            .format(&row(
+                r#"{"system": "Be brief.", "question": "2+2?", "chosen": "4", "rejected": "5"}"#,
+            ))
+            .unwrap()
+        else {
+            panic!("pairs");
+        };
+        let prompt =
+            "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\n2+2?<|im_end|>\n<|im_start|>assistant\n";
+        assert_eq!(chosen.text, format!("{prompt}4<|im_end|>"));
+        assert_eq!(trained(&chosen), "4<|im_end|>");
+        assert_eq!(trained(&rejected), "5<|im_end|>");
+    }
+
+    #[test]
+    fn chat_template_default_trains_everything_after_the_generation_prompt() {
+        let mut spec = spec("chat_template.default");
+        spec.chat_template = Some("chatml".into());
+        spec.message_property_mappings = Some([("role".to_owned(), "from".to_owned())].into());
+        let formatter = PreferenceFormatter::new(&spec, PreferenceKind::Pairs, &info()).unwrap();
+        let PreferenceRow::Pair { chosen, .. } = formatter
+            .format(&row(r#"{"messages": [{"from": "user", "content": "hi"}],
+                    "chosen": {"from": "assistant", "content": "hello"}, "rejected": "go away"}"#))
+            .unwrap()
+        else {
+            panic!("pairs");
+        };
+        assert!(
+            chosen
+                .text
+                .starts_with("<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n")
+        );
+        assert!(trained(&chosen).starts_with("hello<|im_end|>"), "{}", trained(&chosen));
+    }
+
+    #[test]
+    fn bad_rows_name_the_field() {
+        let formatter = PreferenceFormatter::new(&spec("chatml.intel"), PreferenceKind::Pairs, &info()).unwrap();
+        let missing = formatter
+            .format(&row(r#"{"question": "q", "rejected": "r"}"#))
+            .unwrap_err();
+        assert_eq!(missing.field, "chosen");
+        let empty = formatter
+            .format(&row(r#"{"question": "q", "chosen": "c", "rejected": " "}"#))
+            .unwrap_err();
+        assert_eq!(
+            (empty.field.as_str(), empty.message.as_str()),
+            ("rejected", "empty answer")
+        );
+        let kto = PreferenceFormatter::new(&spec("user_defined.default"), PreferenceKind::Kto, &info()).unwrap();
+        let label = kto
+            .format(&row(r#"{"prompt": "q", "completion": "c", "label": "yes"}"#))
+            .unwrap_err();
+        assert_eq!(label.field, "label");
+        assert!(label.message.contains("expected true or false"), "{}", label.message);
+    }
+
+    #[test]
+    fn user_defined_fills_the_formats() {
+        let mut spec = spec("user_defined.default");
+        spec.field_prompt = Some("q".into());
+        spec.prompt_format = Some("[{system}] Q: {prompt}\nA: ".into());
+        spec.chosen_format = Some("{chosen}</s>".into());
+        let formatter = PreferenceFormatter::new(&spec, PreferenceKind::Pairs, &info()).unwrap();
+        let PreferenceRow::Pair { chosen, rejected } = formatter
+            .format(&row(
+                r#"{"q": "why?", "system": "S", "chosen": "because", "rejected": "no"}"#,
+            ))
+            .unwrap()
+        else {
+            panic!("pairs");
+        };
+        assert_eq!(chosen.text, "[S] Q: why?\nA: because</s>");
+        assert_eq!(trained(&chosen), "because</s>");
+        assert_eq!(trained(&rejected), "no");
+    }
+
+    #[test]
+    fn unknown_types_list_the_known_ones() {
+        let error = PreferenceFormatter::new(&spec("alpaca"), PreferenceKind::Kto, &info())
+            .err()
+            .expect("alpaca is no KTO type");
+        assert!(error.to_string().contains("not a KTO dataset type"), "{error}");
+        assert!(error.to_string().contains("llama3.argilla"), "{error}");
+    }
+}
