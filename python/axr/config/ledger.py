@@ -720,8 +720,8 @@ TOP_LEVEL: dict[str, Entry] = {
     "on_bad_row": used(PREPROCESS, f"{_EFFECTS}::test_preprocess_option_keys"),
     "excess_length_strategy": used(PREPROCESS, f"{_EFFECTS}::test_preprocess_option_keys"),
     "special_tokens_in_text": used(
-        "data.preprocess.preprocess",
-        "tests/chat/test_doctor.py::test_special_token_text_is_reported_or_an_error",
+        "data.preprocess.options_from_config → rust/axr-core/src/pipeline.rs",
+        "tests/chat/test_doctor.py::test_findings_on_each_dataset_type_are_counted_over_the_whole_corpus",
     ),
     "packing_strategy": used("train.batches.build_plan", f"{_EFFECTS}::test_loop_keys"),
 }

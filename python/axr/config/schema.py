@@ -837,10 +837,10 @@ class AxrConfig(BaseModel):
     ``pretraining_dataset`` data only) split into ``sequence_len`` chunks; counted either way. Default:
     ``split`` for completion data and ``drop`` for the rest, as Axolotl does."""
     special_tokens_in_text: Literal["report", "error"] = "report"
-    """(axr) A conversation message whose text holds a special token's string (``<s>``, ``<|im_end|>``)
-    tokenizes as that control token. ``report``: the data doctor counts such rows; ``error``: preprocessing
-    stops at the first one, naming file, line and message. (No ``escape``: no escaping keeps the ids
-    exact.)"""
+    """(axr) A row whose text (any field, any dataset type) holds a special token's string (``<s>``,
+    ``<|im_end|>``) tokenizes as that control token. ``report``: the data doctor counts such rows;
+    ``error``: preprocessing stops at the first one, naming file, line and field (checked once, when the
+    store is built). (No ``escape``: no escaping keeps the ids exact.)"""
     packing_strategy: Literal["bfd", "ffd", "shuffle", "sequential"] = "bfd"
     """(axr) How samples are packed into bins: best-fit-decreasing, first-fit-decreasing, shuffled
     first-fit, or in order."""

@@ -40,6 +40,9 @@ class PreprocessResult:
     seconds: float
     metas: dict[str, dict[str, Any]] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    # Which encoder tokenized (``path``: fast or tokenizers, ``detail``: the pipeline or why not),
+    # its word-cache counters and ``verified`` texts; None when the store was reused.
+    encoder: dict[str, Any] | None = None
 
 
 def _entry_dict(entry: Any) -> tuple[dict[str, Any], set[str]]:
@@ -256,6 +259,7 @@ def options_from_config(cfg: Any) -> dict[str, Any]:
         "dataset_shard_idx": cfg.dataset_shard_idx,
         "prepared_dir": str(cfg.dataset_prepared_path or DEFAULT_PREPARED_DIR),
         "num_threads": cfg.dataset_num_proc,
+        "special_tokens_in_text": cfg.special_tokens_in_text,
     }
     # Axolotl's top-level chat template becomes the tokenizer's own for this run: conversation
     # datasets that name none use it, and it is saved with the tokenizer for inference.
@@ -312,18 +316,29 @@ def _check_not_preference(cfg: Any) -> None:
 
 
 def preprocess(
-    cfg: Any, *, progress: bool | None = None, callback: ProgressCallback | None = None
+    cfg: Any,
+    *,
+    progress: bool | None = None,
+    callback: ProgressCallback | None = None,
+    verify_encoder: int = 0,
+    doctor: bool = True,
 ) -> PreprocessResult:
     """Build the prepared stores of ``cfg`` (or reuse identical ones) and return where they are.
 
     ``progress``: show a progress bar on stderr (default: when stderr is a terminal). ``callback``
-    receives ``(stage, done, total, rows, tokens)`` about every chunk instead.
+    receives ``(stage, done, total, rows, tokens)`` about every chunk instead. ``verify_encoder``:
+    encode the first N texts with both the fast encoder and ``tokenizers`` and fail on any
+    difference (the store is rebuilt, never reused). ``doctor``: run the data doctor over every row
+    while tokenizing (its findings land in each store's meta.json).
     """
     from axr._native import preprocess as native_preprocess
     from axr.data._format import read_meta
 
     _check_not_preference(cfg)
-    options_json = json.dumps(options_from_config(cfg))
+    options = options_from_config(cfg)
+    options["verify_encoder"] = int(verify_encoder)
+    options["doctor"] = doctor
+    options_json = json.dumps(options)
     repo = cfg.push_dataset_to_hub
     if repo:
         from axr._native import locate_prepared
@@ -345,14 +360,6 @@ def preprocess(
 
         if push(repo, Path(report["root"])):
             print(f"axr: prepared dataset pushed to the hub dataset {repo}", file=sys.stderr)
-    if cfg.special_tokens_in_text == "error":
-        from axr.data.doctor import StoreRows, check_special_tokens
-
-        # An eval store cut by val_set_size reads the train datasets again: check it only when it
-        # has datasets of its own.
-        for split, path in stores.items():
-            if split == "train" or cfg.test_datasets:
-                check_special_tokens(StoreRows(path))
     return PreprocessResult(
         root=Path(report["root"]),
         fingerprint=report["fingerprint"],
@@ -361,6 +368,7 @@ def preprocess(
         seconds=report["seconds"],
         metas={split: read_meta(path) for split, path in stores.items()},
         warnings=list(report["warnings"]),
+        encoder=report.get("encoder"),
     )
 
 

@@ -72,6 +72,17 @@ pub struct PreprocessOptions {
     /// Top-level `chat_template_jinja`: the template text or file for `chat_template = "jinja"`.
     #[serde(default)]
     pub chat_template_jinja: Option<String>,
+    /// Run the data doctor over every row (findings land in meta.json). Not part of the fingerprint.
+    #[serde(default = "default_true")]
+    pub doctor: bool,
+    /// What a row holding a special token's text does (config `special_tokens_in_text`).
+    #[serde(default)]
+    pub special_tokens_in_text: SpecialTokensPolicy,
+    /// `axr preprocess --verify-encoder N`: encode the first N texts with both the fast encoder
+    /// and `tokenizers`, fail on any difference; an existing store is rebuilt, not reused.
+    /// Not part of the fingerprint.
+    #[serde(default)]
+    pub verify_encoder: u64,
 }
 
 /// Where one dataset's rows come from, and how they are formatted.
@@ -151,6 +162,17 @@ pub enum BadRowPolicy {
     Skip,
 }
 
+/// What happens to a row whose text holds a special token's string (e.g. a literal `</s>`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SpecialTokensPolicy {
+    /// The data doctor counts it (the row is trained as tokenized).
+    #[default]
+    Report,
+    /// Preprocessing stops at the first such row, naming file, line and field.
+    Error,
+}
+
 fn default_true() -> bool {
     true
 }
@@ -168,8 +190,10 @@ fn default_shard_tokens() -> u64 {
 }
 
 /// Keys that change how the work runs but not what it produces.
-const NOT_FINGERPRINTED: [&str; 6] = [
+const NOT_FINGERPRINTED: [&str; 8] = [
+    "verify_encoder",
     "prepared_dir",
+    "doctor",
     "num_threads",
     "chunk_rows",
     "chunk_bytes",
@@ -313,6 +337,7 @@ mod tests {
         let mut moved = base.clone();
         moved.datasets[0].source.path = "elsewhere/b.jsonl".into();
         moved.num_threads = Some(7);
+        moved.verify_encoder = 100;
         moved.prepared_dir = "other".into();
         assert_eq!(base.fingerprint_json(), moved.fingerprint_json());
         let mut other_revision = base.clone();

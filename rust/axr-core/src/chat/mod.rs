@@ -21,6 +21,7 @@ use std::path::Path;
 
 use serde_json::{Map, Value};
 
+use crate::doctor::{ConversationView, GenerationPrompt};
 use crate::error::{Error, Result};
 use crate::sample::{FieldError, RenderedText, RowFormatter, Sample, TokenizerInfo};
 use render::{ChatTemplate, TemplateMessage};
@@ -808,6 +809,29 @@ impl RowFormatter for ChatFormatter {
             trainable: rendered.trainable,
             add_special_tokens: false,
         }))
+    }
+
+    fn format_for_doctor(&self, row: &Map<String, Value>) -> Result<(Sample, Option<ConversationView>), FieldError> {
+        let rendered = self.render_row(row)?;
+        let view = ConversationView::new(&rendered.turns, self.train_on_eos);
+        let sample = Sample::Text(RenderedText {
+            text: rendered.text,
+            trainable: rendered.trainable,
+            add_special_tokens: false,
+        });
+        Ok((sample, Some(view)))
+    }
+
+    fn generation_prompt_before_answer(&self, row: &Map<String, Value>) -> GenerationPrompt {
+        let Ok(mut turns) = self.read_turns(row) else {
+            return GenerationPrompt::NoFinalAnswer;
+        };
+        if turns.last().is_none_or(|turn| turn.role != "assistant") {
+            return GenerationPrompt::NoFinalAnswer;
+        }
+        turns.pop();
+        self.render_generation_prompt(&turns)
+            .map_or(GenerationPrompt::NoFinalAnswer, GenerationPrompt::Text)
     }
 }
 

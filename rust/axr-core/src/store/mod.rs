@@ -30,8 +30,9 @@ use crate::error::{Error, Result};
 /// Version of the on-disk layout; a reader refuses other versions.
 pub const FORMAT_VERSION: u32 = 1;
 /// Version of what the data path produces from the same inputs; part of the fingerprint, so a
-/// change to tokenization or masking rebuilds old stores.
-pub const DATA_VERSION: u32 = 1;
+/// change to tokenization, masking or the merge shuffle (2: unbiased RNG) rebuilds old stores
+/// (3: the doctor's report and `sources.bin` in every store).
+pub const DATA_VERSION: u32 = 3;
 /// Name of the metadata file of a store.
 pub const META_FILE: &str = "meta.json";
 /// Folder of the saved tokenizer inside a store.
@@ -150,6 +151,13 @@ pub struct StoreMeta {
     pub shards: Vec<ShardMeta>,
     /// What happened to the rows of the run that produced this store.
     pub counts: RunCounts,
+    /// The data doctor's findings over every row of that run (absent when it was built with the
+    /// doctor off).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub doctor: Option<crate::doctor::DoctorReport>,
+    /// The input files, indexed by `sources.bin`'s file field.
+    #[serde(default)]
+    pub source_files: Vec<String>,
     /// The preprocess options (the JSON Python sent).
     pub options: serde_json::Value,
 }
