@@ -27,22 +27,24 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    FormatterFactory, MetaContext, PipelineTokenizer, Plan, Prepared, Progress, ProgressUpdate, SKIPPED_EXAMPLES,
+    FormatterFactory, MetaContext, PipelineTokenizer, Plan, Prepared, Progress, ProgressUpdate, Run, SKIPPED_EXAMPLES,
     Settings, build_formatter, build_formatters, copy_samples, existing, finish_store, load_encoder, no_samples,
     publish, resolve_group, settings_hasher, shuffled, split_plan, temporary_dir, tick, tokenize_into, tokenizer_hash,
     write_staging_meta,
 };
+use crate::chunk;
+use crate::doctor::{DoctorReport, EXAMPLES, TEMPLATE_SAMPLE, TemplateOutcome};
 use crate::error::{Error, Result};
 use crate::options::PreprocessOptions;
 use crate::source::{DatasetFiles, FileKind, RowReader, SourceFile};
 use crate::store::{
-    ConcatStores, HASH_BLOCK, RawSamples, RunCounts, StoreReader, StoreWriter, TokenDtype, block_count, block_digests,
+    ConcatStores, HASH_BLOCK, RawSamples, RunCounts, Staged, StoreWriter, TokenDtype, block_count, block_digests,
 };
 
 /// Folder of `<prepared_dir>` that holds the parts of sharded runs.
 pub const PARTS_DIR: &str = "parts";
 const MANIFEST: &str = "part.json";
-const PART_FORMAT: u32 = 1;
+const PART_FORMAT: u32 = 2;
 
 /// Which part of a sharded run to build: part `index` (0-based) of `count`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -253,8 +255,24 @@ struct PartManifest {
     index: u64,
     count: u64,
     files: Vec<PartFile>,
+    /// Per file the part read as a byte range (index in the run of all inputs): the lines it
+    /// read, blank ones included. The merge adds those of the parts before to a part's lines.
+    lines_read: BTreeMap<usize, u64>,
     train: RunCounts,
     eval: Option<RunCounts>,
+    /// The doctor's findings on the part's rows (absent when built with the doctor off).
+    train_doctor: Option<PartDoctor>,
+    eval_doctor: Option<PartDoctor>,
+}
+
+/// A part's doctor report. Its examples are `file index:line` with the part's own line numbers,
+/// and its template checks are outcomes: a single run checks the first rows of each dataset,
+/// which the merge picks across parts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PartDoctor {
+    report: DoctorReport,
+    templates: Vec<Vec<TemplateOutcome>>,
 }
 
 impl PartManifest {
@@ -408,9 +426,11 @@ pub fn preprocess_part_with(
 
     let parent = options.prepared_dir.join(PARTS_DIR).join(&key);
     let dir = parent.join(spec.dir_name());
+    // A part built with the doctor off has no findings to merge: a doctor run rebuilds it.
     if let Ok(old) = PartManifest::read(&dir)
         && old.key == key
         && old.same_reads(&files)
+        && (!options.doctor || old.train_doctor.is_some())
     {
         return Ok(PartReport {
             dir,
@@ -433,8 +453,11 @@ pub fn preprocess_part_with(
         index: spec.index,
         count: spec.count,
         files,
+        lines_read: BTreeMap::new(),
         train: RunCounts::default(),
         eval: None,
+        train_doctor: None,
+        eval_doctor: None,
     };
     let groups = [(&train, &train_formatters), (&eval, &eval_formatters)];
     let outcome = build_part(
@@ -491,7 +514,14 @@ fn build_part(
     let pool = thread_pool(options)?;
     let vocab_size = tokenizer.vocab_size();
     let dtype = TokenDtype::for_vocab(vocab_size);
-    let settings = Settings::new(options, tokenizer, vocab_size);
+    let settings = Settings {
+        part: true,
+        ..Settings::new(options, tokenizer, vocab_size)
+    };
+    let strategies = [
+        chunk::strategies(options.excess_length_strategy, &options.datasets, "datasets")?,
+        chunk::strategies(options.excess_length_strategy, &options.test_datasets, "test_datasets")?,
+    ];
     let context = MetaContext {
         fingerprint: key,
         tokenizer_hash: tokenizer_hash(&tokenizer.fingerprint_bytes()),
@@ -511,6 +541,7 @@ fn build_part(
             .collect();
         let reader = RowReader::new((*datasets).clone(), options.chunk_rows, options.chunk_bytes).with_ranges(ranges);
         let empty_ranges = reader.empty_ranges();
+        let lines_read = reader.lines_read();
         let (split, stage) = if group == 0 {
             ("train", "tokenize train")
         } else {
@@ -518,9 +549,10 @@ fn build_part(
         };
         let dir = temporary.join(split);
         let mut writer = StoreWriter::create(&dir, dtype, options.shard_tokens)?;
-        let counts = tokenize_into(
+        let run = tokenize_into(
             reader,
             formatters,
+            &strategies[group],
             tokenizer,
             &settings,
             &pool,
@@ -536,10 +568,19 @@ fn build_part(
                 entry.range_without_rows = true;
             }
         }
+        for &(local, lines) in lines_read.lock().expect("not poisoned").iter() {
+            manifest.lines_read.insert(first_file + local, lines);
+        }
+        let doctor = run.doctor.map(|report| PartDoctor {
+            report,
+            templates: run.templates,
+        });
         if group == 0 {
-            manifest.train = counts;
+            manifest.train = run.counts;
+            manifest.train_doctor = doctor;
         } else {
-            manifest.eval = Some(counts);
+            manifest.eval = Some(run.counts);
+            manifest.eval_doctor = doctor;
         }
         first_file += count;
     }
@@ -806,18 +847,113 @@ fn merged_counts<'a>(parts: impl Iterator<Item = &'a RunCounts>) -> RunCounts {
         total.samples_outside_dataset_shard += counts.samples_outside_dataset_shard;
         total.tokens += counts.tokens;
         total.trainable_tokens += counts.trainable_tokens;
+        total.documents_split += counts.documents_split;
+        total.chunks_made += counts.chunks_made;
+        total.tokens_dropped += counts.tokens_dropped;
     }
     // A single run keeps the first messages in input order, which is the parts' order.
     total.skipped_examples.truncate(SKIPPED_EXAMPLES);
     total
 }
 
-fn open_parts(set: &[(PathBuf, PartManifest)], split: &str) -> Result<ConcatStores> {
+/// The parts' `split` staging stores as one; `first_file` and `files`: the group's files in the
+/// run of all inputs.
+fn open_parts(set: &[(PathBuf, PartManifest)], split: &str, first_file: usize, files: usize) -> Result<ConcatStores> {
     let stores = set
         .iter()
-        .map(|(dir, _)| StoreReader::open(&dir.join(split)))
+        .map(|(dir, _)| Staged::open(&dir.join(split)))
         .collect::<Result<Vec<_>>>()?;
-    ConcatStores::new(stores)
+    ConcatStores::new(stores, line_offsets(set, first_file, files))
+}
+
+/// Per part, per file of a group: the lines of that file the parts before it read.
+fn line_offsets(set: &[(PathBuf, PartManifest)], first_file: usize, files: usize) -> Vec<Vec<u64>> {
+    let mut before = vec![0u64; files];
+    set.iter()
+        .map(|(_, manifest)| {
+            let offsets = before.clone();
+            for (&file, &lines) in &manifest.lines_read {
+                if let Some(slot) = file.checked_sub(first_file).and_then(|local| before.get_mut(local)) {
+                    *slot += lines;
+                }
+            }
+            offsets
+        })
+        .collect()
+}
+
+/// The report a single run makes, from the parts' (`None` when the doctor is off): counts add,
+/// examples are the first in part order, the template check takes each dataset's first rows
+/// across parts. `paths`: the group's files; `offsets`: as [`line_offsets`].
+fn merged_doctor(
+    options: &PreprocessOptions,
+    parts: &[(&Path, Option<&PartDoctor>)],
+    paths: &[String],
+    offsets: &[Vec<u64>],
+) -> Result<Option<DoctorReport>> {
+    if !options.doctor {
+        return Ok(None);
+    }
+    let mut total = DoctorReport::default();
+    let mut templates: Vec<Vec<String>> = Vec::new();
+    let mut checked: Vec<Vec<Option<bool>>> = Vec::new();
+    for (index, (dir, part)) in parts.iter().enumerate() {
+        let Some(part) = part else {
+            return Err(merge_error(format!(
+                "part {} was built with the doctor off; build it again without --no-doctor, or merge with --no-doctor",
+                dir.display()
+            )));
+        };
+        let relocate = |location: &str| relocate(location, paths, &offsets[index], dir);
+        total.rows += part.report.rows;
+        for (name, finding) in &part.report.findings {
+            let merged = total.findings.entry(name.clone()).or_default();
+            merged.count += finding.count;
+            for example in &finding.examples {
+                if merged.examples.len() < EXAMPLES {
+                    merged.examples.push(relocate(example)?);
+                }
+            }
+        }
+        for (dataset, outcomes) in part.templates.iter().enumerate() {
+            if templates.len() <= dataset {
+                templates.resize(dataset + 1, Vec::new());
+                checked.resize(dataset + 1, Vec::new());
+            }
+            for outcome in outcomes {
+                if (checked[dataset].len() as u64) < TEMPLATE_SAMPLE {
+                    checked[dataset].push(outcome.matches);
+                    templates[dataset].push(relocate(&outcome.location)?);
+                }
+            }
+        }
+    }
+    // Datasets are read one after another, so dataset by dataset is the single run's order.
+    for (matches, locations) in checked.into_iter().zip(templates) {
+        for (matches, location) in matches.into_iter().zip(locations) {
+            total.template(matches, || location);
+        }
+    }
+    Ok(Some(total))
+}
+
+/// A part's `file index:line` as the single run's `path:line`.
+fn relocate(location: &str, paths: &[String], offsets: &[u64], dir: &Path) -> Result<String> {
+    let parsed = location
+        .split_once(':')
+        .and_then(|(file, line)| Some((file.parse::<usize>().ok()?, line.parse::<u64>().ok()?)))
+        .filter(|(file, _)| *file < paths.len());
+    let Some((file, line)) = parsed else {
+        return Err(Error::Format {
+            path: dir.join(MANIFEST),
+            message: format!("doctor location {location:?} is not `file index:line`; rebuild the part"),
+        });
+    };
+    Ok(format!(
+        "{}:{}",
+        paths[file],
+        line + offsets.get(file).copied().unwrap_or(0)
+    ))
 }
 
 /// The stores of a single run, from its staging store given as the parts read back to back.
@@ -825,10 +961,33 @@ fn build_merged(
     options: &PreprocessOptions,
     tokenizer: &dyn PipelineTokenizer,
     fingerprint: &str,
-    set: &[(PathBuf, PartManifest)],
+    (set, groups): (&[(PathBuf, PartManifest)], [&[DatasetFiles]; 2]),
     temporary: &Path,
     progress: &mut dyn Progress,
 ) -> Result<Vec<&'static str>> {
+    let paths = groups.map(|datasets| {
+        datasets
+            .iter()
+            .flat_map(|dataset| &dataset.files)
+            .map(|file| file.path.display().to_string())
+            .collect::<Vec<_>>()
+    });
+    let offsets = [
+        line_offsets(set, 0, paths[0].len()),
+        line_offsets(set, paths[0].len(), paths[1].len()),
+    ];
+    let doctors = |group: usize| {
+        set.iter()
+            .map(|(dir, manifest)| {
+                let doctor = if group == 0 {
+                    &manifest.train_doctor
+                } else {
+                    &manifest.eval_doctor
+                };
+                (dir.as_path(), doctor.as_ref())
+            })
+            .collect::<Vec<_>>()
+    };
     let vocab_size = tokenizer.vocab_size();
     let dtype = TokenDtype::for_vocab(vocab_size);
     let context = MetaContext {
@@ -839,15 +998,20 @@ fn build_merged(
         tokenizer,
     };
     let mut written = vec!["train"];
-    let mut counts = merged_counts(set.iter().map(|(_, manifest)| &manifest.train));
-    if counts.samples_kept == 0 {
-        return Err(no_samples("datasets", &counts));
+    let mut run = Run {
+        counts: merged_counts(set.iter().map(|(_, manifest)| &manifest.train)),
+        doctor: merged_doctor(options, &doctors(0), &paths[0], &offsets[0])?,
+        templates: Vec::new(),
+        source_files: paths[0].clone(),
+    };
+    if run.counts.samples_kept == 0 {
+        return Err(no_samples("datasets", &run.counts));
     }
-    let staging = open_parts(set, "train")?;
+    let staging = open_parts(set, "train", 0, paths[0].len())?;
     let reorder = options.shuffle_merged_datasets || options.val_set_size > 0.0 || options.dataset_shard_num.is_some();
     let (order, eval_order) = if reorder {
         let split = split_plan(staging.sample_count(), options, true)?;
-        counts.samples_outside_dataset_shard = split.outside_shard;
+        run.counts.samples_outside_dataset_shard = split.outside_shard;
         (split.train, split.eval)
     } else {
         ((0..staging.sample_count()).collect(), Vec::new())
@@ -855,19 +1019,24 @@ fn build_merged(
     let mut train = StoreWriter::create(&temporary.join("train"), dtype, options.shard_tokens)?;
     copy_samples(&staging, &order, &mut train, "merge", progress)?;
     drop(order);
-    finish_store(train, "train", &counts, &context)?;
+    finish_store(train, "train", &run, &context)?;
     if !eval_order.is_empty() {
         let mut eval = StoreWriter::create(&temporary.join("eval"), dtype, options.shard_tokens)?;
         copy_samples(&staging, &eval_order, &mut eval, "merge", progress)?;
-        finish_store(eval, "eval", &counts, &context)?;
+        finish_store(eval, "eval", &run, &context)?;
         written.push("eval");
     }
     if !options.test_datasets.is_empty() {
-        let counts = merged_counts(set.iter().filter_map(|(_, manifest)| manifest.eval.as_ref()));
-        if counts.samples_kept == 0 {
-            return Err(no_samples("test_datasets", &counts));
+        let run = Run {
+            counts: merged_counts(set.iter().filter_map(|(_, manifest)| manifest.eval.as_ref())),
+            doctor: merged_doctor(options, &doctors(1), &paths[1], &offsets[1])?,
+            templates: Vec::new(),
+            source_files: paths[1].clone(),
+        };
+        if run.counts.samples_kept == 0 {
+            return Err(no_samples("test_datasets", &run.counts));
         }
-        let staging = open_parts(set, "eval")?;
+        let staging = open_parts(set, "eval", paths[0].len(), paths[1].len())?;
         let order = if options.shuffle_merged_datasets {
             shuffled(staging.sample_count(), options.seed)
         } else {
@@ -875,7 +1044,7 @@ fn build_merged(
         };
         let mut eval = StoreWriter::create(&temporary.join("eval"), dtype, options.shard_tokens)?;
         copy_samples(&staging, &order, &mut eval, "merge", progress)?;
-        finish_store(eval, "eval", &counts, &context)?;
+        finish_store(eval, "eval", &run, &context)?;
         written.push("eval");
     }
     tick(
@@ -896,7 +1065,7 @@ fn merge_set(
     options: &PreprocessOptions,
     tokenizer: &dyn PipelineTokenizer,
     fingerprint: String,
-    set: &[(PathBuf, PartManifest)],
+    set: (&[(PathBuf, PartManifest)], [&[DatasetFiles]; 2]),
     started: Instant,
     warnings: Vec<String>,
     progress: &mut dyn Progress,
@@ -917,6 +1086,7 @@ fn merge_set(
         stores,
         seconds: started.elapsed().as_secs_f64(),
         warnings,
+        encoder: None,
     })
 }
 
@@ -941,7 +1111,15 @@ pub fn merge_parts_with(
     let digests = gather_digests(&inputs, &set)?;
     check_empty_files(&inputs, &set)?;
     let fingerprint = compose_fingerprint(options, &tokenizer_bytes, &train, &eval, &digests);
-    merge_set(options, tokenizer, fingerprint, &set, started, warnings, progress)
+    merge_set(
+        options,
+        tokenizer,
+        fingerprint,
+        (&set, [&train, &eval]),
+        started,
+        warnings,
+        progress,
+    )
 }
 
 /// Called when a run finds no store for its fingerprint: a complete set of parts of exactly
@@ -973,7 +1151,7 @@ pub(super) fn merge_if_complete(
         options,
         tokenizer,
         plan.fingerprint.clone(),
-        &set,
+        (&set, [&plan.train, &plan.eval]),
         started,
         plan.warnings.clone(),
         progress,

@@ -5,7 +5,7 @@ use std::path::Path;
 use serde_json::{Map, Value};
 
 use super::*;
-use crate::options::{BadRowPolicy, DatasetOptions, ExcessLengthStrategy, SourceOptions};
+use crate::options::{BadRowPolicy, DatasetOptions, ExcessLengthStrategy, SourceOptions, SpecialTokensPolicy};
 use crate::pipeline::{NoProgress, preprocess_with};
 use crate::store::StoreMeta;
 use crate::{Encoded, FieldError, RenderedText, RowFormatter, Sample};
@@ -90,13 +90,16 @@ fn options(dir: &Path, datasets: Vec<DatasetOptions>, prepared: &str) -> Preproc
         special_tokens: BTreeMap::new(),
         tokens: vec![],
         sequence_len: 300,
-        excess_length_strategy: ExcessLengthStrategy::Drop,
+        excess_length_strategy: Some(ExcessLengthStrategy::Drop),
         on_bad_row: BadRowPolicy::Error,
         shuffle_merged_datasets: true,
         val_set_size: 0.0,
         seed: 7,
         chat_template: None,
         chat_template_jinja: None,
+        doctor: true,
+        special_tokens_in_text: SpecialTokensPolicy::Report,
+        verify_encoder: 0,
         dataset_shard_num: None,
         dataset_shard_idx: None,
         prepared_dir: dir.join(prepared),
@@ -441,4 +444,48 @@ fn shares_tile_the_inputs() {
     assert_eq!(whole[1].rows, None);
     assert_eq!(whole[1].blocks, 0..1);
     assert_eq!(whole[2].rows, Some(0..0));
+}
+
+#[test]
+fn doctor_findings_and_sources_of_the_merge_are_the_single_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("rows.jsonl");
+    // Every 9th row has no text: dropped with no trained token, a doctor finding with examples
+    // (file:line) in every part, past the first EXAMPLES of the whole run too.
+    let mut rows = String::new();
+    for row in 0..200u64 {
+        let text = if row % 9 == 4 {
+            String::new()
+        } else {
+            text(row, 1 + (row as usize * 13) % 120)
+        };
+        rows.push_str(&serde_json::json!({"text": text}).to_string());
+        rows.push_str(if row % 5 == 0 { "\n\n" } else { "\n" });
+    }
+    fs_err::write(&path, rows).unwrap();
+    let options = options(dir.path(), vec![dataset(&path, None)], "prepared");
+    for count in [2, 5] {
+        assert_merge_equals_single(&options, count);
+    }
+    let meta = StoreMeta::read(&options.prepared_dir.with_extension("reference").join("train")).unwrap();
+    let untrained = &meta.doctor.unwrap().findings["no_trainable_tokens"];
+    assert_eq!(untrained.count, 22);
+    let first = format!("{}:6", path.display());
+    assert_eq!(
+        untrained.examples.first(),
+        Some(&first),
+        "row 4 is line 6 (blank lines after rows 0)"
+    );
+
+    // Parts built with the doctor off cannot give a doctor run its findings.
+    let mut off = options.clone();
+    off.doctor = false;
+    off.prepared_dir = dir.path().join("prepared-off");
+    build_parts(&off, 3);
+    let mut on = off.clone();
+    on.doctor = true;
+    let error = merge(&on).unwrap_err().to_string();
+    assert!(error.contains("built with the doctor off"), "{error}");
+    // With the doctor off on both sides, the merge equals a single run without it.
+    assert_merge_equals_single(&off, 3);
 }
