@@ -26,7 +26,23 @@ import time
 import types
 from pathlib import Path
 
-WORDS = "the a model answer question good bad river stone light green quick slow bright dark".split()
+WORDS = [
+    "the",
+    "a",
+    "model",
+    "answer",
+    "question",
+    "good",
+    "bad",
+    "river",
+    "stone",
+    "light",
+    "green",
+    "quick",
+    "slow",
+    "bright",
+    "dark",
+]
 
 
 def _text(rng: random.Random, low: int, high: int) -> str:
@@ -66,7 +82,10 @@ def run_trl(rows: list[dict[str, object]], tokenizer_dir: Path) -> float:
     tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
     tokenizer.chat_template = chat_style_source("chatml")
     dataset = Dataset.from_list(
-        [{"prompt": row["messages"], "chosen": [row["chosen"]], "rejected": [row["rejected"]]} for row in rows]
+        [
+            {"prompt": row["messages"], "chosen": [row["chosen"]], "rejected": [row["rejected"]]}
+            for row in rows
+        ]
     )
     trainer = object.__new__(DPOTrainer)
     trainer._tokenizer = tokenizer
