@@ -5,10 +5,6 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-# The doctor reads the datasets again; on a huge corpus the summary examines a prefix of each
-# so preprocessing stays at tokenizer speed (`axr inspect --doctor` examines every row).
-SUMMARY_DOCTOR_ROWS = 20_000
-
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -23,14 +19,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("config", help="the config file (.toml, .yaml or .yml)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar, even on a terminal")
     parser.add_argument(
-        "--no-doctor", action="store_true", help="skip the data doctor (it reads the datasets once more)"
-    )
-    parser.add_argument(
-        "--doctor-rows",
-        type=int,
-        default=SUMMARY_DOCTOR_ROWS,
-        metavar="N",
-        help=f"rows per dataset the doctor examines (default {SUMMARY_DOCTOR_ROWS:,}; 0: all)",
+        "--no-doctor",
+        action="store_true",
+        help="do not run the data doctor while tokenizing (an existing store's findings are not shown)",
     )
     parser.add_argument(
         "--verify-encoder",
@@ -49,18 +40,22 @@ def run(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, args.overrides)
     if args.verify_encoder < 0:
         raise SystemExit("axr preprocess: --verify-encoder N needs N >= 0")
-    result = preprocess(cfg, progress=False if args.no_progress else None, verify_encoder=args.verify_encoder)
+    result = preprocess(
+        cfg,
+        progress=False if args.no_progress else None,
+        verify_encoder=args.verify_encoder,
+        doctor=not args.no_doctor,
+    )
     for line in summary_lines(result, cfg):
         print(line)
     if not args.no_doctor and "train" in result.stores:
         from axr.data.doctor import diagnose, report_lines
-        from axr.errors import AxrError
+        from axr.errors import DataError
 
         try:
-            limit = args.doctor_rows if args.doctor_rows > 0 else None
-            lines = report_lines(diagnose(result.stores["train"], max_rows_per_dataset=limit))
-        except AxrError as error:  # a source the doctor cannot read (parquet, arrow)
-            lines = [f"doctor skipped: {error}"]
+            lines = report_lines(diagnose(result.stores["train"]))
+        except DataError as error:  # a reused store built with --no-doctor
+            lines = [f"doctor: {error}"]
         for line in lines:
             print(line)
     return 0
@@ -93,6 +88,13 @@ def summary_lines(result: Any, cfg: Any = None) -> list[str]:
                 f"dropped: {_count_text(counts['dropped'])}; truncated: {_count_text(counts['truncated'])}; "
                 f"skipped bad rows {counts['skipped_bad_rows']:,}"
             )
+            if counts.get("documents_split"):
+                lines.append(
+                    f"       split: {counts['documents_split']:,} documents longer than sequence_len "
+                    f"became {counts['chunks_made']:,} chunks"
+                )
+            if counts.get("tokens_dropped"):
+                lines.append(f"       tokens dropped after tokenizing: {counts['tokens_dropped']:,}")
             if counts["rows_outside_shard"] or counts["samples_outside_dataset_shard"]:
                 lines.append(
                     f"       outside the selected shard: {counts['rows_outside_shard']:,} rows, "

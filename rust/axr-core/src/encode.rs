@@ -348,6 +348,21 @@ impl Encoder {
         self.info.chat_template = Some(source);
     }
 
+    /// Texts of the special tokens: BOS, EOS and every added token marked special.
+    pub fn special_texts(&self) -> Vec<String> {
+        let added = self.tokenizer.get_added_tokens_decoder();
+        let mut texts: Vec<String> = added
+            .values()
+            .filter(|token| token.special)
+            .map(|token| token.content.clone())
+            .chain(self.info.bos.clone())
+            .chain(self.info.eos.clone())
+            .collect();
+        texts.sort();
+        texts.dedup();
+        texts
+    }
+
     /// What formatters need to know: BOS/EOS text and the chat template.
     pub fn info(&self) -> TokenizerInfo {
         self.info.clone()

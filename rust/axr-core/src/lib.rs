@@ -9,6 +9,8 @@
 #![deny(missing_docs)]
 
 pub mod chat;
+pub mod chunk;
+pub mod doctor;
 pub mod encode;
 pub mod error;
 pub mod fast_encode;
