@@ -7,6 +7,8 @@ lengths), then measures on the same rows, each in a child process with the same 
   store), tokens/s over the whole run;
 - encode_batch: the `tokenizers` library's `encode_batch` on the very strings axr renders
   (rendered untimed beforehand with axr's own formatter); the ceiling for "render costs nothing";
+  in the same child and on the same strings, axr's own encoder (`encode_texts`, the fast encoder
+  when the tokenizer is recognised) side by side: its time, ratio, id mismatches, word-cache hits;
 - apply_chat_template: `tokenizer.apply_chat_template(messages, tokenize=True)` row by row in
   Python, what a plain transformers user runs (on a sample of rows when `--template-rows` is set).
 
@@ -41,11 +43,11 @@ print(json.dumps({"seconds": result.seconds, "reused": result.reused, "tokens": 
 _ENCODE_BATCH_CHILD = """
 import json, sys, time
 from tokenizers import Tokenizer
-from axr._native import chat_render
+from axr._native import chat_render, encode_texts
 tokenizer_dir, data, style, batch = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
 tokenizer = Tokenizer.from_file(tokenizer_dir + "/tokenizer.json")
 options = json.dumps({"chat_template": style})
-seconds, tokens = 0.0, 0
+seconds, tokens, axr_seconds, mismatches, hits, misses, encoder = 0.0, 0, 0.0, 0, 0, 0, ""
 with open(data) as handle:
     lines = handle.readlines()
 for start in range(0, len(lines), batch):
@@ -55,7 +57,15 @@ for start in range(0, len(lines), batch):
     encodings = tokenizer.encode_batch(texts, add_special_tokens=False)
     seconds += time.perf_counter() - began
     tokens += sum(len(encoding.ids) for encoding in encodings)
-print(json.dumps({"seconds": seconds, "tokens": tokens}))
+    ids, spent, summary = encode_texts(texts, tokenizer_dir, add_special_tokens=False)
+    axr_seconds += spent
+    mismatches += sum(mine != theirs.ids for mine, theirs in zip(ids, encodings))
+    summary = json.loads(summary)
+    encoder = summary["path"] + ": " + summary["detail"]
+    hits += (summary["stats"] or {}).get("cache_hits", 0)
+    misses += (summary["stats"] or {}).get("cache_misses", 0)
+print(json.dumps({"seconds": seconds, "tokens": tokens, "axr_seconds": axr_seconds, "mismatches": mismatches,
+                  "hit_rate": hits / max(hits + misses, 1), "encoder": encoder}))
 """
 
 _TEMPLATE_CHILD = """
@@ -148,6 +158,14 @@ def main() -> None:
                 # counted by preprocess; encode_batch tokenizes them too.
                 "axr_rows_dropped": axr["counts"]["dropped"],
                 "encode_batch_tokens": batch["tokens"],
+                "side_by_side": {
+                    "encoder": batch["encoder"],
+                    "axr_encode_seconds": round(batch["axr_seconds"], 3),
+                    "encode_batch_seconds": round(batch["seconds"], 3),
+                    "ratio_axr_encode_vs_encode_batch": round(batch["seconds"] / batch["axr_seconds"], 2),
+                    "mismatches": batch["mismatches"],
+                    "word_cache_hit_rate": round(batch["hit_rate"], 4),
+                },
             },
             indent=2,
         )

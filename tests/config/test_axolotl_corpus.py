@@ -27,10 +27,7 @@ EXPECTED: dict[str, set[str]] = {
     "2024-fsdp.yml": set(),
     "2024-llama2-lora.yml": set(),
     "2024-mistral-qlora.yml": set(),
-    "2024-pretraining.yml": {
-        "pretraining_dataset",
-        "pretraining_dataset[0].text_column",
-    },
+    "2024-pretraining.yml": set(),
     "2024-sharegpt-chat.yml": set(),
     "2024-tinyllama-full.yml": set(),
     "aliases-not-yet.yaml": {

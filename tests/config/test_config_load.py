@@ -99,9 +99,10 @@ def test_defaults_are_filled_and_attribute_names_are_axolotl_keys(tmp_path):
     assert config.train_on_inputs is False
     assert config.dataset_prepared_path is None
     assert config.bf16 == "auto"
+    # excess_length_strategy unset: split for completion data, drop for the rest (decided per dataset).
     assert (config.on_bad_row, config.excess_length_strategy, config.packing_strategy) == (
         "error",
-        "drop",
+        None,
         "bfd",
     )
     assert config.datasets[0].message_property_mappings == {"role": "role", "content": "content"}

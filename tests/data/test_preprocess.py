@@ -205,7 +205,9 @@ def _peak_rss_kib(workspace: PreprocessWorkspace, rows: int, name: str) -> int:
     sentence = "The quick brown fox jumps over the lazy dog while the model learns to count. "
     with data.open("w") as handle:
         for index in range(rows):
-            handle.write(json.dumps({"text": f"{index} " + sentence * (4 + index % 7)}) + "\n")
+            # Every 10th row holds a special token's text, so the doctor records findings throughout.
+            special = "</s> " if index % 10 == 0 else ""
+            handle.write(json.dumps({"text": f"{index} {special}" + sentence * (4 + index % 7)}) + "\n")
     options = {
         "datasets": [{"source": {"path": str(data)}, "format": {"type": "completion"}}],
         "tokenizer_dir": str(workspace.tokenizer_dir),
@@ -214,6 +216,7 @@ def _peak_rss_kib(workspace: PreprocessWorkspace, rows: int, name: str) -> int:
         "num_threads": 2,
         "chunk_rows": 256,
         "chunk_bytes": 128 * 1024,
+        "doctor": True,
     }
     child = [sys.executable, "-c", _RSS_CHILD, json.dumps(options)]
     completed = subprocess.run(child, capture_output=True, text=True, check=True)
@@ -227,6 +230,12 @@ def test_peak_memory_does_not_grow_with_corpus_size(preprocess_workspace: Prepro
     small = _peak_rss_kib(preprocess_workspace, 1_000, "small")
     large = _peak_rss_kib(preprocess_workspace, 10_000, "large")
     assert large - small < 6 * 1024, f"peak RSS while preprocessing grew from {small} KiB to {large} KiB"
+    # The doctor ran over every row of the large corpus in that same pass.
+    meta = json.loads(
+        next((preprocess_workspace.root / "prepared-large").glob("*/train/meta.json")).read_text()
+    )
+    assert meta["doctor"]["rows"] == 10_000
+    assert meta["doctor"]["findings"]["special_tokens_in_text"]["count"] == 1_000
 
 
 def test_interrupt_from_the_progress_callback_stops_and_leaves_no_store(

@@ -1,6 +1,7 @@
 """``axr inspect CONFIG|STORE [-n N] [--index I] [--ids]``: decoded prepared samples, trained tokens marked.
 
-Trained tokens are green on a terminal and wrapped in ``[[...]]`` otherwise; ``--ids``
+Each sample names the row it came from (``file:line``, recorded in the store). Trained tokens
+are green on a terminal and wrapped in ``[[...]]`` otherwise; ``--ids``
 adds every token as ``piece(id, label)`` with label -100 where it is not trained, which
 is what Axolotl's ``preprocess --debug`` shows.
 """
@@ -57,7 +58,8 @@ def run(args: argparse.Namespace) -> int:
     from tokenizers import Tokenizer
 
     from axr.data import PreparedDataset
-    from axr.errors import AxrError, ConfigError
+    from axr.data._format import sample_source
+    from axr.errors import ConfigError
 
     store = _store_path(args.target, args.split, args.overrides)
     if args.doctor:
@@ -70,25 +72,13 @@ def run(args: argparse.Namespace) -> int:
     for index in indices:
         if not -len(dataset) <= index < len(dataset):
             raise ConfigError(f"--index {index}: the store has {len(dataset)} samples")
-    samples = {index: dataset[index] for index in indices}
-    try:
-        conversations = _conversation_rows(dataset.path, samples)
-    except AxrError as error:  # sources no longer readable (moved, parquet): whole samples
-        print(f"(turns not shown: {error})")
-        conversations = {}
     for index in indices:
-        input_ids, labels = samples[index]
+        input_ids, labels = dataset[index]
         ids = [int(token) for token in input_ids]
         trained = [int(label) != -100 for label in labels]
-        print(f"\n--- sample {index}: {len(ids)} tokens, {sum(trained)} trained ---")
-        found = conversations.get(index)
-        if found is None:
-            print(render_marked(tokenizer, ids, trained, colour=colour))
-        else:
-            print(f"(source {found[0]})")
-            for role, start, end in found[1]:
-                text = render_marked(tokenizer, ids, trained, colour=colour, start=start, end=end)
-                print(f"[{role}] {text}")
+        _, file, line = sample_source(dataset.path, dataset.meta, index % len(dataset))
+        print(f"\n--- sample {index}: {len(ids)} tokens, {sum(trained)} trained (source {file}:{line}) ---")
+        print(render_marked(tokenizer, ids, trained, colour=colour))
         if args.ids:
             print(render_ids(tokenizer, ids, [int(label) for label in labels]))
     return 0
@@ -104,27 +94,17 @@ def _runs(trained: list[bool]) -> list[tuple[int, int, bool]]:
     return runs
 
 
-def render_marked(
-    tokenizer: Any,
-    ids: list[int],
-    trained: list[bool],
-    *,
-    colour: bool,
-    start: int = 0,
-    end: int | None = None,
-) -> str:
-    """The text of tokens ``start:end`` with trained runs marked; runs are cut out of prefix decodes
-    so the text reads exactly as the whole sample decodes (no spaces lost at run boundaries)."""
+def render_marked(tokenizer: Any, ids: list[int], trained: list[bool], *, colour: bool) -> str:
+    """The text of the tokens with trained runs marked; runs are cut out of prefix decodes so the
+    text reads exactly as the whole sample decodes (no spaces lost at run boundaries)."""
     pieces: list[str] = []
-    stop = len(ids) if end is None else end
-    previous = tokenizer.decode(ids[:start], skip_special_tokens=False) if start else ""
-    for run_start, run_end, is_trained in _runs(trained[start:stop]):
-        start_at, end_at = start + run_start, start + run_end
-        decoded = tokenizer.decode(ids[:end_at], skip_special_tokens=False)
+    previous = ""
+    for run_start, run_end, is_trained in _runs(trained):
+        decoded = tokenizer.decode(ids[:run_end], skip_special_tokens=False)
         if decoded.startswith(previous):
             text = decoded[len(previous) :]
         else:  # a multi-byte character split across runs: decode the run on its own
-            text = tokenizer.decode(ids[start_at:end_at], skip_special_tokens=False)
+            text = tokenizer.decode(ids[run_start:run_end], skip_special_tokens=False)
         previous = decoded
         if is_trained:
             text = f"{_GREEN}{text}{_RESET}" if colour else f"[[{text}]]"
@@ -140,66 +120,6 @@ def _doctor(store: Path, *, as_json: bool) -> int:
     report = diagnose(store)
     print(json.dumps(report, indent=2) if as_json else "\n".join(report_lines(report)))
     return 0
-
-
-def _conversation_rows(
-    store: Path, samples: dict[int, Any]
-) -> dict[int, tuple[str, list[tuple[str, int, int]]]]:
-    """For samples of conversation datasets: their source row and turns as ``(role, first token,
-    end token)``. A store keeps no sample → row map, so the source rows are encoded again (natively,
-    as preprocessing did) until each sample's exact ids are found: the cost of one pass over the
-    conversation datasets at most. Samples not found, or whose token offsets the Python tokenizer
-    cannot reproduce, are shown whole."""
-    from axr.data.doctor import CONVERSATION_TYPES, StoreRows
-
-    rows = StoreRows(store)
-    if not any(entry["format"].get("type") in CONVERSATION_TYPES for _, entry in rows.datasets()):
-        return {}
-    wanted: dict[tuple[int, ...], list[int]] = {}
-    for index, (input_ids, _) in samples.items():
-        wanted.setdefault(tuple(int(token) for token in input_ids), []).append(index)
-    found: dict[int, tuple[str, list[tuple[str, int, int]]]] = {}
-    for key, entry in rows.datasets():
-        if entry["format"].get("type") not in CONVERSATION_TYPES:
-            continue
-        for row in rows.rows(entry, key):
-            if not wanted:
-                return found
-            if row is None or tuple(row.ids) not in wanted:
-                continue
-            starts = rows.token_starts(row)
-            indices = wanted.pop(tuple(row.ids))
-            if starts is None or not row.turns:
-                continue
-            turns = _turn_tokens(row, starts)
-            for index in indices:
-                found[index] = (row.location, turns)
-    return found
-
-
-def _turn_tokens(row: Any, starts: list[int]) -> list[tuple[str, int, int]]:
-    """Each turn's tokens: from the end of the previous turn (its end-of-turn text, else its
-    content) to the end of its own; template text before a turn's content (role headers) belongs
-    to it, and whatever follows the last turn to the last."""
-    bounds = []
-    for turn in row.turns:
-        ends = [end for _, end in turn.content]
-        if turn.end_of_turn is not None:
-            ends.append(turn.end_of_turn[1])
-        bounds.append(max(ends) if ends else None)
-    turns: list[tuple[str, int, int]] = []
-    first = 0
-    for number, (turn, bound) in enumerate(zip(row.turns, bounds, strict=True)):
-        if number == len(row.turns) - 1:
-            last = len(starts)
-        elif bound is None:
-            last = first
-        else:
-            last = next((position for position, byte in enumerate(starts) if byte >= bound), len(starts))
-            last = max(last, first)
-        turns.append((turn.role, first, last))
-        first = last
-    return turns
 
 
 def render_ids(tokenizer: Any, ids: list[int], labels: list[int]) -> str:

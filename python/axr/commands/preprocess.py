@@ -5,10 +5,6 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-# The doctor reads the datasets again; on a huge corpus the summary examines a prefix of each
-# so preprocessing stays at tokenizer speed (`axr inspect --doctor` examines every row).
-SUMMARY_DOCTOR_ROWS = 20_000
-
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -23,14 +19,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("config", help="the config file (.toml, .yaml or .yml)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar, even on a terminal")
     parser.add_argument(
-        "--no-doctor", action="store_true", help="skip the data doctor (it reads the datasets once more)"
+        "--no-doctor",
+        action="store_true",
+        help="do not run the data doctor while tokenizing (an existing store's findings are not shown)",
     )
     parser.add_argument(
-        "--doctor-rows",
+        "--verify-encoder",
         type=int,
-        default=SUMMARY_DOCTOR_ROWS,
+        default=0,
         metavar="N",
-        help=f"rows per dataset the doctor examines (default {SUMMARY_DOCTOR_ROWS:,}; 0: all)",
+        help="encode the first N texts with both axr's fast encoder and tokenizers; fail on any difference",
     )
     parser.set_defaults(func=run, accepts_overrides=True)
 
@@ -40,18 +38,24 @@ def run(args: argparse.Namespace) -> int:
     from axr.data import preprocess
 
     cfg = load_config(args.config, args.overrides)
-    result = preprocess(cfg, progress=False if args.no_progress else None)
+    if args.verify_encoder < 0:
+        raise SystemExit("axr preprocess: --verify-encoder N needs N >= 0")
+    result = preprocess(
+        cfg,
+        progress=False if args.no_progress else None,
+        verify_encoder=args.verify_encoder,
+        doctor=not args.no_doctor,
+    )
     for line in summary_lines(result, cfg):
         print(line)
     if not args.no_doctor and "train" in result.stores:
         from axr.data.doctor import diagnose, report_lines
-        from axr.errors import AxrError
+        from axr.errors import DataError
 
         try:
-            limit = args.doctor_rows if args.doctor_rows > 0 else None
-            lines = report_lines(diagnose(result.stores["train"], max_rows_per_dataset=limit))
-        except AxrError as error:  # a source the doctor cannot read (parquet, arrow)
-            lines = [f"doctor skipped: {error}"]
+            lines = report_lines(diagnose(result.stores["train"]))
+        except DataError as error:  # a reused store built with --no-doctor
+            lines = [f"doctor: {error}"]
         for line in lines:
             print(line)
     return 0
@@ -84,6 +88,13 @@ def summary_lines(result: Any, cfg: Any = None) -> list[str]:
                 f"dropped: {_count_text(counts['dropped'])}; truncated: {_count_text(counts['truncated'])}; "
                 f"skipped bad rows {counts['skipped_bad_rows']:,}"
             )
+            if counts.get("documents_split"):
+                lines.append(
+                    f"       split: {counts['documents_split']:,} documents longer than sequence_len "
+                    f"became {counts['chunks_made']:,} chunks"
+                )
+            if counts.get("tokens_dropped"):
+                lines.append(f"       tokens dropped after tokenizing: {counts['tokens_dropped']:,}")
             if counts["rows_outside_shard"] or counts["samples_outside_dataset_shard"]:
                 lines.append(
                     f"       outside the selected shard: {counts['rows_outside_shard']:,} rows, "
@@ -94,10 +105,27 @@ def summary_lines(result: Any, cfg: Any = None) -> list[str]:
     if not result.reused and result.seconds > 0:
         tokens = sum(meta["tokens"] for meta in result.metas.values())
         lines.append(f"speed  {tokens / result.seconds:,.0f} tokens/s")
+    encoder = getattr(result, "encoder", None)
+    if encoder:
+        lines.append(_encoder_line(encoder))
     packing = _packing_line(result, cfg)
     if packing:
         lines.append(packing)
     return lines
+
+
+def _encoder_line(encoder: dict[str, Any]) -> str:
+    """Which encoder tokenized: the fast one (pipeline, word-cache hits) or tokenizers (why)."""
+    if encoder["path"] == "fast":
+        stats = encoder["stats"]
+        words = stats["cache_hits"] + stats["cache_misses"]
+        hits = 100.0 * stats["cache_hits"] / words if words else 0.0
+        line = f"encode fast encoder: {encoder['detail']}; {hits:.1f}% of {words:,} words from the cache"
+    else:
+        line = f"encode tokenizers pipeline (fast encoder not used: {encoder['detail']})"
+    if encoder["verified"]:
+        line += f"; verified {encoder['verified']:,} texts against tokenizers: identical"
+    return line
 
 
 def _packing_line(result: Any, cfg: Any) -> str | None:

@@ -84,6 +84,44 @@ def top_level_conflicts(values: Mapping[str, Any]) -> list[str]:
     if values.get("chat_template") == "jinja" and not _is_set(values, "chat_template_jinja"):
         problems.append('chat_template = "jinja" needs chat_template_jinja (the template text or its path)')
     problems += _shard_pair(values, "dataset_shard_num", "dataset_shard_idx")
+    problems += _pretraining_conflicts(values)
+    problems += _split_conflicts(values)
+    return problems
+
+
+# Dataset types whose long documents can be cut into sequence_len chunks (plain text).
+SPLITTABLE_TYPES = ("completion", "pretrain")
+
+
+def _pretraining_conflicts(values: Mapping[str, Any]) -> list[str]:
+    if not _is_set(values, "pretraining_dataset"):
+        return []
+    problems = []
+    if not _is_set(values, "max_steps"):
+        problems.append(
+            "pretraining_dataset needs max_steps: a pre-training stream has no known length, so the "
+            "number of optimizer steps must be given (as Axolotl requires)"
+        )
+    problems += _exclusive(
+        values, "datasets", "pretraining_dataset", "Axolotl trains on pretraining_dataset alone; use one"
+    )
+    return problems
+
+
+def _split_conflicts(values: Mapping[str, Any]) -> list[str]:
+    if values.get("excess_length_strategy") != "split":
+        return []
+    problems = []
+    for list_key in ("datasets", "test_datasets"):
+        entries = values.get(list_key)
+        for index, entry in enumerate(entries if isinstance(entries, list) else []):
+            kind = entry.get("type") if isinstance(entry, Mapping) else None
+            if kind not in SPLITTABLE_TYPES:
+                problems.append(
+                    f'excess_length_strategy = "split" applies to completion data only, and '
+                    f"{list_key}[{index}] is of type {kind!r}: a chunk would start inside a turn or a "
+                    "prompt; use drop or truncate"
+                )
     return problems
 
 

@@ -224,7 +224,10 @@ TOP_LEVEL: dict[str, Entry] = {
     "val_set_size": used(PREPROCESS, f"{_EFFECTS}::test_preprocess_option_keys"),
     "dataset_shard_num": used(PREPROCESS, f"{_EFFECTS}::test_preprocess_option_keys"),
     "dataset_shard_idx": used(PREPROCESS, f"{_EFFECTS}::test_preprocess_option_keys"),
-    "pretraining_dataset": not_yet("stream pre-training data from these datasets", 11),
+    "pretraining_dataset": used(
+        "data.preprocess.options_from_config (pretraining entries → completion datasets)",
+        "tests/data/test_chunking.py::test_pretraining_dataset_trains_end_to_end",
+    ),
     "streaming": not_yet("stream the datasets instead of preparing them first", 11),
     "streaming_multipack_buffer_size": not_yet("samples buffered to pack streamed data", 11),
     "pretrain_multipack_attn": not_yet("keep attention within each packed pre-training sample", 11),
@@ -717,8 +720,8 @@ TOP_LEVEL: dict[str, Entry] = {
     "on_bad_row": used(PREPROCESS, f"{_EFFECTS}::test_preprocess_option_keys"),
     "excess_length_strategy": used(PREPROCESS, f"{_EFFECTS}::test_preprocess_option_keys"),
     "special_tokens_in_text": used(
-        "data.preprocess.preprocess",
-        "tests/chat/test_doctor.py::test_special_token_text_is_reported_or_an_error",
+        "data.preprocess.options_from_config → rust/axr-core/src/pipeline.rs",
+        "tests/chat/test_doctor.py::test_findings_on_each_dataset_type_are_counted_over_the_whole_corpus",
     ),
     "packing_strategy": used("train.batches.build_plan", f"{_EFFECTS}::test_loop_keys"),
 }
@@ -820,7 +823,10 @@ DATASET_ENTRY: dict[str, Entry] = {
     "min_input_id": not_yet("synthetic data: smallest random token id"),
     "max_input_id": not_yet("synthetic data: largest random token id"),
     "seed": not_yet("synthetic data: seed of the generator"),
-    "text_column": not_yet("pre-training data: the column with the text", 11),
+    "text_column": used(
+        "data.preprocess.options_from_config (pretraining entries → completion datasets)",
+        "tests/data/test_chunking.py::test_pretraining_dataset_trains_end_to_end",
+    ),
     "skip": not_yet("pre-training data: skip this many rows", 11),
 }
 

@@ -18,11 +18,12 @@ from typing import Annotated, Any
 import yaml
 from pydantic import TypeAdapter, ValidationError
 
+from axr._native import suggest
 from axr.config import ledger
 from axr.config.attention import attention_problems
 from axr.config.conflicts import dataset_conflicts, top_level_conflicts
 from axr.config.limits import MAX_FILE_BYTES, check_file_size, check_sizes, load_yaml
-from axr.config.messages import error_lines, known_top_level_keys, suggest
+from axr.config.messages import error_lines, known_top_level_keys
 from axr.config.names import name_problems
 from axr.config.normalize import Normalized, normalize
 from axr.config.plugins import plugin_problems_and_notes

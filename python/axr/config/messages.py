@@ -9,7 +9,6 @@ into one line that says what the key accepts.
 
 from __future__ import annotations
 
-import difflib
 import types
 import typing
 from collections.abc import Sequence
@@ -17,6 +16,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ValidationError
 
+from axr._native import suggest
 from axr.config.schema import AxrConfig, DatasetConfig
 
 
@@ -190,41 +190,6 @@ def _plural(annotation: Any) -> str:
 
 def _quote(value: Any) -> str:
     return f'"{value}"' if isinstance(value, str) else str(value)
-
-
-def _edit_distance(first: str, second: str) -> int:
-    """Levenshtein distance, with a swap of two neighbours counting as one edit."""
-    previous_previous: list[int] = []
-    previous = list(range(len(second) + 1))
-    for i, a in enumerate(first, 1):
-        current = [i]
-        for j, b in enumerate(second, 1):
-            cost = min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (a != b))
-            if i > 1 and j > 1 and a == second[j - 2] and first[i - 2] == b:
-                cost = min(cost, previous_previous[j - 2] + 1)
-            current.append(cost)
-        previous_previous, previous = previous, current
-    return previous[-1]
-
-
-def suggest(key: str, candidates: Sequence[str]) -> str | None:
-    """The known key a misspelt one was meant to be, if one is a typo away.
-
-    Only spelling slips count (a few edited letters, or the same words in another order): a key
-    that merely shares words with another (``batch_size`` / ``eval_batch_size``,
-    ``liger_rms_norm`` / ``flash_attn_rms_norm``) means something else, so it is not suggested.
-    """
-    allowed = 1 if len(key) <= 4 else 2 if len(key) <= 12 else 3
-    best: tuple[int, float, str] | None = None
-    words = sorted(key.split("_"))
-    for candidate in candidates:
-        distance = 0 if sorted(candidate.split("_")) == words else _edit_distance(key, candidate)
-        if distance > allowed:
-            continue
-        ratio = difflib.SequenceMatcher(None, key, candidate).ratio()
-        if best is None or (distance, -ratio) < (best[0], -best[1]):
-            best = (distance, ratio, candidate)
-    return best[2] if best else None
 
 
 def known_top_level_keys() -> set[str]:

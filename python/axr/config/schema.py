@@ -191,6 +191,8 @@ class DatasetConfig(BaseModel):
     # completion
     field: str | None = None
     """``completion``: the column with the text (default ``text``)."""
+    text_column: str | None = None
+    """``pretraining_dataset`` entries: the column with the text (default ``text``)."""
 
     # sharegpt (2024) conversations
     conversation: str | None = None
@@ -559,7 +561,10 @@ class AxrConfig(BaseModel):
     dataset_shard_idx: NonNegativeInt | None = None
     """Index of the shard of the whole dataset to use."""
     pretraining_dataset: str | list[DatasetConfig] | None = None
-    """Streamed ``completion`` data for pretraining (Axolotl); a path or a list of dataset entries."""
+    """Pre-training text (Axolotl's streaming key): a path or hub id, or a list of entries with
+    ``path``, ``type`` (``pretrain``, the default, or ``completion``), ``text_column``, ``name``,
+    ``split``, ``data_files``. Read as a stream in bounded memory into the prepared store, long
+    documents split into ``sequence_len`` chunks; needs ``max_steps``; not with ``datasets``."""
 
     # ---- sequence and packing -----------------------------------------------
     sequence_len: Annotated[PositiveInt, AfterValidator(_sequence_len_bound)] = 512
@@ -827,14 +832,15 @@ class AxrConfig(BaseModel):
     on_bad_row: Literal["error", "skip"] = "error"
     """(axr) A malformed row stops preprocessing (``error``) or is skipped, counted and reported
     (``skip``)."""
-    excess_length_strategy: Literal["drop", "truncate"] = "drop"
-    """(axr) Samples longer than ``sequence_len`` are dropped (Axolotl's behaviour) or truncated; counted
-    either way."""
+    excess_length_strategy: Literal["drop", "truncate", "split"] | None = None
+    """(axr) Samples longer than ``sequence_len`` are dropped, truncated, or (``completion`` and
+    ``pretraining_dataset`` data only) split into ``sequence_len`` chunks; counted either way. Default:
+    ``split`` for completion data and ``drop`` for the rest, as Axolotl does."""
     special_tokens_in_text: Literal["report", "error"] = "report"
-    """(axr) A conversation message whose text holds a special token's string (``<s>``, ``<|im_end|>``)
-    tokenizes as that control token. ``report``: the data doctor counts such rows; ``error``: preprocessing
-    stops at the first one, naming file, line and message. (No ``escape``: no escaping keeps the ids
-    exact.)"""
+    """(axr) A row whose text (any field, any dataset type) holds a special token's string (``<s>``,
+    ``<|im_end|>``) tokenizes as that control token. ``report``: the data doctor counts such rows;
+    ``error``: preprocessing stops at the first one, naming file, line and field (checked once, when the
+    store is built). (No ``escape``: no escaping keeps the ids exact.)"""
     packing_strategy: Literal["bfd", "ffd", "shuffle", "sequential"] = "bfd"
     """(axr) How samples are packed into bins: best-fit-decreasing, first-fit-decreasing, shuffled
     first-fit, or in order."""

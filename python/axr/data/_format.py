@@ -6,6 +6,7 @@ A store is a directory::
     tokens-00000.bin       token ids, uint16 or uint32 little-endian, samples back to back
     mask-00000.bin         one byte per token: 1 = trained, 0 = not
     offsets-00000.bin      uint64 little-endian, samples + 1 entries (relative to the shard)
+    sources.bin            per sample: dataset (u32), file (u32, into meta's source_files), line (u64)
     tokenizer/             the tokenizer the ids belong to (added tokens included)
 """
 
@@ -22,11 +23,12 @@ from axr.errors import FormatError
 FORMAT_VERSION = 1
 META_FILE = "meta.json"
 TOKENIZER_DIR = "tokenizer"
-IGNORE_INDEX = -100
 
 TOKEN_DTYPES: dict[str, np.dtype[Any]] = {"uint16": np.dtype("<u2"), "uint32": np.dtype("<u4")}
 MASK_DTYPE = np.dtype("u1")
 OFFSET_DTYPE = np.dtype("<u8")
+SOURCES_FILE = "sources.bin"
+SOURCE_DTYPE = np.dtype([("dataset", "<u4"), ("file", "<u4"), ("line", "<u8")])
 
 
 def store_dir(path: str | Path) -> Path:
@@ -57,3 +59,14 @@ def read_meta(store: Path) -> dict[str, Any]:
     if meta.get("token_dtype") not in TOKEN_DTYPES:
         raise FormatError(f"{path}: unknown token_dtype {meta.get('token_dtype')!r}")
     return meta
+
+
+def sample_source(store: Path, meta: dict[str, Any], index: int) -> tuple[int, str, int]:
+    """``(dataset index, file, line)`` of sample ``index``, from the store's ``sources.bin``."""
+    record = np.fromfile(
+        store / SOURCES_FILE, dtype=SOURCE_DTYPE, count=1, offset=index * SOURCE_DTYPE.itemsize
+    )
+    if len(record) != 1:
+        raise FormatError(f"{store / SOURCES_FILE}: no source recorded for sample {index}")
+    dataset, file, line = (int(value) for value in record[0])
+    return dataset, meta["source_files"][file], line

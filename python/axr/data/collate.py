@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-IGNORE_INDEX = -100
+from axr._native import IGNORE_INDEX
 
 Sample = tuple[Any, Any]
 """``(input_ids, labels)``: 1-D integer arrays of the same length, labels -100 where not trained."""

@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from axr._native import IGNORE_INDEX
 from axr.data._format import (
-    IGNORE_INDEX,
     MASK_DTYPE,
     OFFSET_DTYPE,
     TOKEN_DTYPES,

@@ -40,6 +40,9 @@ class PreprocessResult:
     seconds: float
     metas: dict[str, dict[str, Any]] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    # Which encoder tokenized (``path``: fast or tokenizers, ``detail``: the pipeline or why not),
+    # its word-cache counters and ``verified`` texts; None when the store was reused.
+    encoder: dict[str, Any] | None = None
 
 
 def _entry_dict(entry: Any) -> tuple[dict[str, Any], set[str]]:
@@ -188,9 +191,39 @@ def tokenizer_dir_for(cfg: Any) -> Path:
     raise ConfigError(f"{key}: {name!r} is neither a local folder nor a hub id (org/name)")
 
 
+def _pretraining_entries(cfg: Any) -> list[dict[str, Any]]:
+    """``pretraining_dataset`` as ``datasets`` entries: completion data read from
+    ``text_column``. The native pipeline streams every dataset in bounded memory, so a pre-training
+    corpus goes into the same prepared store as any other, its long documents split into chunks."""
+    value = cfg.pretraining_dataset
+    if isinstance(value, str):
+        value = [{"path": value}]
+    entries = []
+    for index, entry in enumerate(value):
+        key = f"pretraining_dataset[{index}]"
+        data, given = _entry_dict(entry)
+        kind = data.get("type")
+        if kind not in (None, "pretrain", "completion"):
+            raise ConfigError(
+                f"{key}.type: {kind!r} is not supported yet in pretraining_dataset (pretrain or completion "
+                "text only); put instruction or chat data under datasets"
+            )
+        if data.get("field") is not None and data.get("text_column") is not None:
+            raise ConfigError(f"{key}: field and text_column are both set; text_column names the text column")
+        column = data.get("text_column") or data.get("field") or "text"
+        converted = {name: data[name] for name in given if name not in ("type", "text_column", "field")}
+        converted.update(type="completion", field=column)
+        entries.append(converted)
+    return entries
+
+
 def options_from_config(cfg: Any) -> dict[str, Any]:
     """The ``PreprocessOptions`` a config describes (a JSON-ready dict)."""
-    if not cfg.datasets:
+    if cfg.pretraining_dataset:
+        train_list, train_key = _pretraining_entries(cfg), "pretraining_dataset"
+    else:
+        train_list, train_key = list(cfg.datasets or []), "datasets"
+    if not train_list:
         raise ConfigError("datasets: at least one dataset is needed to preprocess")
     train_on_inputs = bool(cfg.train_on_inputs)
     special = cfg.special_tokens
@@ -207,7 +240,7 @@ def options_from_config(cfg: Any) -> dict[str, Any]:
             special_tokens[role] = value
     options: dict[str, Any] = {
         "datasets": _dataset_entries(
-            cfg.datasets, "datasets", train_on_inputs=train_on_inputs, for_eval=False, cfg=cfg
+            train_list, train_key, train_on_inputs=train_on_inputs, for_eval=False, cfg=cfg
         ),
         "test_datasets": _dataset_entries(
             cfg.test_datasets, "test_datasets", train_on_inputs=train_on_inputs, for_eval=True, cfg=cfg
@@ -226,6 +259,7 @@ def options_from_config(cfg: Any) -> dict[str, Any]:
         "dataset_shard_idx": cfg.dataset_shard_idx,
         "prepared_dir": str(cfg.dataset_prepared_path or DEFAULT_PREPARED_DIR),
         "num_threads": cfg.dataset_num_proc,
+        "special_tokens_in_text": cfg.special_tokens_in_text,
     }
     # Axolotl's top-level chat template becomes the tokenizer's own for this run: conversation
     # datasets that name none use it, and it is saved with the tokenizer for inference.
@@ -282,18 +316,29 @@ def _check_not_preference(cfg: Any) -> None:
 
 
 def preprocess(
-    cfg: Any, *, progress: bool | None = None, callback: ProgressCallback | None = None
+    cfg: Any,
+    *,
+    progress: bool | None = None,
+    callback: ProgressCallback | None = None,
+    verify_encoder: int = 0,
+    doctor: bool = True,
 ) -> PreprocessResult:
     """Build the prepared stores of ``cfg`` (or reuse identical ones) and return where they are.
 
     ``progress``: show a progress bar on stderr (default: when stderr is a terminal). ``callback``
-    receives ``(stage, done, total, rows, tokens)`` about every chunk instead.
+    receives ``(stage, done, total, rows, tokens)`` about every chunk instead. ``verify_encoder``:
+    encode the first N texts with both the fast encoder and ``tokenizers`` and fail on any
+    difference (the store is rebuilt, never reused). ``doctor``: run the data doctor over every row
+    while tokenizing (its findings land in each store's meta.json).
     """
     from axr._native import preprocess as native_preprocess
     from axr.data._format import read_meta
 
     _check_not_preference(cfg)
-    options_json = json.dumps(options_from_config(cfg))
+    options = options_from_config(cfg)
+    options["verify_encoder"] = int(verify_encoder)
+    options["doctor"] = doctor
+    options_json = json.dumps(options)
     repo = cfg.push_dataset_to_hub
     if repo:
         from axr._native import locate_prepared
@@ -315,14 +360,6 @@ def preprocess(
 
         if push(repo, Path(report["root"])):
             print(f"axr: prepared dataset pushed to the hub dataset {repo}", file=sys.stderr)
-    if cfg.special_tokens_in_text == "error":
-        from axr.data.doctor import StoreRows, check_special_tokens
-
-        # An eval store cut by val_set_size reads the train datasets again: check it only when it
-        # has datasets of its own.
-        for split, path in stores.items():
-            if split == "train" or cfg.test_datasets:
-                check_special_tokens(StoreRows(path))
     return PreprocessResult(
         root=Path(report["root"]),
         fingerprint=report["fingerprint"],
@@ -331,6 +368,7 @@ def preprocess(
         seconds=report["seconds"],
         metas={split: read_meta(path) for split, path in stores.items()},
         warnings=list(report["warnings"]),
+        encoder=report.get("encoder"),
     )
 
 

@@ -149,11 +149,17 @@ class StepOutcome:
     """Method metrics logged with the step (preference training: rewards/chosen, ...)."""
 
 
-def open_training_data(cfg: AxrConfig) -> TrainingData:
-    """The prepared stores of the config: reused when their fingerprint matches, else built first."""
+def open_training_data(cfg: AxrConfig, accelerator: Any = None) -> TrainingData:
+    """The prepared stores of the config: reused when their fingerprint matches, else built first.
+    With several processes only rank 0 builds or finds them (see ``store_handoff``)."""
     from axr.data import PreparedDataset, preprocess
 
-    stores = preprocess(cfg).stores
+    if accelerator is not None and accelerator.num_processes > 1:
+        from axr.train.store_handoff import stores_from_rank_zero
+
+        stores = stores_from_rank_zero(cfg, accelerator)
+    else:
+        stores = preprocess(cfg).stores
     evaluation = PreparedDataset(stores["eval"]) if "eval" in stores else None
     return TrainingData(train=PreparedDataset(stores["train"]), eval=evaluation)
 
@@ -238,9 +244,7 @@ def setup(cfg: AxrConfig, *, data: TrainingData | None = None) -> Run:
     set_seed(cfg.seed)
 
     if data is None:
-        # Rank 0 builds the store when it is missing; the others then find it by its fingerprint.
-        with accelerator.main_process_first():
-            data = open_training_data(cfg)
+        data = open_training_data(cfg, accelerator)
     # The store's own tokenizer (config tokens already added) is the one its ids belong to.
     tokenizer, tokens_added = load_tokenizer(cfg, store_tokenizer=getattr(data.train, "tokenizer_dir", None))
     model = load_model(cfg, tokenizer, precision=precision, attention=attention)

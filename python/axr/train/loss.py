@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-IGNORE_INDEX = -100
+from axr._native import IGNORE_INDEX
 
 
 def summed_token_loss(logits: Any, labels: Any) -> Any:

@@ -28,11 +28,11 @@ from typing import Any
 
 import numpy as np
 
+from axr._native import IGNORE_INDEX
 from axr.data.preprocess import PREFERENCE_KEYS
 from axr.errors import ConfigError
 from axr.train import preference_losses as losses
 
-IGNORE_INDEX = -100
 NO_REFERENCE = ("orpo", "simpo")
 # Keys that only one method reads: set with another, they would silently change nothing.
 _METHOD_KEYS = {

@@ -68,35 +68,41 @@ class Progress:
         self.enabled = enabled
         self.metrics_path = metrics_path
         self.bar: Any = None
+        self._task: Any = None
         self._plot_skipped = False
         self.last_written_step: int | None = None
         if enabled:
-            from tqdm.auto import tqdm
-
             metrics_path.parent.mkdir(parents=True, exist_ok=True)
             truncate_metrics(metrics_path, initial_step)
-            self.bar = tqdm(
-                total=total_steps,
-                initial=initial_step,
-                desc="train",
-                unit="step",
-                dynamic_ncols=True,
-                file=sys.stderr,
-                disable=None,  # no bar when stderr is not a terminal; metrics.jsonl still gets every line
-            )
+            # No bar when stderr is not a terminal; metrics.jsonl still gets every line.
+            if sys.stderr.isatty():
+                self._start_bar(total_steps, initial_step)
+
+    def _start_bar(self, total_steps: int, initial_step: int) -> None:
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
+        from rich.progress import Progress as Bar
+
+        self.bar = Bar(
+            TextColumn("train"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[stats]}"),
+            TimeRemainingColumn(),
+            console=Console(stderr=True),
+        )
+        self._task = self.bar.add_task("train", total=total_steps, completed=initial_step, stats="")
+        self.bar.start()
 
     def step(self, record: dict[str, Any], *, log: bool) -> None:
         """Advance the bar by one step; write ``record`` to metrics.jsonl when ``log``."""
         if not self.enabled:
             return
         if self.bar is not None:
-            self.bar.update(1)
-            self.bar.set_postfix(
-                loss=f"{record['loss']:.4f}",
-                lr=f"{record['lr']:.2e}",
-                tok_s=f"{record['tokens_per_second']:.0f}",
-                refresh=False,
+            stats = (
+                f"loss {record['loss']:.4f}  lr {record['lr']:.2e}  {record['tokens_per_second']:.0f} tok/s"
             )
+            self.bar.update(self._task, advance=1, stats=stats)
         if log:
             self.write(record)
 
@@ -118,7 +124,7 @@ class Progress:
         if not self.enabled:
             return
         if self.bar is not None:
-            self.bar.write(text, file=sys.stderr)
+            self.bar.console.print(text, markup=False, highlight=False)
         else:
             print(text, file=sys.stderr)
 
@@ -137,7 +143,8 @@ class Progress:
     def close(self) -> None:
         """Finish the bar."""
         if self.bar is not None:
-            self.bar.close()
+            self.bar.stop()
+            self.bar = None
 
 
 def metrics_line(record: dict[str, Any]) -> str:

@@ -19,13 +19,19 @@
 use std::collections::BTreeMap;
 use std::ops::Range;
 use std::path::Path;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use rayon::prelude::*;
 use serde_json::{Map, Value};
 use tokenizers::processors::template::TemplateProcessing;
 use tokenizers::{AddedToken, Tokenizer};
 
+use crate::fast_encode::{self, FastEncoder, FastStats};
 use crate::{Encoded, Error, FieldError, FormatSpec, Result, Sample, TokenizerInfo};
+
+/// Set to `0` to always encode with the `tokenizers` pipeline (for comparisons).
+pub const FAST_ENCODER_ENV: &str = "AXR_FAST_ENCODER";
 
 /// Tokens to add to the tokenizer, with Axolotl's config keys.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -62,6 +68,32 @@ pub struct Encoder {
     vocab_size: usize,
     fingerprint: Vec<u8>,
     max_bytes_per_token: Option<usize>,
+    /// The fast encoder, or why `tokenizers` encodes instead.
+    fast: std::result::Result<FastEncoder, String>,
+    verify: Verification,
+}
+
+/// `--verify-encoder N`: the first N texts are encoded both ways.
+#[derive(Debug, Default)]
+struct Verification {
+    remaining: AtomicU64,
+    checked: AtomicU64,
+    mismatch: Mutex<Option<String>>,
+}
+
+/// Which encoder ran and how it went, for the preprocess summary.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct EncoderSummary {
+    /// `fast` or `tokenizers`.
+    pub path: &'static str,
+    /// The pipeline the fast encoder handles, or why it was not used.
+    pub detail: String,
+    /// Counters of the fast encoder (absent on the `tokenizers` path).
+    pub stats: Option<FastStats>,
+    /// Texts encoded both ways by `--verify-encoder`.
+    pub verified: u64,
+    /// The first difference found by `--verify-encoder`.
+    pub mismatch: Option<String>,
 }
 
 impl std::fmt::Debug for Encoder {
@@ -179,6 +211,11 @@ impl Encoder {
             .ok()
             .and_then(|json| serde_json::from_str::<Value>(&json).ok())
             .and_then(|json| token_byte_bound(&json));
+        let fast = if std::env::var(FAST_ENCODER_ENV).is_ok_and(|value| value == "0") {
+            Err(format!("disabled by {FAST_ENCODER_ENV}=0"))
+        } else {
+            fast_encode::recognise(&tokenizer)
+        };
         let mut fingerprint = tokenizer_bytes;
         fingerprint.push(0);
         fingerprint.extend_from_slice(&config_bytes);
@@ -191,7 +228,107 @@ impl Encoder {
             vocab_size,
             fingerprint,
             max_bytes_per_token,
+            fast,
+            verify: Verification::default(),
         })
+    }
+
+    /// The fast encoder, or why `tokenizers` encodes instead.
+    pub fn fast_encoder(&self) -> std::result::Result<&FastEncoder, &str> {
+        self.fast.as_ref().map_err(String::as_str)
+    }
+
+    /// Encode the next `texts` texts with both the fast encoder and `tokenizers`; a difference
+    /// is kept for [`Encoder::summary`] and the `tokenizers` result is used.
+    pub fn verify_next(&self, texts: u64) {
+        self.verify.remaining.store(texts, Ordering::Relaxed);
+    }
+
+    /// Which path encoded, its counters and the verification outcome.
+    pub fn summary(&self) -> EncoderSummary {
+        let (path, detail, stats) = match &self.fast {
+            Ok(fast) => ("fast", fast.description().to_string(), Some(fast.stats())),
+            Err(reason) => ("tokenizers", reason.clone(), None),
+        };
+        EncoderSummary {
+            path,
+            detail,
+            stats,
+            verified: self.verify.checked.load(Ordering::Relaxed),
+            mismatch: self
+                .verify
+                .mismatch
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .clone(),
+        }
+    }
+
+    /// `text` through the `tokenizers` pipeline.
+    fn encode_reference(
+        &self,
+        text: &str,
+        add_special_tokens: bool,
+        spans: &[Range<usize>],
+    ) -> Result<Encoded, FieldError> {
+        let encoding = self
+            .tokenizer
+            .encode(text, add_special_tokens)
+            .map_err(|error| FieldError::new("-", format!("tokenizer failed: {error}")))?;
+        let trainable = trainable_mask(encoding.get_offsets(), &encoding.get_sequence_ids(), spans);
+        Ok(Encoded {
+            input_ids: encoding.get_ids().to_vec(),
+            trainable,
+        })
+    }
+
+    fn encode_text(&self, text: &str, add_special_tokens: bool, spans: &[Range<usize>]) -> Result<Encoded, FieldError> {
+        let Ok(fast) = &self.fast else {
+            return self.encode_reference(text, add_special_tokens, spans);
+        };
+        let encoding = fast
+            .encode(text, add_special_tokens)
+            .map_err(|message| FieldError::new("-", message))?;
+        let sequence_ids: Vec<Option<usize>> = (0..encoding.ids.len())
+            .map(|index| encoding.content.contains(&index).then_some(0))
+            .collect();
+        let encoded = Encoded {
+            trainable: trainable_mask(&encoding.offsets, &sequence_ids, spans),
+            input_ids: encoding.ids,
+        };
+        let verify = self
+            .verify
+            .remaining
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |left| left.checked_sub(1))
+            .is_ok();
+        if !verify {
+            return Ok(encoded);
+        }
+        let reference = self.encode_reference(text, add_special_tokens, spans)?;
+        self.verify.checked.fetch_add(1, Ordering::Relaxed);
+        if reference != encoded {
+            let mut mismatch = self
+                .verify
+                .mismatch
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if mismatch.is_none() {
+                let what = if reference.input_ids == encoded.input_ids {
+                    "label mask"
+                } else {
+                    "ids"
+                };
+                let mut excerpt: String = text.chars().take(80).collect();
+                if excerpt.len() < text.len() {
+                    excerpt.push('…');
+                }
+                *mismatch = Some(format!(
+                    "{what} differ from tokenizers' for the text {excerpt:?}: fast {:?}, tokenizers {:?}",
+                    encoded.input_ids, reference.input_ids
+                ));
+            }
+        }
+        Ok(reference)
     }
 
     /// The most bytes of text one token can stand for, or `None` when the tokenizer does not
@@ -209,6 +346,21 @@ impl Encoder {
         self.config
             .insert("chat_template".into(), Value::String(source.clone()));
         self.info.chat_template = Some(source);
+    }
+
+    /// Texts of the special tokens: BOS, EOS and every added token marked special.
+    pub fn special_texts(&self) -> Vec<String> {
+        let added = self.tokenizer.get_added_tokens_decoder();
+        let mut texts: Vec<String> = added
+            .values()
+            .filter(|token| token.special)
+            .map(|token| token.content.clone())
+            .chain(self.info.bos.clone())
+            .chain(self.info.eos.clone())
+            .collect();
+        texts.sort();
+        texts.dedup();
+        texts
     }
 
     /// What formatters need to know: BOS/EOS text and the chat template.
@@ -236,19 +388,7 @@ impl Encoder {
     pub fn encode(&self, sample: &Sample) -> Result<Encoded, FieldError> {
         match sample {
             Sample::Text(rendered) => {
-                let encoding = self
-                    .tokenizer
-                    .encode(rendered.text.as_str(), rendered.add_special_tokens)
-                    .map_err(|error| FieldError::new("-", format!("tokenizer failed: {error}")))?;
-                let trainable = trainable_mask(
-                    encoding.get_offsets(),
-                    &encoding.get_sequence_ids(),
-                    &rendered.trainable,
-                );
-                Ok(Encoded {
-                    input_ids: encoding.get_ids().to_vec(),
-                    trainable,
-                })
+                self.encode_text(&rendered.text, rendered.add_special_tokens, &rendered.trainable)
             }
             Sample::Tokens { input_ids, trainable } => {
                 if let Some((index, id)) = input_ids
@@ -273,6 +413,25 @@ impl Encoder {
                 })
             }
         }
+    }
+
+    /// The ids of `texts` (in parallel on rayon's current pool), as [`Encoder::encode`] gives
+    /// them: for benchmarks and differential tests against `tokenizers`' `encode_batch`.
+    pub fn encode_texts(&self, texts: &[String], add_special_tokens: bool) -> Result<Vec<Vec<u32>>> {
+        texts
+            .par_iter()
+            .enumerate()
+            .map(|(index, text)| {
+                self.encode_text(text, add_special_tokens, &[])
+                    .map(|encoded| encoded.input_ids)
+                    .map_err(|error| Error::Data {
+                        path: "<texts>".into(),
+                        line: index as u64 + 1,
+                        field: error.field,
+                        message: error.message,
+                    })
+            })
+            .collect()
     }
 
     /// Write the augmented `tokenizer.json`, `tokenizer_config.json` and

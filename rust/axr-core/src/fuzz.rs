@@ -370,6 +370,8 @@ fn write_store(dir: &Path) {
         longest: contents.longest,
         shards: contents.shards,
         counts: crate::store::RunCounts::default(),
+        doctor: None,
+        source_files: Vec::new(),
         options: Value::Null,
     }
     .write(dir)

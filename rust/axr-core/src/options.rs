@@ -29,9 +29,10 @@ pub struct PreprocessOptions {
     pub tokens: Vec<String>,
     /// Longest sample in tokens (config `sequence_len`).
     pub sequence_len: usize,
-    /// What happens to a sample longer than `sequence_len`.
+    /// What happens to a sample longer than `sequence_len`; unset: `split` for completion data,
+    /// `drop` for the rest (see [`crate::chunk::strategies`]).
     #[serde(default)]
-    pub excess_length_strategy: ExcessLengthStrategy,
+    pub excess_length_strategy: Option<ExcessLengthStrategy>,
     /// What happens to a malformed row.
     #[serde(default)]
     pub on_bad_row: BadRowPolicy,
@@ -71,6 +72,17 @@ pub struct PreprocessOptions {
     /// Top-level `chat_template_jinja`: the template text or file for `chat_template = "jinja"`.
     #[serde(default)]
     pub chat_template_jinja: Option<String>,
+    /// Run the data doctor over every row (findings land in meta.json). Not part of the fingerprint.
+    #[serde(default = "default_true")]
+    pub doctor: bool,
+    /// What a row holding a special token's text does (config `special_tokens_in_text`).
+    #[serde(default)]
+    pub special_tokens_in_text: SpecialTokensPolicy,
+    /// `axr preprocess --verify-encoder N`: encode the first N texts with both the fast encoder
+    /// and `tokenizers`, fail on any difference; an existing store is rebuilt, not reused.
+    /// Not part of the fingerprint.
+    #[serde(default)]
+    pub verify_encoder: u64,
 }
 
 /// Where one dataset's rows come from, and how they are formatted.
@@ -128,14 +140,15 @@ pub struct SourceOptions {
 }
 
 /// What happens to a sample longer than `sequence_len` tokens.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ExcessLengthStrategy {
-    /// Drop it and count it (Axolotl's behaviour).
-    #[default]
+    /// Drop it and count it (Axolotl's behaviour for templated data).
     Drop,
     /// Keep its first `sequence_len` tokens and count it.
     Truncate,
+    /// Cut it into `sequence_len` chunks (Axolotl's behaviour for completion data; see [`crate::chunk`]).
+    Split,
 }
 
 /// What happens to a row that cannot be read or formatted.
@@ -147,6 +160,17 @@ pub enum BadRowPolicy {
     Error,
     /// Skip it, count it and keep the first messages in the summary.
     Skip,
+}
+
+/// What happens to a row whose text holds a special token's string (e.g. a literal `</s>`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SpecialTokensPolicy {
+    /// The data doctor counts it (the row is trained as tokenized).
+    #[default]
+    Report,
+    /// Preprocessing stops at the first such row, naming file, line and field.
+    Error,
 }
 
 fn default_true() -> bool {
@@ -166,8 +190,10 @@ fn default_shard_tokens() -> u64 {
 }
 
 /// Keys that change how the work runs but not what it produces.
-const NOT_FINGERPRINTED: [&str; 6] = [
+const NOT_FINGERPRINTED: [&str; 8] = [
+    "verify_encoder",
     "prepared_dir",
+    "doctor",
     "num_threads",
     "chunk_rows",
     "chunk_bytes",
@@ -237,6 +263,8 @@ impl PreprocessOptions {
                 "chunk_rows, chunk_bytes and shard_tokens must be at least 1".into(),
             );
         }
+        crate::chunk::strategies(self.excess_length_strategy, &self.datasets, "datasets")?;
+        crate::chunk::strategies(self.excess_length_strategy, &self.test_datasets, "test_datasets")?;
         for (index, dataset) in self.datasets.iter().chain(&self.test_datasets).enumerate() {
             if let Some(shards) = dataset.source.shards {
                 let idx = dataset.source.shards_idx.unwrap_or(0);
@@ -291,7 +319,7 @@ mod tests {
     fn defaults_follow_axolotl() {
         let options = PreprocessOptions::from_json(&minimal()).unwrap();
         assert!(options.shuffle_merged_datasets);
-        assert_eq!(options.excess_length_strategy, ExcessLengthStrategy::Drop);
+        assert_eq!(options.excess_length_strategy, None);
         assert_eq!(options.on_bad_row, BadRowPolicy::Error);
         assert_eq!(options.seed, 42);
     }
@@ -309,6 +337,7 @@ mod tests {
         let mut moved = base.clone();
         moved.datasets[0].source.path = "elsewhere/b.jsonl".into();
         moved.num_threads = Some(7);
+        moved.verify_encoder = 100;
         moved.prepared_dir = "other".into();
         assert_eq!(base.fingerprint_json(), moved.fingerprint_json());
         let mut other_revision = base.clone();

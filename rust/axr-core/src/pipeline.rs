@@ -22,10 +22,14 @@ use rayon::prelude::*;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
+use crate::chunk;
+use crate::doctor::{
+    Doctor, DoctorReport, GenerationPrompt, RowFindings, SampleSource, SourceWriter, SourcesReader, Tally,
+};
 use crate::encode::{AddedTokens, Encoder};
 use crate::error::{Error, Result};
 use crate::format::{self, FormatSpec};
-use crate::options::{BadRowPolicy, DatasetOptions, ExcessLengthStrategy, PreprocessOptions};
+use crate::options::{BadRowPolicy, DatasetOptions, ExcessLengthStrategy, PreprocessOptions, SpecialTokensPolicy};
 use crate::source::{self, DatasetFiles, RawChunk, RawRow, RowData, RowReader};
 use crate::store::{
     DATA_VERSION, FORMAT_VERSION, Fingerprinter, RunCounts, StoreContents, StoreMeta, StoreReader, StoreWriter,
@@ -98,6 +102,15 @@ pub trait PipelineTokenizer: Sync {
     fn max_bytes_per_token(&self) -> Option<usize> {
         None
     }
+    /// The beginning-of-sequence token's text, for the data doctor's BOS checks.
+    fn bos_text(&self) -> Option<String> {
+        None
+    }
+    /// Texts of the special tokens (BOS, EOS, added special tokens): a row's text holding one
+    /// tokenizes as that control token.
+    fn special_texts(&self) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 /// Builds the formatter of one dataset from its `format` keys; the `&str` names the entry
@@ -119,41 +132,44 @@ pub struct Prepared {
     pub seconds: f64,
     /// What the user should know but did not stop the run (e.g. a symlink loop not followed).
     pub warnings: Vec<String>,
+    /// Which encoder tokenized (fast or `tokenizers`, and why), set by [`preprocess`].
+    pub encoder: Option<crate::encode::EncoderSummary>,
 }
 
 struct Settings {
     sequence_len: usize,
-    excess: ExcessLengthStrategy,
     on_bad_row: BadRowPolicy,
     vocab_size: u64,
-    /// Under `drop`: texts longer than this many bytes are dropped without tokenizing them.
+    /// Under `drop` only: texts longer than this many bytes are dropped without tokenizing them
+    /// (truncation and splitting need the tokens of the full text, which a cut text cannot promise).
     surely_too_long_bytes: Option<usize>,
-    /// Under `truncate`: twice the bytes `sequence_len` tokens can stand for; a text more than twice
+    /// The per-row checks, when the doctor runs or special tokens in text are errors.
+    doctor: Option<Doctor>,
+    /// Whether the doctor's report is kept (`options.doctor`).
+    report: bool,
+    special_tokens_error: bool,
+    /// Used under `truncate` only: twice the bytes `sequence_len` tokens can stand for; a text more than twice
     /// this long is tokenized as prefixes (see `encode_prefix`).
     truncate_prefix_bytes: Option<usize>,
 }
 
 impl Settings {
     fn new(options: &PreprocessOptions, tokenizer: &dyn PipelineTokenizer, vocab_size: u64) -> Self {
+        let special_tokens_error = options.special_tokens_in_text == SpecialTokensPolicy::Error;
         Self {
             sequence_len: options.sequence_len,
-            excess: options.excess_length_strategy,
             on_bad_row: options.on_bad_row,
             vocab_size,
-            surely_too_long_bytes: match options.excess_length_strategy {
-                // Truncation keeps the first tokens of the full text, which a cut text cannot promise.
-                ExcessLengthStrategy::Truncate => None,
-                ExcessLengthStrategy::Drop => tokenizer
-                    .max_bytes_per_token()
-                    .and_then(|bytes| bytes.checked_mul(options.sequence_len)),
-            },
-            truncate_prefix_bytes: match options.excess_length_strategy {
-                ExcessLengthStrategy::Drop => None,
-                ExcessLengthStrategy::Truncate => tokenizer
-                    .max_bytes_per_token()
-                    .and_then(|bytes| bytes.checked_mul(options.sequence_len))
-                    .and_then(|bytes| bytes.checked_mul(2)),
-            },
+            surely_too_long_bytes: tokenizer
+                .max_bytes_per_token()
+                .and_then(|bytes| bytes.checked_mul(options.sequence_len)),
+            doctor: (options.doctor || special_tokens_error).then(|| Doctor::new(tokenizer)),
+            report: options.doctor,
+            special_tokens_error,
+            truncate_prefix_bytes: tokenizer
+                .max_bytes_per_token()
+                .and_then(|bytes| bytes.checked_mul(options.sequence_len))
+                .and_then(|bytes| bytes.checked_mul(2)),
         }
     }
 }
@@ -212,8 +228,19 @@ fn encode_prefix(
 }
 
 enum Outcome {
-    Kept { encoded: Encoded, truncated: bool },
-    Dropped(&'static str),
+    Kept {
+        encoded: Encoded,
+        truncated: bool,
+        findings: RowFindings,
+    },
+    /// A document under `split`: the chunks kept (one when it fits) and what was dropped.
+    Chunked {
+        encoded: Encoded,
+        chunks: chunk::Chunks,
+        findings: RowFindings,
+    },
+    /// Dropped for `reason`, after tokenizing into this many tokens (0 when never tokenized).
+    Dropped(&'static str, u64),
     Bad(FieldError),
     Interrupted,
 }
@@ -269,18 +296,27 @@ fn process_row(
     formatter: &dyn RowFormatter,
     tokenizer: &dyn PipelineTokenizer,
     settings: &Settings,
+    excess: ExcessLengthStrategy,
 ) -> Outcome {
-    let sample = match parse_row(row, bytes).and_then(|map| formatter.format(&map)) {
-        Ok(sample) => sample,
+    let map = match parse_row(row, bytes) {
+        Ok(map) => map,
+        Err(error) => return Outcome::Bad(error),
+    };
+    let (sample, conversation) = match formatter.format_for_doctor(&map) {
+        Ok(pair) => pair,
         Err(error) => return Outcome::Bad(error),
     };
     // A huge row would take ~100x its size in tokenizer memory only to be dropped.
     if let (Sample::Text(rendered), Some(limit)) = (&sample, settings.surely_too_long_bytes)
+        && excess == ExcessLengthStrategy::Drop
         && rendered.text.len() > limit
     {
-        return Outcome::Dropped(TOO_LONG);
+        return Outcome::Dropped(TOO_LONG, 0);
     }
-    let encoded = encode_prefix(&sample, tokenizer, settings).unwrap_or_else(|| tokenizer.encode(&sample));
+    let prefix = (excess == ExcessLengthStrategy::Truncate)
+        .then(|| encode_prefix(&sample, tokenizer, settings))
+        .flatten();
+    let encoded = prefix.unwrap_or_else(|| tokenizer.encode(&sample));
     let mut encoded = match encoded {
         Ok(encoded) => encoded,
         Err(error) => return Outcome::Bad(error),
@@ -295,10 +331,31 @@ fn process_row(
             format!("token id {id} is outside the vocabulary ({} ids)", settings.vocab_size),
         ));
     }
+    let findings_of = |encoded: &Encoded, truncated: bool| {
+        settings.doctor.as_ref().map_or_else(RowFindings::default, |doctor| {
+            let rendered = match (&sample, &conversation) {
+                (Sample::Text(text), Some(view)) => Some((text, view)),
+                _ => None,
+            };
+            let mut findings = doctor.examine(&encoded.input_ids, truncated, rendered, tokenizer);
+            findings.special_token = doctor.special_token_in(&map);
+            findings
+        })
+    };
+    if excess == ExcessLengthStrategy::Split {
+        let chunks = chunk::split(&encoded.trainable, settings.sequence_len);
+        let findings = findings_of(&encoded, false);
+        return Outcome::Chunked {
+            encoded,
+            chunks,
+            findings,
+        };
+    }
     let mut truncated = false;
     if encoded.input_ids.len() > settings.sequence_len {
-        match settings.excess {
-            ExcessLengthStrategy::Drop => return Outcome::Dropped(TOO_LONG),
+        match excess {
+            ExcessLengthStrategy::Split => unreachable!("split returned above"),
+            ExcessLengthStrategy::Drop => return Outcome::Dropped(TOO_LONG, encoded.input_ids.len() as u64),
             ExcessLengthStrategy::Truncate => {
                 encoded.input_ids.truncate(settings.sequence_len);
                 encoded.trainable.truncate(settings.sequence_len);
@@ -307,9 +364,49 @@ fn process_row(
         }
     }
     if !encoded.trainable.iter().any(|&flag| flag) {
-        return Outcome::Dropped(NO_TRAINABLE);
+        return Outcome::Dropped(NO_TRAINABLE, encoded.input_ids.len() as u64);
     }
-    Outcome::Kept { encoded, truncated }
+    let findings = findings_of(&encoded, truncated);
+    Outcome::Kept {
+        encoded,
+        truncated,
+        findings,
+    }
+}
+
+/// Writes the kept chunks of one split document and counts what the split did.
+fn write_chunks(
+    (writer, sources): (&mut StoreWriter, &mut SourceWriter),
+    counts: &mut RunCounts,
+    row: &RawRow,
+    encoded: &Encoded,
+    chunks: chunk::Chunks,
+    sequence_len: usize,
+) -> Result<()> {
+    if encoded.input_ids.len() > sequence_len {
+        counts.documents_split += 1;
+        counts.chunks_made += chunks.kept.len() as u64;
+    }
+    for (reason, count) in [(chunk::TOO_SHORT, chunks.too_short), (NO_TRAINABLE, chunks.untrained)] {
+        if count > 0 {
+            *counts.dropped.entry(reason.into()).or_default() += count;
+        }
+    }
+    counts.tokens_dropped += chunks.tokens_dropped;
+    for range in chunks.kept {
+        let (ids, trainable) = (&encoded.input_ids[range.clone()], &encoded.trainable[range]);
+        writer.push(ids, trainable)?;
+        // Every chunk comes from the document's row: `inspect` shows where each came from.
+        sources.push(SampleSource {
+            dataset: row.dataset as u32,
+            file: row.file as u32,
+            line: row.line,
+        })?;
+        counts.samples_kept += 1;
+        counts.tokens += ids.len() as u64;
+        counts.trainable_tokens += trainable.iter().filter(|&&flag| flag).count() as u64;
+    }
+    Ok(())
 }
 
 /// Formats, tokenizes and writes the rows of `datasets` (in order) into `writer`.
@@ -317,17 +414,24 @@ fn process_row(
     clippy::too_many_arguments,
     reason = "one private call site; a struct would only rename them"
 )]
+#[expect(
+    clippy::too_many_lines,
+    reason = "the in-order loop over a chunk's outcomes; its parts share a dozen locals"
+)]
 fn tokenize_into(
     reader: RowReader,
     formatters: &[Box<dyn RowFormatter>],
+    strategies: &[ExcessLengthStrategy],
     tokenizer: &dyn PipelineTokenizer,
     settings: &Settings,
     pool: &rayon::ThreadPool,
     writer: &mut StoreWriter,
     stage: &str,
     progress: &mut dyn Progress,
-) -> Result<RunCounts> {
+) -> Result<Run> {
     let mut counts = RunCounts::default();
+    let mut tally = settings.report.then(|| Tally::new(formatters.len()));
+    let mut sources = SourceWriter::create(writer.dir())?;
     let total = reader.bytes_total();
     let files = reader.files.clone();
     let interrupt = progress.stop_flag();
@@ -355,7 +459,14 @@ fn tokenize_into(
                         if interrupt.load(Ordering::Relaxed) {
                             return Outcome::Interrupted;
                         }
-                        process_row(row, &chunk.bytes, formatters[row.dataset].as_ref(), tokenizer, settings)
+                        process_row(
+                            row,
+                            &chunk.bytes,
+                            formatters[row.dataset].as_ref(),
+                            tokenizer,
+                            settings,
+                            strategies[row.dataset],
+                        )
                     })
                     .collect()
             });
@@ -365,17 +476,26 @@ fn tokenize_into(
             counts.rows_outside_shard += chunk.rows_outside_shard;
             for (row, outcome) in chunk.rows.iter().zip(outcomes) {
                 counts.rows_read += 1;
-                match outcome {
-                    Outcome::Kept { encoded, truncated } => {
-                        writer.push(&encoded.input_ids, &encoded.trainable)?;
-                        if truncated {
-                            *counts.truncated.entry(TOO_LONG.into()).or_default() += 1;
+                let location = || format!("{}:{}", files[row.file].path.display(), row.line);
+                let (encoded, truncated, findings, chunks) = match outcome {
+                    Outcome::Kept {
+                        encoded,
+                        truncated,
+                        findings,
+                    } => (encoded, truncated, findings, None),
+                    Outcome::Chunked {
+                        encoded,
+                        chunks,
+                        findings,
+                    } => (encoded, false, findings, Some(chunks)),
+                    Outcome::Dropped(reason, tokens) => {
+                        if let (NO_TRAINABLE, Some(tally)) = (reason, &mut tally) {
+                            tally.untrained(location);
                         }
-                        counts.samples_kept += 1;
-                        counts.tokens += encoded.input_ids.len() as u64;
-                        counts.trainable_tokens += encoded.trainable.iter().filter(|&&flag| flag).count() as u64;
+                        *counts.dropped.entry(reason.into()).or_default() += 1;
+                        counts.tokens_dropped += tokens;
+                        continue;
                     }
-                    Outcome::Dropped(reason) => *counts.dropped.entry(reason.into()).or_default() += 1,
                     Outcome::Interrupted => return Err(Error::Interrupted),
                     Outcome::Bad(error) => {
                         let error = Error::Data {
@@ -391,7 +511,28 @@ fn tokenize_into(
                         if counts.skipped_examples.len() < SKIPPED_EXAMPLES {
                             counts.skipped_examples.push(error.to_string());
                         }
+                        continue;
                     }
+                };
+                if let (true, Some((field, special))) = (settings.special_tokens_error, &findings.special_token) {
+                    return Err(special_token_error(&files[row.file].path, row.line, field, special));
+                }
+                if let Some(tally) = &mut tally {
+                    let formatter = formatters[row.dataset].as_ref();
+                    let prompt = || generation_prompt(row, &chunk.bytes, formatter);
+                    let sample = (&encoded.input_ids[..], truncated);
+                    tally.kept(row.dataset, &findings, sample, prompt, tokenizer, location);
+                }
+                match chunks {
+                    None => write_sample((writer, &mut sources), &mut counts, row, &encoded, truncated)?,
+                    Some(chunks) => write_chunks(
+                        (writer, &mut sources),
+                        &mut counts,
+                        row,
+                        &encoded,
+                        chunks,
+                        settings.sequence_len,
+                    )?,
                 }
             }
             let update = ProgressUpdate {
@@ -405,26 +546,60 @@ fn tokenize_into(
         }
         Ok(())
     })?;
-    Ok(counts)
+    sources.finish()?;
+    Ok(Run {
+        counts,
+        doctor: tally.map(Tally::finish),
+        source_files: files.iter().map(|file| file.path.display().to_string()).collect(),
+    })
 }
 
-/// A deterministic permutation of `0..n` (Fisher–Yates over splitmix64), stable across
-/// platforms and library versions, unlike a general-purpose RNG.
-pub fn shuffled(n: u64, seed: u64) -> Vec<u64> {
-    let mut state = seed;
-    let mut next = || {
-        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    };
-    let mut order: Vec<u64> = (0..n).collect();
-    for index in (1..order.len()).rev() {
-        let other = (next() % (index as u64 + 1)) as usize;
-        order.swap(index, other);
+/// Append a kept sample, with its source, to the store and count it.
+fn write_sample(
+    (writer, sources): (&mut StoreWriter, &mut SourceWriter),
+    counts: &mut RunCounts,
+    row: &RawRow,
+    encoded: &Encoded,
+    truncated: bool,
+) -> Result<()> {
+    writer.push(&encoded.input_ids, &encoded.trainable)?;
+    sources.push(SampleSource {
+        dataset: row.dataset as u32,
+        file: row.file as u32,
+        line: row.line,
+    })?;
+    if truncated {
+        *counts.truncated.entry(TOO_LONG.into()).or_default() += 1;
     }
-    order
+    counts.samples_kept += 1;
+    counts.tokens += encoded.input_ids.len() as u64;
+    counts.trainable_tokens += encoded.trainable.iter().filter(|&&flag| flag).count() as u64;
+    Ok(())
+}
+
+/// The generation prompt of a sampled row (see [`RowFormatter::generation_prompt_before_answer`]);
+/// the row is parsed again, which only the few sampled rows of a conversation dataset pay for.
+fn generation_prompt(row: &RawRow, bytes: &[u8], formatter: &dyn RowFormatter) -> GenerationPrompt {
+    parse_row(row, bytes).map_or(GenerationPrompt::NoFinalAnswer, |map| {
+        formatter.generation_prompt_before_answer(&map)
+    })
+}
+
+fn special_token_error(path: &Path, line: u64, field: &str, special: &str) -> Error {
+    Error::Data {
+        path: path.to_path_buf(),
+        line,
+        field: field.to_owned(),
+        message: format!(
+            "holds the special token text {special:?}, which tokenizes as that control token; remove it \
+             from the data, or set special_tokens_in_text = \"report\" to train on it"
+        ),
+    }
+}
+
+/// The merged-datasets order of preprocessing: a seeded permutation of `0..n`.
+pub fn shuffled(n: u64, seed: u64) -> Vec<u64> {
+    crate::random::shuffled((0..n).collect(), seed, 0, crate::random::MERGE_STREAM)
 }
 
 /// Which staged samples go to train and eval, in order: Axolotl's merge → shuffle →
@@ -483,9 +658,12 @@ fn copy_samples(
 ) -> Result<()> {
     let (mut token_bytes, mut mask) = (Vec::new(), Vec::new());
     let total = order.len() as u64;
+    let staged_sources = SourcesReader::open(staging.dir())?;
+    let mut sources = SourceWriter::create(writer.dir())?;
     for (done, &index) in order.iter().enumerate() {
         staging.read_raw(index, &mut token_bytes, &mut mask)?;
         writer.push_raw(&token_bytes, &mask)?;
+        sources.push(staged_sources.get(index)?)?;
         if done % 65_536 == 65_535 {
             tick(
                 progress,
@@ -499,7 +677,7 @@ fn copy_samples(
             )?;
         }
     }
-    Ok(())
+    sources.finish()
 }
 
 struct MetaContext<'a> {
@@ -517,7 +695,7 @@ impl MetaContext<'_> {
         split: &str,
         token_dtype: TokenDtype,
         contents: StoreContents,
-        counts: RunCounts,
+        run: &Run,
         options: Value,
     ) -> StoreMeta {
         StoreMeta {
@@ -534,20 +712,30 @@ impl MetaContext<'_> {
             trainable_tokens: contents.trainable_tokens,
             longest: contents.longest,
             shards: contents.shards,
-            counts,
+            counts: run.counts.clone(),
+            doctor: run.doctor.clone(),
+            source_files: run.source_files.clone(),
             options,
         }
     }
 }
 
-fn finish_store(writer: StoreWriter, split: &str, counts: &RunCounts, context: &MetaContext<'_>) -> Result<StoreMeta> {
+/// What one tokenize pass produced besides the samples.
+#[derive(Default)]
+struct Run {
+    counts: RunCounts,
+    doctor: Option<DoctorReport>,
+    source_files: Vec<String>,
+}
+
+fn finish_store(writer: StoreWriter, split: &str, run: &Run, context: &MetaContext<'_>) -> Result<StoreMeta> {
     let dir = writer.dir().to_path_buf();
     let dtype = writer.dtype();
     let contents: StoreContents = writer.finish()?;
     let tokenizer_dir = dir.join(TOKENIZER_DIR);
     fs_err::create_dir_all(&tokenizer_dir)?;
     context.tokenizer.save(&tokenizer_dir)?;
-    let meta = context.meta(split, dtype, contents, counts.clone(), context.options.clone());
+    let meta = context.meta(split, dtype, contents, run, context.options.clone());
     meta.write(&dir)?;
     Ok(meta)
 }
@@ -616,6 +804,13 @@ fn plan(options: &PreprocessOptions, tokenizer: &dyn PipelineTokenizer, progress
     let mut done = 0u64;
     let mut last_tick = Instant::now();
     let mut interrupted = false;
+    // A dataset's template given as a file: editing the file must rebuild the store.
+    for dataset in options.datasets.iter().chain(&options.test_datasets) {
+        let jinja = dataset.format.get("chat_template_jinja").and_then(Value::as_str);
+        if let Some(path) = jinja.and_then(crate::chat::jinja_file) {
+            hasher.add("chat_template_jinja", &fs_err::read(path)?);
+        }
+    }
     for (group, datasets) in [("train", &train), ("eval", &eval)] {
         for (index, dataset) in datasets.iter().enumerate() {
             hasher.add(group, &(index as u64).to_le_bytes());
@@ -685,7 +880,10 @@ pub fn preprocess_with(
     let eval_formatters = build_formatters(&options.test_datasets, "test_datasets", build)?;
     let plan = plan(options, tokenizer, progress)?;
     let root = options.prepared_dir.join(&plan.fingerprint);
-    if let Some(stores) = existing(&root)? {
+    // A verification run must encode: it never reuses a store.
+    if options.verify_encoder == 0
+        && let Some(stores) = existing(&root)?
+    {
         return Ok(Prepared {
             root,
             fingerprint: plan.fingerprint,
@@ -693,6 +891,7 @@ pub fn preprocess_with(
             stores,
             seconds: started.elapsed().as_secs_f64(),
             warnings: plan.warnings,
+            encoder: None,
         });
     }
     fs_err::create_dir_all(&options.prepared_dir)?;
@@ -737,9 +936,14 @@ pub fn preprocess_with(
         stores,
         seconds: started.elapsed().as_secs_f64(),
         warnings: plan.warnings,
+        encoder: None,
     })
 }
 
+#[expect(
+    clippy::too_many_lines,
+    reason = "train then eval, in the order they run; apart they would pass a dozen locals around"
+)]
 fn build_stores(
     options: &PreprocessOptions,
     tokenizer: &dyn PipelineTokenizer,
@@ -768,12 +972,20 @@ fn build_stores(
         tokenizer,
     };
     let mut written = vec!["train"];
-    let tokenize = |datasets: &[DatasetFiles], formatters, dir: &Path, stage, progress: &mut dyn Progress| {
+    let train_strategies = chunk::strategies(options.excess_length_strategy, &options.datasets, "datasets")?;
+    let eval_strategies = chunk::strategies(options.excess_length_strategy, &options.test_datasets, "test_datasets")?;
+    let tokenize = |datasets: &[DatasetFiles],
+                    formatters,
+                    strategies: &[ExcessLengthStrategy],
+                    dir: &Path,
+                    stage,
+                    progress: &mut dyn Progress| {
         let reader = RowReader::new(datasets.to_vec(), options.chunk_rows, options.chunk_bytes);
         let mut writer = StoreWriter::create(dir, dtype, options.shard_tokens)?;
-        let counts = tokenize_into(
+        let run = tokenize_into(
             reader,
             formatters,
+            strategies,
             tokenizer,
             &settings,
             &pool,
@@ -781,41 +993,42 @@ fn build_stores(
             stage,
             progress,
         )?;
-        Ok::<_, Error>((writer, counts))
+        Ok::<_, Error>((writer, run))
     };
 
     let reorder = options.shuffle_merged_datasets || options.val_set_size > 0.0 || options.dataset_shard_num.is_some();
     let staging = temporary.join("staging");
     let direct = temporary.join("train");
-    let (writer, mut counts) = tokenize(
+    let (writer, mut run) = tokenize(
         &plan.train,
         train_formatters,
+        &train_strategies,
         if reorder { &staging } else { &direct },
         "tokenize train",
         progress,
     )?;
-    if counts.samples_kept == 0 {
-        return Err(no_samples("datasets", &counts));
+    if run.counts.samples_kept == 0 {
+        return Err(no_samples("datasets", &run.counts));
     }
     if reorder {
         let staged = writer.finish()?;
         write_staging_meta(&staging, &staged, dtype, &context)?;
         let staging_store = StoreReader::open(&staging)?;
         let split = split_plan(staging_store.len(), options, true)?;
-        counts.samples_outside_dataset_shard = split.outside_shard;
+        run.counts.samples_outside_dataset_shard = split.outside_shard;
         let mut train = StoreWriter::create(&direct, dtype, options.shard_tokens)?;
         copy_samples(&staging_store, &split.train, &mut train, "shuffle", progress)?;
-        finish_store(train, "train", &counts, &context)?;
+        finish_store(train, "train", &run, &context)?;
         if !split.eval.is_empty() {
             let mut eval = StoreWriter::create(&temporary.join("eval"), dtype, options.shard_tokens)?;
             copy_samples(&staging_store, &split.eval, &mut eval, "shuffle", progress)?;
-            finish_store(eval, "eval", &counts, &context)?;
+            finish_store(eval, "eval", &run, &context)?;
             written.push("eval");
         }
         drop(staging_store);
         fs_err::remove_dir_all(&staging)?;
     } else {
-        finish_store(writer, "train", &counts, &context)?;
+        finish_store(writer, "train", &run, &context)?;
     }
 
     if !plan.eval.is_empty() {
@@ -826,9 +1039,16 @@ fn build_stores(
         } else {
             &eval_dir
         };
-        let (writer, counts) = tokenize(&plan.eval, eval_formatters, target, "tokenize eval", progress)?;
-        if counts.samples_kept == 0 {
-            return Err(no_samples("test_datasets", &counts));
+        let (writer, run) = tokenize(
+            &plan.eval,
+            eval_formatters,
+            &eval_strategies,
+            target,
+            "tokenize eval",
+            progress,
+        )?;
+        if run.counts.samples_kept == 0 {
+            return Err(no_samples("test_datasets", &run.counts));
         }
         if options.shuffle_merged_datasets {
             let staged = writer.finish()?;
@@ -837,11 +1057,11 @@ fn build_stores(
             let order = shuffled(staging_store.len(), options.seed);
             let mut eval = StoreWriter::create(&eval_dir, dtype, options.shard_tokens)?;
             copy_samples(&staging_store, &order, &mut eval, "shuffle", progress)?;
-            finish_store(eval, "eval", &counts, &context)?;
+            finish_store(eval, "eval", &run, &context)?;
             drop(staging_store);
             fs_err::remove_dir_all(&eval_staging)?;
         } else {
-            finish_store(writer, "eval", &counts, &context)?;
+            finish_store(writer, "eval", &run, &context)?;
         }
         written.push("eval");
     }
@@ -855,7 +1075,7 @@ fn write_staging_meta(
     context: &MetaContext<'_>,
 ) -> Result<()> {
     context
-        .meta("staging", dtype, contents.clone(), RunCounts::default(), Value::Null)
+        .meta("staging", dtype, contents.clone(), &Run::default(), Value::Null)
         .write(dir)
 }
 
@@ -890,6 +1110,12 @@ impl PipelineTokenizer for Encoder {
     }
     fn max_bytes_per_token(&self) -> Option<usize> {
         Encoder::max_bytes_per_token(self)
+    }
+    fn bos_text(&self) -> Option<String> {
+        self.info().bos
+    }
+    fn special_texts(&self) -> Vec<String> {
+        Encoder::special_texts(self)
     }
 }
 
@@ -930,9 +1156,22 @@ pub fn preprocess(options: &PreprocessOptions, progress: &mut dyn Progress) -> R
     let started = Instant::now();
     options.validate()?;
     let encoder = load_encoder(options)?;
+    encoder.verify_next(options.verify_encoder);
     let info = encoder.info();
     let build = |format_keys: &Value, key: &str| build_formatter(&info, format_keys, key);
     let mut prepared = preprocess_with(options, &encoder, &build, progress)?;
+    let summary = encoder.summary();
+    if let Some(mismatch) = &summary.mismatch {
+        // The store holds tokenizers' ids for the verified texts but not necessarily for the
+        // others: it must not be reused.
+        let _ = fs_err::remove_dir_all(&prepared.root);
+        return Err(Error::Invalid(format!(
+            "--verify-encoder: the fast encoder ({}) {mismatch}; set {}=0 to encode with tokenizers",
+            summary.detail,
+            crate::encode::FAST_ENCODER_ENV
+        )));
+    }
+    prepared.encoder = Some(summary);
     // The reported time includes loading the tokenizer, part of every run, reused or not.
     prepared.seconds = started.elapsed().as_secs_f64();
     Ok(prepared)

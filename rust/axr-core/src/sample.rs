@@ -8,6 +8,9 @@
 
 use std::ops::Range;
 
+/// The label of a position that is not trained (PyTorch's `cross_entropy` default `ignore_index`).
+pub const IGNORE_INDEX: i64 = -100;
+
 /// A row rendered to the exact string the model sees at inference.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct RenderedText {
@@ -82,4 +85,21 @@ pub struct TokenizerInfo {
 pub trait RowFormatter: Send + Sync {
     /// Format one row.
     fn format(&self, row: &serde_json::Map<String, serde_json::Value>) -> Result<Sample, FieldError>;
+
+    /// Format one row and, for a conversation, what the data doctor checks of its turns.
+    fn format_for_doctor(
+        &self,
+        row: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<(Sample, Option<crate::doctor::ConversationView>), FieldError> {
+        Ok((self.format(row)?, None))
+    }
+
+    /// For a conversation format: the inference prompt of the row's messages before its final
+    /// answer, as `apply_chat_template(..., add_generation_prompt=True)` renders it.
+    fn generation_prompt_before_answer(
+        &self,
+        _row: &serde_json::Map<String, serde_json::Value>,
+    ) -> crate::doctor::GenerationPrompt {
+        crate::doctor::GenerationPrompt::NotAConversation
+    }
 }

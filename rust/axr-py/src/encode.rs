@@ -88,6 +88,30 @@ fn encode_rows<'py>(
         .collect())
 }
 
+/// `(ids per text, seconds, summary JSON)`: `texts` encoded in parallel as preprocess encodes
+/// them (fast encoder when the tokenizer is recognised); `seconds` times the encoding alone and
+/// the summary says which encoder ran, its word-cache counters and per-stage times.
+#[pyfunction]
+#[pyo3(signature = (texts, tokenizer_dir, added_tokens = "{}", add_special_tokens = true))]
+#[expect(clippy::needless_pass_by_value, reason = "PyO3 extracts the list as an owned Vec")]
+fn encode_texts(
+    py: Python<'_>,
+    texts: Vec<String>,
+    tokenizer_dir: &str,
+    added_tokens: &str,
+    add_special_tokens: bool,
+) -> PyResult<(Vec<Vec<u32>>, f64, String)> {
+    let encoder = load(tokenizer_dir, added_tokens)?;
+    let (ids, seconds) = py.detach(|| {
+        let started = std::time::Instant::now();
+        let ids = encoder.encode_texts(&texts, add_special_tokens);
+        (ids, started.elapsed().as_secs_f64())
+    });
+    let ids = ids.map_err(PyAxrError::from)?;
+    let summary = serde_json::to_string(&encoder.summary()).expect("summary serialises to JSON");
+    Ok((ids, seconds, summary))
+}
+
 /// Save the tokenizer with `added_tokens` applied into `out_dir`; returns its vocabulary size.
 #[pyfunction]
 #[pyo3(signature = (tokenizer_dir, out_dir, added_tokens = "{}"))]
@@ -101,5 +125,6 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(render_rows, m)?)?;
     m.add_function(wrap_pyfunction!(encode_rows, m)?)?;
     m.add_function(wrap_pyfunction!(save_tokenizer, m)?)?;
+    m.add_function(wrap_pyfunction!(encode_texts, m)?)?;
     Ok(())
 }

@@ -10,6 +10,7 @@ mod packing;
 mod preference;
 mod preprocess;
 mod prompt;
+mod suggest;
 
 use pyo3::prelude::*;
 
@@ -18,6 +19,7 @@ use pyo3::prelude::*;
 #[pyo3(name = "_native")]
 fn native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", axr_core::VERSION)?;
+    m.add("IGNORE_INDEX", axr_core::IGNORE_INDEX)?;
     errors::register(m)?;
     chat::register(m)?;
     encode::register(m)?;
@@ -25,5 +27,6 @@ fn native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     preference::register(m)?;
     preprocess::register(m)?;
     prompt::register(m)?;
+    suggest::register(m)?;
     Ok(())
 }

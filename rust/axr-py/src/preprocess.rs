@@ -6,9 +6,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use axr_core::options::{PreprocessOptions, SourceOptions};
+use axr_core::options::PreprocessOptions;
 use axr_core::pipeline::{self, Progress, ProgressUpdate};
-use axr_core::source::{self, FileKind};
 use pyo3::prelude::*;
 
 use crate::errors::PyAxrError;
@@ -103,34 +102,7 @@ fn locate_prepared(py: Python<'_>, options_json: &str) -> PyResult<String> {
     Ok(root.to_string_lossy().into_owned())
 }
 
-/// The files a dataset's source keys resolve to, in reading order, as `(path, kind)` with kind
-/// `json`, `text`, `parquet` or `arrow`: the data doctor reads rows exactly where preprocess did.
-#[pyfunction]
-fn resolve_source(source_json: &str, key: &str) -> PyResult<Vec<(String, &'static str)>> {
-    let source: SourceOptions = serde_json::from_str(source_json).map_err(|error| {
-        PyAxrError(axr_core::Error::Config {
-            key: key.into(),
-            message: error.to_string(),
-        })
-    })?;
-    // Left-out links were already reported as warnings by the preprocess run that built the store.
-    let files = source::resolve(&source, key, &mut Vec::new()).map_err(PyAxrError::from)?;
-    Ok(files
-        .into_iter()
-        .map(|file| {
-            let kind = match file.kind {
-                FileKind::Json => "json",
-                FileKind::Text => "text",
-                FileKind::Parquet => "parquet",
-                FileKind::Arrow => "arrow",
-            };
-            (file.path.to_string_lossy().into_owned(), kind)
-        })
-        .collect())
-}
-
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
-    m.add_function(wrap_pyfunction!(resolve_source, m)?)?;
     m.add_function(wrap_pyfunction!(preprocess, m)?)?;
     m.add_function(wrap_pyfunction!(locate_prepared, m)?)?;
     Ok(())

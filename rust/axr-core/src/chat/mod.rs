@@ -21,6 +21,7 @@ use std::path::Path;
 
 use serde_json::{Map, Value};
 
+use crate::doctor::{ConversationView, GenerationPrompt};
 use crate::error::{Error, Result};
 use crate::sample::{FieldError, RenderedText, RowFormatter, Sample, TokenizerInfo};
 use render::{ChatTemplate, TemplateMessage};
@@ -249,6 +250,13 @@ pub fn template_source(name: &str, jinja: Option<&str>, tokenizer: &TokenizerInf
     resolve_named("chat_template", name, jinja, tokenizer).map(|(_, source, _)| source)
 }
 
+/// The file a `chat_template_jinja` value names, when it names one rather than holding the
+/// template text: its contents, not its name, are what the store's fingerprint must hash.
+pub fn jinja_file(jinja: &str) -> Option<&Path> {
+    let looks_like_template = jinja.contains("{{") || jinja.contains("{%");
+    Some(Path::new(jinja)).filter(|path| !looks_like_template && path.is_file())
+}
+
 fn resolve_named(
     key: &str,
     requested: &str,
@@ -262,11 +270,9 @@ fn resolve_named(
                 "chat_template = \"jinja\" needs chat_template_jinja (the template text or a file path)",
             ));
         };
-        let looks_like_template = jinja.contains("{{") || jinja.contains("{%");
-        let source = if !looks_like_template && Path::new(jinja).is_file() {
-            fs_err::read_to_string(jinja)?
-        } else {
-            jinja.to_owned()
+        let source = match jinja_file(jinja) {
+            Some(path) => fs_err::read_to_string(path)?,
+            None => jinja.to_owned(),
         };
         return Ok(("chat_template_jinja".to_owned(), source, None));
     }
@@ -803,6 +809,29 @@ impl RowFormatter for ChatFormatter {
             trainable: rendered.trainable,
             add_special_tokens: false,
         }))
+    }
+
+    fn format_for_doctor(&self, row: &Map<String, Value>) -> Result<(Sample, Option<ConversationView>), FieldError> {
+        let rendered = self.render_row(row)?;
+        let view = ConversationView::new(&rendered.turns, self.train_on_eos);
+        let sample = Sample::Text(RenderedText {
+            text: rendered.text,
+            trainable: rendered.trainable,
+            add_special_tokens: false,
+        });
+        Ok((sample, Some(view)))
+    }
+
+    fn generation_prompt_before_answer(&self, row: &Map<String, Value>) -> GenerationPrompt {
+        let Ok(mut turns) = self.read_turns(row) else {
+            return GenerationPrompt::NoFinalAnswer;
+        };
+        if turns.last().is_none_or(|turn| turn.role != "assistant") {
+            return GenerationPrompt::NoFinalAnswer;
+        }
+        turns.pop();
+        self.render_generation_prompt(&turns)
+            .map_or(GenerationPrompt::NoFinalAnswer, GenerationPrompt::Text)
     }
 }
 

@@ -175,32 +175,11 @@ pub fn known_types() -> Vec<&'static str> {
 fn unknown_type(kind: &str) -> Error {
     let known = known_types();
     let base = kind.split(':').next().unwrap_or(kind);
-    let suggestion = known
-        .iter()
-        .map(|name| (edit_distance(base, name), *name))
-        .min()
-        .filter(|(distance, name)| *distance <= name.len().max(3) / 3 + 1)
-        .map(|(_, name)| format!(" (did you mean '{name}'?)"))
-        .unwrap_or_default();
+    let suggestion = crate::suggest::hint(base, known.iter().copied());
     Error::Config {
         key: "type".into(),
         message: format!("unknown dataset type '{kind}'{suggestion}; known: {}", known.join(", ")),
     }
-}
-
-/// Levenshtein distance over chars, for "did you mean" hints.
-fn edit_distance(left: &str, right: &str) -> usize {
-    let right: Vec<char> = right.chars().collect();
-    let mut previous: Vec<usize> = (0..=right.len()).collect();
-    for (row, left_char) in left.chars().enumerate() {
-        let mut current = vec![row + 1; right.len() + 1];
-        for (column, right_char) in right.iter().enumerate() {
-            let substitution = previous[column] + usize::from(left_char != *right_char);
-            current[column + 1] = substitution.min(previous[column + 1] + 1).min(current[column] + 1);
-        }
-        previous = current;
-    }
-    previous[right.len()]
 }
 
 /// A string field that must be present (null counts as missing).
@@ -278,12 +257,5 @@ mod tests {
     fn spec_rejects_unknown_keys() {
         let parsed: std::result::Result<FormatSpec, _> = serde_json::from_str(r#"{"type": "alpaca", "feild": "x"}"#);
         assert!(parsed.is_err());
-    }
-
-    #[test]
-    fn edit_distance_counts_single_edits() {
-        assert_eq!(edit_distance("kitten", "sitting"), 3);
-        assert_eq!(edit_distance("", "abc"), 3);
-        assert_eq!(edit_distance("same", "same"), 0);
     }
 }

@@ -9,10 +9,8 @@
 use serde_json::{Map, Value};
 
 use super::json_kind;
+use crate::sample::IGNORE_INDEX;
 use crate::{FieldError, RowFormatter, Sample};
-
-/// The label value of a masked position.
-const IGNORE_INDEX: i64 = -100;
 
 /// Formatter of rows that are already tokenized.
 #[derive(Debug, Clone, Copy)]

@@ -242,7 +242,9 @@ pub fn pack(lengths: &[u32], options: &PackOptions) -> Result<Packing> {
         Strategy::FirstFitDecreasing | Strategy::BestFitDecreasing => {
             order::longest_first(lengths, candidates, capacity)
         }
-        Strategy::Shuffle => order::shuffled(candidates, options.seed, options.epoch, order::ITEM_STREAM),
+        Strategy::Shuffle => {
+            crate::random::shuffled(candidates, options.seed, options.epoch, crate::random::ITEM_STREAM)
+        }
         Strategy::Sequential => candidates,
     };
     let item_limit = options.max_items_per_bin.unwrap_or(u32::MAX);

@@ -23,9 +23,9 @@
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 
-use super::order::{BIN_STREAM, shuffled};
 use super::{PackOptions, Packing, Strategy, pack};
 use crate::error::{Error, Result};
+use crate::random::{BIN_STREAM, shuffled};
 
 /// Everything an epoch plan depends on besides the lengths.
 #[derive(Debug, Clone, PartialEq, Eq)]

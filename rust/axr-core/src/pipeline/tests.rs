@@ -98,13 +98,16 @@ fn options(dir: &Path, files: &[&Path]) -> PreprocessOptions {
         special_tokens: BTreeMap::new(),
         tokens: vec![],
         sequence_len: 64,
-        excess_length_strategy: ExcessLengthStrategy::Drop,
+        excess_length_strategy: Some(ExcessLengthStrategy::Drop),
         on_bad_row: BadRowPolicy::Error,
         shuffle_merged_datasets: false,
         val_set_size: 0.0,
         seed: 42,
         chat_template: None,
         chat_template_jinja: None,
+        doctor: true,
+        special_tokens_in_text: SpecialTokensPolicy::Report,
+        verify_encoder: 0,
         dataset_shard_num: None,
         dataset_shard_idx: None,
         prepared_dir: dir.join("prepared"),
@@ -180,7 +183,7 @@ fn length_policy_and_untrained_rows_are_counted() {
     assert_eq!(meta.counts.dropped[TOO_LONG], 2);
     assert_eq!(meta.counts.dropped[NO_TRAINABLE], 1);
 
-    settings.excess_length_strategy = ExcessLengthStrategy::Truncate;
+    settings.excess_length_strategy = Some(ExcessLengthStrategy::Truncate);
     let meta = StoreMeta::read(&run(&settings).unwrap().stores["train"]).unwrap();
     // The 100-byte answer is cut to 64 tokens and kept; the long prompt's answer is cut away
     // entirely, so that sample is dropped for having nothing to train (and not counted as truncated).

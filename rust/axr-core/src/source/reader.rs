@@ -2,13 +2,13 @@
 //!
 //! JSON lines are only split here (a memchr scan); parsing happens in the
 //! parallel stage, so the reader thread never limits throughput. JSON arrays
-//! are parsed element by element from a buffered reader, so neither kind
-//! holds more than a chunk in memory.
+//! are split the same way: a scan that follows strings and nesting finds where
+//! each element ends, and the workers parse the elements. Neither kind holds
+//! more than a chunk in memory.
 
 use std::io::{BufRead, BufReader, Read};
 use std::ops::Range;
 
-use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use super::columnar::BatchRows;
@@ -22,7 +22,7 @@ pub enum RowData {
     JsonLine(Range<usize>),
     /// A plain text line (ds_type text): a byte range of [`RawChunk::bytes`].
     TextLine(Range<usize>),
-    /// An element of a JSON array, already parsed by the reader.
+    /// A row already parsed (kept for callers that build rows themselves).
     Parsed(Map<String, Value>),
 }
 
@@ -93,6 +93,67 @@ impl<R: BufRead> CountingReader<R> {
     fn consume_byte(&mut self) {
         self.inner.consume(1);
         self.bytes += 1;
+    }
+
+    /// Copies the next JSON value into `out` without parsing it: strings (with their escapes) and
+    /// nesting are followed only far enough to find where the value ends, so the workers can parse
+    /// it in parallel. A scalar ends before the `,`, `]` or whitespace after it. False when the
+    /// file ends first.
+    fn copy_json_value(&mut self, out: &mut Vec<u8>) -> std::io::Result<bool> {
+        let (mut depth, mut in_string, mut escaped, mut started) = (0usize, false, false, false);
+        loop {
+            let buffer = self.inner.fill_buf()?;
+            if buffer.is_empty() {
+                // A number or literal may end the file; the array's missing `]` is reported after.
+                return Ok(started && depth == 0 && !in_string);
+            }
+            let mut end = None;
+            for (index, &byte) in buffer.iter().enumerate() {
+                if in_string {
+                    if escaped {
+                        escaped = false;
+                    } else if byte == b'\\' {
+                        escaped = true;
+                    } else if byte == b'"' {
+                        in_string = false;
+                        if depth == 0 {
+                            end = Some(index + 1);
+                            break;
+                        }
+                    }
+                    continue;
+                }
+                match byte {
+                    b'"' => in_string = true,
+                    b'{' | b'[' => depth += 1,
+                    b'}' | b']' if depth > 0 => {
+                        depth -= 1;
+                        if depth == 0 {
+                            end = Some(index + 1);
+                            break;
+                        }
+                    }
+                    b',' | b']' | b'}' if depth == 0 => {
+                        end = Some(index);
+                        break;
+                    }
+                    byte if depth == 0 && started && byte.is_ascii_whitespace() => {
+                        end = Some(index);
+                        break;
+                    }
+                    _ => {}
+                }
+                started = true;
+            }
+            let taken = end.unwrap_or(buffer.len());
+            out.extend_from_slice(&buffer[..taken]);
+            self.newlines += count_newlines(&buffer[..taken]);
+            self.bytes += taken as u64;
+            self.inner.consume(taken);
+            if end.is_some() {
+                return Ok(true);
+            }
+        }
     }
 }
 
@@ -429,33 +490,25 @@ impl RowReader {
             ));
         }
         let line = reader.newlines + 1;
-        let value = {
-            let mut deserializer = serde_json::Deserializer::from_reader(&mut *reader);
-            Value::deserialize(&mut deserializer)
-        };
-        let value = value.map_err(|error| {
-            data_error(
-                file,
-                line + error.line().saturating_sub(1) as u64,
-                format!("malformed JSON: {}", json_message(&error)),
-            )
-        })?;
-        let Value::Object(map) = value else {
+        let start = chunk.bytes.len();
+        if !reader.copy_json_value(&mut chunk.bytes)? {
             return Err(data_error(
                 file,
-                line,
-                format!("row is a JSON {}, expected an object", json_type(&value)),
+                reader.newlines + 1,
+                "malformed JSON array: it ends inside a row, without `]`",
             ));
-        };
+        }
         open.rows += 1;
         if self.in_shard(dataset) {
+            // Parsed by the workers like a JSON line: a malformed element is a bad row (file:line).
             chunk.rows.push(RawRow {
                 dataset,
                 file: file_index,
                 line,
-                data: RowData::Parsed(map),
+                data: RowData::JsonLine(start..chunk.bytes.len()),
             });
         } else {
+            chunk.bytes.truncate(start);
             chunk.rows_outside_shard += 1;
         }
         Ok(true)
@@ -583,7 +636,38 @@ mod tests {
             1 << 20,
         );
         let rows = read_all(&mut reader).unwrap();
-        assert_eq!(rows, [(2, "{\"a\":1}".into()), (4, "{\"a\":2}".into())]);
+        // The elements' own bytes: the workers parse them.
+        assert_eq!(rows, [(2, "{\"a\": 1}".into()), (4, "{\"a\":\n 2}".into())]);
+    }
+
+    #[test]
+    fn elements_are_split_without_parsing_strings_or_nesting() {
+        let dir = tempfile::tempdir().unwrap();
+        let content = b"[{\"a\": \"x],}\\\"{\"}, {\"b\": [1, {\"c\": \"]\"}]},\n 3 ,\"s\", true,{\"a\": }]";
+        let source = file(dir.path(), "a.json", content, FileKind::Json);
+        let mut reader = RowReader::new(
+            vec![DatasetFiles {
+                files: vec![source],
+                shard: None,
+            }],
+            100,
+            1 << 20,
+        );
+        let rows = read_all(&mut reader).unwrap();
+        let texts: Vec<&str> = rows.iter().map(|(_, text)| text.as_str()).collect();
+        // Not-object and malformed elements reach the workers, which report them as bad rows.
+        assert_eq!(
+            texts,
+            [
+                "{\"a\": \"x],}\\\"{\"}",
+                "{\"b\": [1, {\"c\": \"]\"}]}",
+                "3",
+                "\"s\"",
+                "true",
+                "{\"a\": }"
+            ]
+        );
+        assert_eq!(rows[2].0, 2);
     }
 
     #[test]
@@ -591,10 +675,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         for (content, line, needle) in [
             (&b"[\n{\"a\": 1}\n{\"a\": 2}]"[..], 3, "expected `,`"),
-            (b"[\n{\"a\": 1},\n3]", 3, "row is a JSON number"),
-            (b"[\n{\"a\": }]", 2, "malformed JSON"),
             (b"[]", 1, "empty"),
             (b"[{\"a\": 1}", 1, "without `]`"),
+            (b"[{\"a\": 1},\n{\"a\": [2}", 2, "without `]`"),
         ] {
             let source = file(dir.path(), "bad.json", content, FileKind::Json);
             let mut reader = RowReader::new(

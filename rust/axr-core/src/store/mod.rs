@@ -30,8 +30,9 @@ use crate::error::{Error, Result};
 /// Version of the on-disk layout; a reader refuses other versions.
 pub const FORMAT_VERSION: u32 = 1;
 /// Version of what the data path produces from the same inputs; part of the fingerprint, so a
-/// change to tokenization or masking rebuilds old stores.
-pub const DATA_VERSION: u32 = 1;
+/// change to tokenization, masking or the merge shuffle (2: unbiased RNG) rebuilds old stores
+/// (3: the doctor's report and `sources.bin` in every store).
+pub const DATA_VERSION: u32 = 3;
 /// Name of the metadata file of a store.
 pub const META_FILE: &str = "meta.json";
 /// Folder of the saved tokenizer inside a store.
@@ -106,6 +107,16 @@ pub struct RunCounts {
     pub tokens: u64,
     /// Trained tokens of the kept samples.
     pub trainable_tokens: u64,
+    /// Documents longer than `sequence_len` cut into chunks (`excess_length_strategy = "split"`).
+    #[serde(default)]
+    pub documents_split: u64,
+    /// Samples those documents became (chunks kept).
+    #[serde(default)]
+    pub chunks_made: u64,
+    /// Tokens of samples (or split pieces) tokenized and then dropped; rows dropped as surely too
+    /// long before tokenizing are not in it.
+    #[serde(default)]
+    pub tokens_dropped: u64,
 }
 
 /// `meta.json` of a store.
@@ -140,6 +151,13 @@ pub struct StoreMeta {
     pub shards: Vec<ShardMeta>,
     /// What happened to the rows of the run that produced this store.
     pub counts: RunCounts,
+    /// The data doctor's findings over every row of that run (absent when it was built with the
+    /// doctor off).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub doctor: Option<crate::doctor::DoctorReport>,
+    /// The input files, indexed by `sources.bin`'s file field.
+    #[serde(default)]
+    pub source_files: Vec<String>,
     /// The preprocess options (the JSON Python sent).
     pub options: serde_json::Value,
 }

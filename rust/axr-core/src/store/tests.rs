@@ -18,6 +18,8 @@ fn meta_for(dir: &Path, contents: &StoreContents, dtype: TokenDtype) -> StoreMet
         longest: contents.longest,
         shards: contents.shards.clone(),
         counts: RunCounts::default(),
+        doctor: None,
+        source_files: Vec::new(),
         options: serde_json::json!({"dir": dir}),
     }
 }

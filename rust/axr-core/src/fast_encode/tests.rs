@@ -1,0 +1,297 @@
+//! Differential tests: the fast encoder against `tokenizers`' full pipeline, ids and offsets.
+
+use proptest::prelude::*;
+use serde_json::{Value, json};
+use tokenizers::{AddedToken, Tokenizer};
+
+use super::*;
+
+/// A SentencePiece-style BPE: "▁" words, byte fallback, a few merges, `<s>` from the template.
+fn sentencepiece_json() -> Value {
+    let mut pieces: Vec<String> = vec!["<unk>".into(), "<s>".into(), "</s>".into()];
+    pieces.extend((0..=255u8).map(|byte| format!("<0x{byte:02X}>")));
+    pieces.extend(
+        "▁abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ:#.,!?é中"
+            .chars()
+            .map(String::from),
+    );
+    let merges = [
+        ("▁", "▁"),
+        ("▁▁", "▁▁"),
+        ("▁", "h"),
+        ("e", "l"),
+        ("el", "l"),
+        ("▁h", "ell"),
+        ("▁hell", "o"),
+        ("o", "r"),
+        ("▁", "w"),
+        ("▁w", "or"),
+        ("▁", "中"),
+    ];
+    pieces.extend(merges.iter().map(|(left, right)| format!("{left}{right}")));
+    let vocab: serde_json::Map<String, Value> = pieces
+        .iter()
+        .enumerate()
+        .map(|(id, piece)| (piece.clone(), Value::from(id)))
+        .collect();
+    json!({
+        "version": "1.0", "truncation": null, "padding": null,
+        "added_tokens": [
+            {"id": 0, "content": "<unk>", "single_word": false, "lstrip": false, "rstrip": false, "normalized": false, "special": true},
+            {"id": 1, "content": "<s>", "single_word": false, "lstrip": false, "rstrip": false, "normalized": false, "special": true},
+            {"id": 2, "content": "</s>", "single_word": false, "lstrip": false, "rstrip": false, "normalized": false, "special": true}
+        ],
+        "normalizer": {"type": "Sequence", "normalizers": [
+            {"type": "Prepend", "prepend": "▁"},
+            {"type": "Replace", "pattern": {"String": " "}, "content": "▁"}
+        ]},
+        "pre_tokenizer": null,
+        "post_processor": {
+            "type": "TemplateProcessing",
+            "single": [{"SpecialToken": {"id": "<s>", "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}}, {"SpecialToken": {"id": "</s>", "type_id": 0}}],
+            "pair": [{"Sequence": {"id": "A", "type_id": 0}}, {"Sequence": {"id": "B", "type_id": 1}}],
+            "special_tokens": {"<s>": {"id": "<s>", "ids": [1], "tokens": ["<s>"]}, "</s>": {"id": "</s>", "ids": [2], "tokens": ["</s>"]}}
+        },
+        "decoder": null,
+        "model": {
+            "type": "BPE", "dropout": null, "unk_token": "<unk>", "continuing_subword_prefix": null,
+            "end_of_word_suffix": null, "fuse_unk": true, "byte_fallback": true, "ignore_merges": false,
+            "vocab": vocab,
+            "merges": merges.iter().map(|(left, right)| vec![*left, *right]).collect::<Vec<_>>()
+        }
+    })
+}
+
+/// A GPT-2-style byte-level BPE: the 256-char alphabet and merges of common English pieces.
+fn byte_level_json(pre_tokenizer: &Value) -> Value {
+    let alphabet = byte_level_alphabet();
+    let mut pieces: Vec<String> = alphabet.iter().map(char::to_string).collect();
+    let space = alphabet[b' ' as usize];
+    let merges: Vec<(String, String)> = [
+        (format!("{space}"), "t".to_string()),
+        ("h".into(), "e".into()),
+        (format!("{space}t"), "he".into()),
+        ("i".into(), "n".into()),
+        ("in".into(), "g".into()),
+        (format!("{space}"), "a".into()),
+        ("e".into(), "r".into()),
+        (format!("{space}{space}"), format!("{space}{space}")),
+        (format!("{space}"), format!("{space}")),
+        ("Ã".into(), "©".into()),
+    ]
+    .into_iter()
+    .collect();
+    for (left, right) in &merges {
+        let piece = format!("{left}{right}");
+        if !pieces.contains(&piece) {
+            pieces.push(piece);
+        }
+    }
+    let vocab: serde_json::Map<String, Value> = pieces
+        .iter()
+        .enumerate()
+        .map(|(id, piece)| (piece.clone(), Value::from(id)))
+        .collect();
+    let endoftext = pieces.len();
+    json!({
+        "version": "1.0", "truncation": null, "padding": null,
+        "added_tokens": [
+            {"id": endoftext, "content": "<|endoftext|>", "single_word": false, "lstrip": false, "rstrip": false, "normalized": false, "special": true},
+            {"id": endoftext + 1, "content": "<|im_start|>", "single_word": false, "lstrip": true, "rstrip": true, "normalized": false, "special": true},
+            {"id": endoftext + 2, "content": "word", "single_word": true, "lstrip": false, "rstrip": false, "normalized": true, "special": false}
+        ],
+        "normalizer": null,
+        "pre_tokenizer": pre_tokenizer,
+        "post_processor": null,
+        "decoder": null,
+        "model": {
+            "type": "BPE", "dropout": null, "unk_token": null, "continuing_subword_prefix": null,
+            "end_of_word_suffix": null, "fuse_unk": false, "byte_fallback": false, "ignore_merges": false,
+            "vocab": vocab,
+            "merges": merges.iter().map(|(left, right)| vec![left.clone(), right.clone()]).collect::<Vec<_>>()
+        }
+    })
+}
+
+fn gpt2_pre_tokenizer() -> Value {
+    json!({"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true})
+}
+
+fn tekken_pre_tokenizer() -> Value {
+    json!({"type": "Sequence", "pretokenizers": [
+        {"type": "Split", "pattern": {"Regex": scan::TEKKEN_PATTERN}, "behavior": "Isolated", "invert": false},
+        {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": false}
+    ]})
+}
+
+fn tokenizer(json: &Value) -> Tokenizer {
+    Tokenizer::from_bytes(json.to_string().as_bytes()).unwrap()
+}
+
+/// Ids and offsets from the fast encoder and from `tokenizers`, for `text`.
+fn both(fast: &FastEncoder, reference: &Tokenizer, text: &str, add_special: bool) -> (FastEncoding, FastEncoding) {
+    let mine = fast.encode(text, add_special).unwrap();
+    let encoding = reference.encode(text, add_special).unwrap();
+    let sequence_ids = encoding.get_sequence_ids();
+    let content: Vec<usize> = (0..encoding.len())
+        .filter(|&index| sequence_ids[index].is_some())
+        .collect();
+    let theirs = FastEncoding {
+        ids: encoding.get_ids().to_vec(),
+        offsets: (0..encoding.len())
+            .map(|index| {
+                if sequence_ids[index].is_some() {
+                    encoding.get_offsets()[index]
+                } else {
+                    (0, 0)
+                }
+            })
+            .collect(),
+        content: content
+            .first()
+            .map_or(mine.content.start..mine.content.start, |&first| {
+                first..content.last().map_or(first, |last| last + 1)
+            }),
+    };
+    (mine, theirs)
+}
+
+const AWKWARD: &[&str] = &[
+    "",
+    " ",
+    "hello world",
+    "  hello  world  ",
+    "hello</s>world",
+    "a </s>  b</s>",
+    "</s>",
+    "</s> hi",
+    "é中文 x 😀👍🏽 e\u{301} \u{0}\u{7}\t\r\n\u{2028}\u{85}",
+    "▁literal ▁▁ marks▁ ",
+    "1234567890 ١٢٣ Ⅻ 3.14",
+    "it's don't WE'LL they're",
+    "<|endoftext|>x <|im_start|>  y  <|im_start|>z",
+    "a word, words, sword word",
+];
+
+fn assert_same(fast: &FastEncoder, reference: &Tokenizer, text: &str) {
+    for add_special in [true, false] {
+        let (mine, theirs) = both(fast, reference, text, add_special);
+        assert_eq!(mine, theirs, "{text:?} (add_special_tokens: {add_special})");
+    }
+}
+
+fn long_texts() -> Vec<String> {
+    vec![
+        " ".repeat(300) + "x",
+        "word".repeat(2000),
+        "\n".repeat(50) + &"\t ".repeat(40),
+        "9".repeat(100),
+        "héllo wörld ".repeat(50),
+    ]
+}
+
+#[test]
+fn sentencepiece_matches_tokenizers_on_awkward_text() {
+    let reference = tokenizer(&sentencepiece_json());
+    let fast = recognise(&reference).unwrap();
+    assert!(fast.description().contains("SentencePiece"));
+    for text in AWKWARD.iter().map(ToString::to_string).chain(long_texts()) {
+        assert_same(&fast, &reference, &text);
+    }
+    let stats = fast.stats();
+    assert!(stats.cache_hits > 0 && stats.cache_misses > 0, "{stats:?}");
+}
+
+#[test]
+fn byte_level_matches_tokenizers_on_awkward_text() {
+    for pre_tokenizer in [gpt2_pre_tokenizer(), tekken_pre_tokenizer()] {
+        let reference = tokenizer(&byte_level_json(&pre_tokenizer));
+        let fast = recognise(&reference).unwrap();
+        assert!(fast.description().contains("byte-level"));
+        for text in AWKWARD.iter().map(ToString::to_string).chain(long_texts()) {
+            assert_same(&fast, &reference, &text);
+        }
+    }
+}
+
+#[test]
+fn added_tokens_with_options_split_like_tokenizers() {
+    let mut reference = tokenizer(&sentencepiece_json());
+    reference
+        .add_tokens(vec![
+            AddedToken::from("<tool>", false).normalized(false).lstrip(true),
+            AddedToken::from("<end>", false).normalized(false).rstrip(true),
+            AddedToken::from("go", false).normalized(false).single_word(true),
+        ])
+        .unwrap();
+    let fast = recognise(&reference).unwrap();
+    for text in [
+        "a <tool> b",
+        "a   <tool>   <end>   c",
+        "go go, going ago go",
+        "<end> <tool><end>",
+    ] {
+        assert_same(&fast, &reference, text);
+    }
+}
+
+#[test]
+fn unrecognised_pipelines_fall_back_with_a_reason() {
+    let mut json = sentencepiece_json();
+    json["normalizer"] = json!({"type": "NFKC"});
+    assert!(recognise(&tokenizer(&json)).unwrap_err().contains("normalizer"));
+
+    let mut json = sentencepiece_json();
+    json["model"]["vocab"]["a▁"] = Value::from(9999);
+    assert!(
+        recognise(&tokenizer(&json))
+            .unwrap_err()
+            .contains("spans a word boundary")
+    );
+
+    let mut json = byte_level_json(&tekken_pre_tokenizer());
+    json["pre_tokenizer"]["pretokenizers"][0]["pattern"]["Regex"] = Value::from(r"\w+|\s+");
+    assert!(recognise(&tokenizer(&json)).unwrap_err().contains("has no scanner"));
+
+    let mut json = byte_level_json(&gpt2_pre_tokenizer());
+    json["post_processor"] =
+        json!({"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true});
+    assert!(recognise(&tokenizer(&json)).unwrap_err().contains("post-processor"));
+
+    let mut reference = tokenizer(&sentencepiece_json());
+    reference.add_tokens(vec![AddedToken::from("hi there", false)]).unwrap();
+    assert!(recognise(&reference).unwrap_err().contains("normalized: true"));
+}
+
+fn fuzz_text() -> impl Strategy<Value = String> {
+    "(\\PC|[ \t\r\n\u{2028}\u{301}\u{2581}']|</s>|<\\|endoftext\\|>|<\\|im_start\\|>| word |hello|the|ing|[0-9]{1,5}|  +){0,30}"
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(200))]
+
+    #[test]
+    fn random_strings_encode_like_tokenizers(text in fuzz_text()) {
+        thread_local! {
+            static ENCODERS: Vec<(Tokenizer, FastEncoder)> = [
+                sentencepiece_json(),
+                byte_level_json(&gpt2_pre_tokenizer()),
+                byte_level_json(&tekken_pre_tokenizer()),
+            ]
+            .iter()
+            .map(|json| {
+                let reference = tokenizer(json);
+                let fast = recognise(&reference).unwrap();
+                (reference, fast)
+            })
+            .collect();
+        }
+        ENCODERS.with(|encoders| {
+            for (reference, fast) in encoders {
+                let (mine, theirs) = both(fast, reference, &text, true);
+                prop_assert_eq!(mine, theirs, "{}", fast.description());
+            }
+            Ok(())
+        })?;
+    }
+}

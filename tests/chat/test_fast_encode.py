@@ -1,0 +1,139 @@
+"""The fast encoder against Hugging Face `tokenizers`, on the real tokenizers available offline.
+
+Differential: every text is encoded by axr (the fast encoder, which must be the path taken) and
+by `tokenizers`' `encode_batch`; ids must be identical. Offsets and masks are compared in the
+core's own tests and by `axr preprocess --verify-encoder` below.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+from tokenizers import Tokenizer
+
+from axr._native import encode_texts, render_rows
+from axr.cli import main
+from axr.testing.conversations import generate_conversations
+from preprocess_support import PreprocessWorkspace, alpaca_rows
+
+EDGE_CASES = [
+    "",
+    " ",
+    "   leading and trailing   ",
+    "emoji 😀👍🏽🇫🇷 family 👨‍👩‍👧",
+    "CJK 中文字 日本語のテキスト 한국어 ﾃｽﾄ",
+    "combining e\u0301 a\u0301\u0302 n\u0303",
+    "control \x00\x01\x07\x1b\x7f\x85 chars",
+    "line\u2028separator\u2029para",
+    " " * 200 + "x" + "\t" * 50 + "\n" * 30,
+    "digits 0 12 345 6789 3.14159 1,000,000 ١٢٣ Ⅻ",
+    "a" * 3000,
+    "x" + "é" * 500,
+    "it's don't WE'LL they're I'M",
+    "literal ▁ marks ▁▁ here▁",
+    "</s>",
+    "<s>hi</s>",
+    "text</s>touching<s>specials </s> spaced",
+    "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n",
+    "[INST] tekken control [/INST]",
+    "\r\n\r\n\n  \r ",
+    "path/to/file.py // comment\n/* c */",
+]
+
+
+def _random_texts(count: int, seed: int) -> list[str]:
+    rng = random.Random(seed)
+    alphabet = [
+        *"abcXYZ é中😀 \n\t\r'▁0123456789.,;/<>|_-\u0301\u2028",
+        "</s>",
+        "<s>",
+        "<|im_end|>",
+        " the",
+        "ing",
+        "  ",
+    ]
+    return ["".join(rng.choice(alphabet) for _ in range(rng.randint(0, 40))) for _ in range(count)]
+
+
+def _corpus() -> list[str]:
+    texts = list(EDGE_CASES)
+    for conversation in generate_conversations(240, seed=0):
+        texts.extend(message["content"] for message in conversation)
+        texts.append("\n".join(f"{message['role']}: {message['content']}" for message in conversation))
+    return texts + _random_texts(2000, seed=1)
+
+
+def _assert_identical(tokenizer_dir: Path, texts: list[str], rendered: list[str]) -> dict:
+    reference = Tokenizer.from_file(str(tokenizer_dir / "tokenizer.json"))
+    summary: dict = {}
+    for add_special_tokens in (True, False):
+        for corpus in (texts, rendered):
+            ids, _, summary_json = encode_texts(
+                corpus, str(tokenizer_dir), add_special_tokens=add_special_tokens
+            )
+            summary = json.loads(summary_json)
+            assert summary["path"] == "fast", summary
+            expected = [
+                encoding.ids
+                for encoding in reference.encode_batch(corpus, add_special_tokens=add_special_tokens)
+            ]
+            mismatches = [index for index in range(len(corpus)) if ids[index] != expected[index]]
+            assert not mismatches, [corpus[index][:80] for index in mismatches[:5]]
+    return summary
+
+
+def _rendered(tokenizer_dir: Path) -> list[str]:
+    rows = [json.dumps(row) for row in alpaca_rows(300)]
+    spec = json.dumps({"type": "alpaca", "train_on_inputs": False})
+    return [text for text, _ in render_rows(rows, spec, str(tokenizer_dir))]
+
+
+def test_sentencepiece_mistral_is_identical(mistral_tokenizer_dir: Path) -> None:
+    summary = _assert_identical(mistral_tokenizer_dir, _corpus(), _rendered(mistral_tokenizer_dir))
+    assert "SentencePiece" in summary["detail"]
+    assert summary["stats"]["cache_hits"] > summary["stats"]["cache_misses"] > 0
+
+
+def test_byte_level_tekken_is_identical(tekken_tokenizer_dir: Path) -> None:
+    summary = _assert_identical(tekken_tokenizer_dir, _corpus(), _rendered(tekken_tokenizer_dir))
+    assert summary["detail"] == "byte-level BPE, tekken split"
+
+
+def test_byte_level_smollm2_is_identical(smollm2_tokenizer_dir: Path) -> None:
+    summary = _assert_identical(smollm2_tokenizer_dir, _corpus(), _rendered(smollm2_tokenizer_dir))
+    assert summary["detail"] == "byte-level BPE, GPT-2 split"
+
+
+def test_disabled_fast_encoder_falls_back_and_says_why(
+    mistral_tokenizer_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AXR_FAST_ENCODER", "0")
+    ids, _, summary_json = encode_texts(["hello world"], str(mistral_tokenizer_dir))
+    summary = json.loads(summary_json)
+    assert summary["path"] == "tokenizers"
+    assert "AXR_FAST_ENCODER=0" in summary["detail"]
+    reference = Tokenizer.from_file(str(mistral_tokenizer_dir / "tokenizer.json"))
+    assert ids == [reference.encode("hello world").ids]
+
+
+def test_preprocess_verify_encoder_checks_every_text(
+    preprocess_workspace: PreprocessWorkspace, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rows = alpaca_rows(120)
+    rows += [
+        {"instruction": text, "input": "", "output": text + "</s>"}
+        for text in EDGE_CASES
+        if 0 < len(text) < 150
+    ]
+    data = preprocess_workspace.write_rows("data.jsonl", rows)
+    config = preprocess_workspace.config(data, top="train_on_inputs = false")
+    assert main(["preprocess", str(config), "--no-doctor", "--no-progress"]) == 0
+    first = capsys.readouterr().out
+    assert "encode fast encoder: SentencePiece" in first
+    # A second run would reuse the store; verification rebuilds it and encodes both ways.
+    assert main(["preprocess", str(config), "--no-doctor", "--no-progress", "--verify-encoder", "1000"]) == 0
+    out = capsys.readouterr().out
+    assert f"verified {len(rows)} texts against tokenizers: identical" in out, out
