@@ -23,7 +23,7 @@ use crate::Encoder;
 use crate::chat::render::{ChatTemplate, TemplateMessage};
 use crate::error::{Error, Result};
 use crate::options::SourceOptions;
-use crate::sample::{FieldError, RenderedText, Sample, TokenizerInfo};
+use crate::sample::{Encoded, FieldError, RenderedText, Sample, TokenizerInfo};
 use crate::source::{DatasetFiles, RowData, RowReader, SourceFile};
 
 /// The preference keys of one `datasets` entry (Axolotl's names; the `type:` map's keys included).
@@ -586,17 +586,28 @@ pub struct PreferenceRows {
     pub desirable: Vec<bool>,
 }
 
-impl PreferenceRows {
-    fn push(&mut self, sample: &Sample, encoder: &Encoder) -> std::result::Result<(), FieldError> {
-        let tokens = encoder.encode(sample)?;
-        if !tokens.trainable.iter().any(|flag| *flag) {
-            return Err(FieldError::new("-", "the completion has no tokens after the prompt"));
-        }
-        self.input_ids.extend_from_slice(&tokens.input_ids);
-        self.trainable.extend_from_slice(&tokens.trainable);
-        self.offsets.push(self.input_ids.len() as u64);
-        Ok(())
+/// One row's sequences, tokenized, and (KTO) its label.
+type EncodedRow = (Vec<Encoded>, Option<bool>);
+
+/// Tokenize one sequence; a completion that leaves no trained token is the row's error.
+fn encode_sequence(text: RenderedText, encoder: &Encoder) -> std::result::Result<Encoded, FieldError> {
+    let tokens = encoder.encode(&Sample::Text(text))?;
+    if !tokens.trainable.iter().any(|flag| *flag) {
+        return Err(FieldError::new("-", "the completion has no tokens after the prompt"));
     }
+    Ok(tokens)
+}
+
+fn encode_row(row: PreferenceRow, encoder: &Encoder) -> std::result::Result<EncodedRow, FieldError> {
+    Ok(match row {
+        PreferenceRow::Pair { chosen, rejected } => (
+            vec![encode_sequence(chosen, encoder)?, encode_sequence(rejected, encoder)?],
+            None,
+        ),
+        PreferenceRow::Labelled { completion, desirable } => {
+            (vec![encode_sequence(completion, encoder)?], Some(desirable))
+        }
+    })
 }
 
 /// Resolve one dataset's files (as SFT datasets do), then [`encode_preference_files`] them.
@@ -626,7 +637,7 @@ pub fn encode_preference_files(
         ..PreferenceRows::default()
     };
     while let Some(chunk) = reader.next_chunk()? {
-        let rendered: Vec<Result<(PreferenceRow, usize, u64)>> = chunk
+        let rendered: Vec<Result<EncodedRow>> = chunk
             .rows
             .par_iter()
             .map(|raw| {
@@ -649,30 +660,21 @@ pub fn encode_preference_files(
                         return Err(data_error("-".into(), "preference rows must be JSON objects".into()));
                     }
                 };
-                let row = formatter
+                // Formatting and tokenizing both run on the worker threads; only the copy is serial.
+                formatter
                     .format(row)
-                    .map_err(|error| data_error(error.field, error.message))?;
-                Ok((row, raw.file, raw.line))
+                    .and_then(|row| encode_row(row, encoder))
+                    .map_err(|error| data_error(error.field, error.message))
             })
             .collect();
         for result in rendered {
-            let (row, file, line) = result?;
-            let located = |error: FieldError| Error::Data {
-                path: reader.files[file].path.clone(),
-                line,
-                field: error.field,
-                message: error.message,
-            };
-            match row {
-                PreferenceRow::Pair { chosen, rejected } => {
-                    rows.push(&Sample::Text(chosen), encoder).map_err(located)?;
-                    rows.push(&Sample::Text(rejected), encoder).map_err(located)?;
-                }
-                PreferenceRow::Labelled { completion, desirable } => {
-                    rows.push(&Sample::Text(completion), encoder).map_err(located)?;
-                    rows.desirable.push(desirable);
-                }
+            let (sequences, desirable) = result?;
+            for tokens in sequences {
+                rows.input_ids.extend_from_slice(&tokens.input_ids);
+                rows.trainable.extend_from_slice(&tokens.trainable);
+                rows.offsets.push(rows.input_ids.len() as u64);
             }
+            rows.desirable.extend(desirable);
         }
     }
     Ok(rows)
