@@ -40,7 +40,7 @@ def _run(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str,
 def _single_store(workspace: PreprocessWorkspace, config: Path, capsys: pytest.CaptureFixture[str]) -> Path:
     """The store a single run of the same config builds, moved aside (its meta.json names the
     prepared folder, so both runs use the same one)."""
-    code, out, _ = _run(["preprocess", str(config), "--no-progress", "--no-doctor"], capsys)
+    code, out, _ = _run(["preprocess", str(config), "--no-progress"], capsys)
     assert code == 0, out
     root = preprocess(load_config(config), progress=False).root
     reference = workspace.root / "reference" / root.name
@@ -60,7 +60,8 @@ def _assert_four_parts_merge_to(
         rows = int(out.split("rows read ")[1].split(", kept")[0].replace(",", ""))
         assert rows > 0  # each part reads its own share
         read += rows
-    code, out, _ = _run(["preprocess", str(config), "--merge", "--no-progress", "--no-doctor"], capsys)
+    # The doctor on (the default) on both sides: its findings and sources.bin are merged too.
+    code, out, _ = _run(["preprocess", str(config), "--merge", "--no-progress"], capsys)
     assert code == 0, out
     merged = Path(out.splitlines()[0].split()[1])
     assert merged.name == expected.name  # one fingerprint
@@ -102,6 +103,9 @@ def test_one_big_jsonl_is_cut_by_byte_ranges_and_train_merges_the_parts(
     config = workspace.config(data)
     expected = _single_store(workspace, config, capsys)
     _assert_four_parts_merge_to(workspace, config, expected, capsys)
+    # Found by part 2, which numbers the lines of its byte range from 1: the merge makes it the file's.
+    doctor = json.loads((expected / "train" / "meta.json").read_text())["doctor"]
+    assert doctor["findings"]["no_trainable_tokens"] == {"count": 1, "examples": [f"{data}:1734"]}
 
     # `axr train` calls preprocess(cfg): with all parts present and no store, it merges them.
     import shutil
@@ -148,3 +152,55 @@ def test_missing_foreign_and_out_of_range_parts_are_clear_errors(
     assert "part 2/4 missing" in err
     assert "other settings" in err
     assert not any(path.name != "parts" for path in workspace.prepared.iterdir())
+
+
+def test_conversation_doctor_report_of_the_merge_is_the_single_runs(
+    preprocess_workspace: PreprocessWorkspace, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from axr.data import preprocess_shard
+    from axr.errors import DataError
+
+    workspace = preprocess_workspace
+    # The generation prompt adds a newline the training render lacks: every checked row is a
+    # mismatch. 32 rows are checked, more than part 0 of 4 holds, so the merge picks them across
+    # parts; some rows have no answer (skipped) and some hold "<s>" (found in every part).
+    template = (
+        "{% for m in messages %}<|{{ m.role }}|>{{ m.content }}{{ eos_token }}{% endfor %}"
+        "{% if add_generation_prompt %}<|assistant|>\\\\n{% endif %}"
+    )
+    rows: list[dict[str, object]] = []
+    for index in range(100):
+        user = {"role": "user", "content": f"question {index} " + "word " * (index % 13)}
+        answer = {"role": "assistant", "content": f"answer {index}" + (" <s>" if index % 17 == 5 else "")}
+        rows.append({"messages": [user] if index % 10 == 3 else [user, answer]})
+    data = workspace.write_rows("chat.jsonl", rows)
+    config = workspace.config(
+        data,
+        type="chat_template",
+        top=f'chat_template = "jinja"\nchat_template_jinja = "{template}"\ntrain_on_inputs = true',
+    )
+    expected = _single_store(workspace, config, capsys)
+    cfg = load_config(config)
+    parts = [preprocess_shard(cfg, index, 4, progress=False) for index in range(4)]
+    assert all(part.train["rows_read"] > 0 for part in parts)
+    assert parts[0].train["rows_read"] < 32
+    merged = preprocess(cfg, progress=False, merge=True)
+    assert merged.root.name == expected.name
+    assert _tree(merged.root) == _tree(expected)
+    doctor = json.loads((expected / "train" / "meta.json").read_text())["doctor"]
+    assert (doctor["template_checked"], doctor["template_skipped"]) == (29, 3)
+    assert doctor["findings"]["template_prompt_mismatch"]["count"] == 29
+    assert doctor["findings"]["special_tokens_in_text"] == {
+        "count": 5,  # row 73 has no answer
+        "examples": [f"{data}:{index + 1}" for index in (5, 22, 39, 56, 90)],
+    }
+
+    # special_tokens_in_text = "error": the part that meets the row names the file's own line.
+    strict = workspace.config(
+        data,
+        type="chat_template",
+        top=f'chat_template = "jinja"\nchat_template_jinja = "{template}"\nspecial_tokens_in_text = "error"',
+        name="strict.toml",
+    )
+    with pytest.raises(DataError, match=r"chat.jsonl:57: .*<s>"):
+        preprocess_shard(load_config(strict), 2, 4, progress=False)
