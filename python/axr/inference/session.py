@@ -140,7 +140,8 @@ def gradio_app(
             yield cut_at_stop(produced, builder.stop_texts)
         worker.join()
 
-    sliders = [
+    # Typed as ChatInterface declares it (lists are invariant, so list[Slider] is refused).
+    sliders: list[str | gr.components.Component] = [
         gr.Slider(1, 4096, value=settings.max_new_tokens, step=1, label="max_new_tokens"),
         gr.Slider(0.0, 2.0, value=settings.temperature, label="temperature (0 = greedy)"),
     ]
