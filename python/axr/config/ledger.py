@@ -158,7 +158,10 @@ TOP_LEVEL: dict[str, Entry] = {
     "bnb_config_kwargs": used(
         QUANTIZATION, "tests/train/test_qlora.py::test_bnb_config_kwargs_reach_the_quantized_layers"
     ),
-    "gptq": not_yet("train LoRA on a GPTQ-quantized base model", 14),
+    "gptq": not_yet(
+        "train LoRA on a GPTQ-quantized base model; transformers' GPTQ backend (gptqmodel) ships as a"
+        " C++/CUDA source build only, with no CPU wheel to build or test it on"
+    ),
     "gptq_groupsize": no_effect("setting of Axolotl's old GPTQ loader; Axolotl ignores it too"),
     "gptq_model_v1": no_effect("setting of Axolotl's old GPTQ loader; Axolotl ignores it too"),
     "gptq_disable_exllama": no_effect("dropped by Axolotl's validation, so never read there either"),

@@ -472,7 +472,7 @@ class AxrConfig(BaseModel):
     bnb_config_kwargs: BnbConfigKwargs | None = None
     """bitsandbytes quantization options for ``load_in_4bit``/``load_in_8bit``."""
     gptq: bool = False
-    """The model is a 4-bit GPTQ quantized model (not supported yet: transformers needs gptqmodel)."""
+    """The model is a 4-bit GPTQ quantized model (not supported yet: gptqmodel has no CPU wheel)."""
     load_in_8bit: bool = False
     """Load the base model in 8 bits (bitsandbytes)."""
     load_in_4bit: bool = False
