@@ -164,8 +164,8 @@ class DatasetConfig(BaseModel):
     model_config = _STRICT
 
     path: str
-    """Local file, glob or folder with the rows, or a hub dataset id (``org/name``, fetched into the HF
-    cache); URLs (``s3://``, ``gs://``, ``https://``) are not supported yet."""
+    """Local file, glob or folder with the rows, a hub dataset id (``org/name``, fetched into the HF
+    cache) or a URL (``https://``, ``s3://``, ``gs://``; fetched once into axr's cache)."""
     type: Annotated[str | UserDefinedFormat | None, Blankable] = None
     """Dataset type (``alpaca``, ``alpaca:chat``, ``sharegpt``, ``chat_template``, ``completion``,
     ``input_output``, ...), or a table for a custom format; empty for pre-tokenized rows."""
