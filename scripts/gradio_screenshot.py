@@ -28,8 +28,10 @@ def main() -> None:
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=args.browser, headless=True)
         page = browser.new_page(viewport={"width": 1100, "height": 820}, device_scale_factor=1)
-        page.goto(args.url, wait_until="networkidle")
+        # Not "networkidle": the page keeps a connection open, and offline its web fonts never load.
+        page.goto(args.url, wait_until="load")
         box = page.locator("textarea").first
+        box.wait_for(timeout=60_000)
         for message in args.message:
             answers = page.locator(".message.bot, [data-testid='bot']").count()
             box.fill(message)
