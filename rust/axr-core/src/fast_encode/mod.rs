@@ -12,8 +12,8 @@
 //!   no pre-tokenizer, byte fallback. `tokenizers` runs BPE on each whole segment; cutting it
 //!   before every "▁" that follows another char cannot change the result when no vocabulary
 //!   piece holds a char followed by "▁" (checked on load), since no merge can then cross a cut.
-//! - **Byte-level BPE**: no normalizer, `ByteLevel` with GPT-2's regex or `Split(tekken's
-//!   regex)` + `ByteLevel`; the scanners of [`scan`] split exactly like those regexes.
+//! - **Byte-level BPE**: no normalizer, `ByteLevel` with GPT-2's regex or `Split(tekken's or
+//!   Llama 3's regex)` + `ByteLevel`; the scanners of [`scan`] split exactly like those regexes.
 
 mod scan;
 #[cfg(test)]
@@ -310,10 +310,52 @@ fn recognise_flavor(json: &Value) -> Result<Flavor, String> {
 }
 
 /// The ids the post-processor puts before and after the text, or why it is not handled.
+///
+/// Besides `TemplateProcessing`, a `ByteLevel` post-processor that does not trim offsets is
+/// taken (alone, as Qwen 2 ships it, or in a `Sequence` before the template, as Llama 3 does):
+/// it then changes neither ids nor offsets.
 fn template_ids(json: &Value) -> Result<(Vec<u32>, Vec<u32>), String> {
     let Some(processor) = json.get("post_processor").filter(|value| !value.is_null()) else {
         return Ok((Vec::new(), Vec::new()));
     };
+    let type_of = |value: &Value| value.get("type").and_then(Value::as_str).map(str::to_owned);
+    let inert_byte_level = |value: &Value| -> Result<bool, String> {
+        if type_of(value).as_deref() != Some("ByteLevel") {
+            return Ok(false);
+        }
+        match value.get("trim_offsets").and_then(Value::as_bool) {
+            Some(false) => Ok(true),
+            _ => Err("post-processor ByteLevel trims offsets".into()),
+        }
+    };
+    if inert_byte_level(processor)? {
+        return Ok((Vec::new(), Vec::new()));
+    }
+    if type_of(processor).as_deref() == Some("Sequence") {
+        let steps = processor
+            .get("processors")
+            .and_then(Value::as_array)
+            .ok_or("post-processor Sequence without `processors`")?;
+        let mut template = None;
+        for step in steps {
+            if inert_byte_level(step)? {
+                continue;
+            }
+            if template.is_some() || type_of(step).as_deref() != Some("TemplateProcessing") {
+                return Err(format!(
+                    "post-processor step {} is not handled",
+                    step.get("type").unwrap_or(&Value::Null)
+                ));
+            }
+            template = Some(step);
+        }
+        return template.map_or(Ok((Vec::new(), Vec::new())), template_processing_ids);
+    }
+    template_processing_ids(processor)
+}
+
+/// The ids a `TemplateProcessing` puts before and after a single sequence.
+fn template_processing_ids(processor: &Value) -> Result<(Vec<u32>, Vec<u32>), String> {
     if processor.get("type").and_then(Value::as_str) != Some("TemplateProcessing") {
         return Err(format!(
             "post-processor {} is not handled",
@@ -445,6 +487,7 @@ pub fn recognise(tokenizer: &Tokenizer) -> Result<FastEncoder, String> {
         Flavor::SentencePiece => "SentencePiece BPE (Prepend/Replace \"▁\", byte fallback)".to_string(),
         Flavor::ByteLevel(Pattern::Gpt2) => "byte-level BPE, GPT-2 split".to_string(),
         Flavor::ByteLevel(Pattern::Tekken) => "byte-level BPE, tekken split".to_string(),
+        Flavor::ByteLevel(Pattern::Llama3) => "byte-level BPE, Llama 3 split".to_string(),
     };
     Ok(FastEncoder {
         id: NEXT_ENCODER_ID.fetch_add(1, Ordering::Relaxed),

@@ -25,6 +25,9 @@ pub const GPT2_PATTERN: &str = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\
 /// Mistral tekken's split pattern.
 pub const TEKKEN_PATTERN: &str = r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+|[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 
+/// Llama 3's split pattern (tiktoken's cl100k spelling; digits by threes).
+pub const LLAMA3_PATTERN: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+
 /// Which pattern a scanner follows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Pattern {
@@ -32,6 +35,8 @@ pub enum Pattern {
     Gpt2,
     /// [`TEKKEN_PATTERN`].
     Tekken,
+    /// [`LLAMA3_PATTERN`].
+    Llama3,
 }
 
 impl Pattern {
@@ -40,6 +45,7 @@ impl Pattern {
         match regex {
             GPT2_PATTERN => Some(Self::Gpt2),
             TEKKEN_PATTERN => Some(Self::Tekken),
+            LLAMA3_PATTERN => Some(Self::Llama3),
             _ => None,
         }
     }
@@ -123,6 +129,7 @@ pub fn next_word(pattern: Pattern, text: &str, at: usize) -> usize {
     match pattern {
         Pattern::Gpt2 => gpt2(&scanner, at),
         Pattern::Tekken => tekken(&scanner, at),
+        Pattern::Llama3 => llama3(&scanner, at),
     }
 }
 
@@ -210,7 +217,77 @@ fn tekken(scanner: &Scanner<'_>, at: usize) -> usize {
         let end = scanner.run(from, |_, flags| other(flags));
         return scanner.run(end, |character, _| matches!(character, '\r' | '\n' | '/'));
     }
-    // Whitespace: `\s*[\r\n]+` ends after the run's last line break, when it has one.
+    line_breaks_or_spaces(scanner, at)
+}
+
+/// The end of `(?i:'s|'t|'re|'ve|'m|'ll|'d)` when it matches at `at` (a `'`). Case-insensitive
+/// as oniguruma folds: besides ASCII case, only "ſ" (U+017F) folds to one of these letters.
+fn contraction(scanner: &Scanner<'_>, at: usize) -> Option<usize> {
+    let folded = |character: char| {
+        if character == 'ſ' {
+            's'
+        } else {
+            character.to_ascii_lowercase()
+        }
+    };
+    let mut chars = scanner.text[at + 1..].chars();
+    let first = chars.next()?;
+    let after_first = at + 1 + first.len_utf8();
+    let wanted = match folded(first) {
+        's' | 't' | 'm' | 'd' => return Some(after_first),
+        'r' | 'v' => 'e',
+        'l' => 'l',
+        _ => return None,
+    };
+    let second = chars.next()?;
+    (folded(second) == wanted).then(|| after_first + second.len_utf8())
+}
+
+fn llama3(scanner: &Scanner<'_>, at: usize) -> usize {
+    let Some((first, flags)) = scanner.at(at) else {
+        return at;
+    };
+    let next = at + first.len_utf8();
+    if first == '\''
+        && let Some(end) = contraction(scanner, at)
+    {
+        return end;
+    }
+    let letter = |_: char, flags: u8| flags & LETTER != 0;
+    let prefix = first != '\r' && first != '\n' && flags & (LETTER | NUMBER) == 0;
+    if prefix && scanner.at(next).is_some_and(|(_, flags)| flags & LETTER != 0) {
+        return scanner.run(next, letter);
+    }
+    if flags & LETTER != 0 {
+        return scanner.run(at, letter);
+    }
+    if flags & NUMBER != 0 {
+        let mut end = next;
+        for _ in 0..2 {
+            match scanner.at(end) {
+                Some((character, flags)) if flags & NUMBER != 0 => end += character.len_utf8(),
+                _ => break,
+            }
+        }
+        return end;
+    }
+    let symbols_from = if first == ' ' && scanner.at(next).is_some_and(|(_, flags)| other(flags)) {
+        Some(next)
+    } else if other(flags) {
+        Some(at)
+    } else {
+        None
+    };
+    if let Some(from) = symbols_from {
+        let end = scanner.run(from, |_, flags| other(flags));
+        return scanner.run(end, |character, _| matches!(character, '\r' | '\n'));
+    }
+    line_breaks_or_spaces(scanner, at)
+}
+
+/// `\s*[\r\n]+|\s+(?!\S)|\s+` from `at` (a whitespace char).
+fn line_breaks_or_spaces(scanner: &Scanner<'_>, at: usize) -> usize {
+    // `\s*[\r\n]+` ends after the run's last line break, when it has one.
     let end = scanner.run(at, |_, flags| flags & SPACE != 0);
     if let Some(position) = scanner.text[at..end].rfind(['\r', '\n']) {
         return at + position + 1;
@@ -248,6 +325,8 @@ mod tests {
             "ÉCOLE école ǅungla ʰmod 中文字 ﾃｽﾄ é́ a\u{301}\u{302}b 1234567 ١٢٣ Ⅻ",
             " \r\n\r\n  \u{2028}\u{a0}x\u{3000}y /// a/b\n//\r\n 😀😀 !?! 'S 'll 're",
             "\u{0}\u{1}\u{7f}\u{85}x  \u{200b}\u{feff}CamelCaseWORDS lowerUPPER",
+            "'S x'T x'RE x'Ve x'M x'LL x'D x'ſ x'ſx x'Sx x'REx x'llama x'ﬆ x'K x'x x'r x'l 12345678 1\u{661}٢3 ''s '\n '",
+            "\t\tx \r\n\tx -\n\n-- !\r\r\n  \n y",
         ];
         for text in texts {
             assert_eq!(words(Pattern::Gpt2, text), reference(GPT2_PATTERN, text), "{text:?}");
@@ -256,15 +335,21 @@ mod tests {
                 reference(TEKKEN_PATTERN, text),
                 "{text:?}"
             );
+            assert_eq!(
+                words(Pattern::Llama3, text),
+                reference(LLAMA3_PATTERN, text),
+                "{text:?}"
+            );
         }
     }
 
     proptest::proptest! {
         #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
         #[test]
-        fn scanners_split_like_the_regex(text in "(\\PC|[ \t\r\n\u{2028}\u{301}'/]|'s|'ll|[A-Z]+[a-z]+){0,24}") {
+        fn scanners_split_like_the_regex(text in "(\\PC|[ \t\r\n\u{2028}\u{301}'/ſ]|'s|'ll|'[SsTtRrEeVvMmLlDd]{1,2}|[0-9]{1,5}|[A-Z]+[a-z]+){0,24}") {
             proptest::prop_assert_eq!(words(Pattern::Gpt2, &text), reference(GPT2_PATTERN, &text));
             proptest::prop_assert_eq!(words(Pattern::Tekken, &text), reference(TEKKEN_PATTERN, &text));
+            proptest::prop_assert_eq!(words(Pattern::Llama3, &text), reference(LLAMA3_PATTERN, &text));
         }
     }
 }

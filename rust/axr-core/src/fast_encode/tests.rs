@@ -124,6 +124,28 @@ fn tekken_pre_tokenizer() -> Value {
     ]})
 }
 
+fn llama3_pre_tokenizer() -> Value {
+    json!({"type": "Sequence", "pretokenizers": [
+        {"type": "Split", "pattern": {"Regex": scan::LLAMA3_PATTERN}, "behavior": "Isolated", "invert": false},
+        {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": false}
+    ]})
+}
+
+/// Llama 3's tokenizer.json layout: the Llama 3 split, and a post-processor `Sequence` of an
+/// offset-keeping `ByteLevel` and a template adding `<|endoftext|>` as its BOS.
+fn llama3_json() -> Value {
+    let mut json = byte_level_json(&llama3_pre_tokenizer());
+    let bos = json["added_tokens"][0]["id"].clone();
+    json["post_processor"] = json!({"type": "Sequence", "processors": [
+        {"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": false, "use_regex": true},
+        {"type": "TemplateProcessing",
+         "single": [{"SpecialToken": {"id": "<|endoftext|>", "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}}],
+         "pair": [{"Sequence": {"id": "A", "type_id": 0}}, {"Sequence": {"id": "B", "type_id": 1}}],
+         "special_tokens": {"<|endoftext|>": {"id": "<|endoftext|>", "ids": [bos], "tokens": ["<|endoftext|>"]}}}
+    ]});
+    json
+}
+
 fn tokenizer(json: &Value) -> Tokenizer {
     Tokenizer::from_bytes(json.to_string().as_bytes()).unwrap()
 }
@@ -168,7 +190,7 @@ const AWKWARD: &[&str] = &[
     "é中文 x 😀👍🏽 e\u{301} \u{0}\u{7}\t\r\n\u{2028}\u{85}",
     "▁literal ▁▁ marks▁ ",
     "1234567890 ١٢٣ Ⅻ 3.14",
-    "it's don't WE'LL they're",
+    "it's don't WE'LL they're 'S 'ſ 'Re",
     "<|endoftext|>x <|im_start|>  y  <|im_start|>z",
     "a word, words, sword word",
 ];
@@ -204,8 +226,17 @@ fn sentencepiece_matches_tokenizers_on_awkward_text() {
 
 #[test]
 fn byte_level_matches_tokenizers_on_awkward_text() {
-    for pre_tokenizer in [gpt2_pre_tokenizer(), tekken_pre_tokenizer()] {
-        let reference = tokenizer(&byte_level_json(&pre_tokenizer));
+    let mut qwen2_style = byte_level_json(&llama3_pre_tokenizer());
+    qwen2_style["post_processor"] =
+        json!({"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": false, "use_regex": false});
+    let jsons = [
+        byte_level_json(&gpt2_pre_tokenizer()),
+        byte_level_json(&tekken_pre_tokenizer()),
+        llama3_json(),
+        qwen2_style,
+    ];
+    for json in jsons {
+        let reference = tokenizer(&json);
         let fast = recognise(&reference).unwrap();
         assert!(fast.description().contains("byte-level"));
         for text in AWKWARD.iter().map(ToString::to_string).chain(long_texts()) {
@@ -256,7 +287,11 @@ fn unrecognised_pipelines_fall_back_with_a_reason() {
     let mut json = byte_level_json(&gpt2_pre_tokenizer());
     json["post_processor"] =
         json!({"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true});
-    assert!(recognise(&tokenizer(&json)).unwrap_err().contains("post-processor"));
+    assert!(recognise(&tokenizer(&json)).unwrap_err().contains("trims offsets"));
+
+    let mut json = llama3_json();
+    json["post_processor"]["processors"][0] = json!({"type": "BertProcessing", "sep": ["</s>", 2], "cls": ["<s>", 1]});
+    assert!(recognise(&tokenizer(&json)).unwrap_err().contains("is not handled"));
 
     let mut reference = tokenizer(&sentencepiece_json());
     reference.add_tokens(vec![AddedToken::from("hi there", false)]).unwrap();
@@ -264,7 +299,7 @@ fn unrecognised_pipelines_fall_back_with_a_reason() {
 }
 
 fn fuzz_text() -> impl Strategy<Value = String> {
-    "(\\PC|[ \t\r\n\u{2028}\u{301}\u{2581}']|</s>|<\\|endoftext\\|>|<\\|im_start\\|>| word |hello|the|ing|[0-9]{1,5}|  +){0,30}"
+    "(\\PC|[ \t\r\n\u{2028}\u{301}\u{2581}']|</s>|<\\|endoftext\\|>|<\\|im_start\\|>| word |hello|the|ing|'[sSrRlL]{1,2}|[0-9]{1,5}|  +){0,30}"
 }
 
 proptest! {
@@ -277,6 +312,7 @@ proptest! {
                 sentencepiece_json(),
                 byte_level_json(&gpt2_pre_tokenizer()),
                 byte_level_json(&tekken_pre_tokenizer()),
+                llama3_json(),
             ]
             .iter()
             .map(|json| {
