@@ -283,8 +283,10 @@ impl Encoder {
     }
 
     fn encode_text(&self, text: &str, add_special_tokens: bool, spans: &[Range<usize>]) -> Result<Encoded, FieldError> {
-        let Ok(fast) = &self.fast else {
-            return self.encode_reference(text, add_special_tokens, spans);
+        // Texts the fast encoder does not take (not NFC for an NFC tokenizer) go to `tokenizers`.
+        let fast = match &self.fast {
+            Ok(fast) if fast.accepts(text) => fast,
+            _ => return self.encode_reference(text, add_special_tokens, spans),
         };
         let encoding = fast
             .encode(text, add_special_tokens)

@@ -186,6 +186,9 @@ pub struct FastEncoder {
     prefix: Vec<u32>,
     suffix: Vec<u32>,
     byte_chars: [char; 256],
+    /// The tokenizer normalizes to NFC: texts whose pieces are all NFC already are unchanged by
+    /// it and encoded here; the others go to `tokenizers` ([`FastEncoder::accepts`]).
+    nfc: bool,
     description: String,
     counters: Counters,
 }
@@ -267,16 +270,26 @@ fn empty_or_null(value: Option<&Value>) -> bool {
     is_null(value) || value.and_then(Value::as_str) == Some("")
 }
 
-/// The flavor of a tokenizer.json's normalizer + pre-tokenizer, or why it is not handled.
-fn recognise_flavor(json: &Value) -> Result<Flavor, String> {
+/// The flavor of a tokenizer.json's normalizer + pre-tokenizer and whether it normalizes to NFC,
+/// or why it is not handled.
+fn recognise_flavor(json: &Value) -> Result<(Flavor, bool), String> {
     let normalizer = json.get("normalizer").filter(|value| !value.is_null());
     let pre_tokenizer = json.get("pre_tokenizer").filter(|value| !value.is_null());
+    // Qwen 2 normalizes byte-level text to NFC; nothing else in the pipeline changes with it.
+    if normalizer == Some(&serde_json::json!({"type": "NFC"})) && pre_tokenizer.is_some() {
+        let mut without = json.clone();
+        without["normalizer"] = Value::Null;
+        return match recognise_flavor(&without)? {
+            (flavor @ Flavor::ByteLevel(_), _) => Ok((flavor, true)),
+            _ => Err("normalizer NFC with a SentencePiece pipeline is not handled".into()),
+        };
+    }
     let sentencepiece = serde_json::json!({"type": "Sequence", "normalizers": [
         {"type": "Prepend", "prepend": METASPACE},
         {"type": "Replace", "pattern": {"String": " "}, "content": METASPACE}
     ]});
     match (normalizer, pre_tokenizer) {
-        (Some(normalizer), None) if *normalizer == sentencepiece => Ok(Flavor::SentencePiece),
+        (Some(normalizer), None) if *normalizer == sentencepiece => Ok((Flavor::SentencePiece, false)),
         (None, Some(pre)) => {
             let byte_level = |value: &Value, use_regex: bool| {
                 value.get("type").and_then(Value::as_str) == Some("ByteLevel")
@@ -284,7 +297,7 @@ fn recognise_flavor(json: &Value) -> Result<Flavor, String> {
                     && value.get("use_regex").and_then(Value::as_bool) == Some(use_regex)
             };
             if byte_level(pre, true) {
-                return Ok(Flavor::ByteLevel(Pattern::Gpt2));
+                return Ok((Flavor::ByteLevel(Pattern::Gpt2), false));
             }
             let steps = pre
                 .get("pretokenizers")
@@ -299,7 +312,7 @@ fn recognise_flavor(json: &Value) -> Result<Flavor, String> {
                 let regex = split.pointer("/pattern/Regex").and_then(Value::as_str);
                 return regex
                     .and_then(Pattern::recognise)
-                    .map(Flavor::ByteLevel)
+                    .map(|pattern| (Flavor::ByteLevel(pattern), false))
                     .ok_or_else(|| format!("split pattern {regex:?} has no scanner"));
             }
             Err(format!("pre-tokenizer {pre} is not handled"))
@@ -414,7 +427,7 @@ pub fn recognise(tokenizer: &Tokenizer) -> Result<FastEncoder, String> {
     if !is_null(model.get("dropout")) && model.get("dropout").and_then(Value::as_f64) != Some(0.0) {
         return Err("BPE dropout is set".into());
     }
-    let flavor = recognise_flavor(&json)?;
+    let (flavor, nfc) = recognise_flavor(&json)?;
     let (prefix, suffix) = template_ids(&json)?;
 
     let mut raw = Vec::new();
@@ -483,12 +496,6 @@ pub fn recognise(tokenizer: &Tokenizer) -> Result<FastEncoder, String> {
         }
     }
 
-    let description = match flavor {
-        Flavor::SentencePiece => "SentencePiece BPE (Prepend/Replace \"▁\", byte fallback)".to_string(),
-        Flavor::ByteLevel(Pattern::Gpt2) => "byte-level BPE, GPT-2 split".to_string(),
-        Flavor::ByteLevel(Pattern::Tekken) => "byte-level BPE, tekken split".to_string(),
-        Flavor::ByteLevel(Pattern::Llama3) => "byte-level BPE, Llama 3 split".to_string(),
-    };
     Ok(FastEncoder {
         id: NEXT_ENCODER_ID.fetch_add(1, Ordering::Relaxed),
         flavor,
@@ -498,9 +505,26 @@ pub fn recognise(tokenizer: &Tokenizer) -> Result<FastEncoder, String> {
         prefix,
         suffix,
         byte_chars: byte_level_alphabet(),
-        description,
+        nfc,
+        description: describe(flavor, nfc),
         counters: Counters::default(),
     })
+}
+
+/// The pipeline's name in the summary.
+fn describe(flavor: Flavor, nfc: bool) -> String {
+    let name = match flavor {
+        Flavor::SentencePiece => "SentencePiece BPE (Prepend/Replace \"▁\", byte fallback)",
+        Flavor::ByteLevel(Pattern::Gpt2) => "byte-level BPE, GPT-2 split",
+        Flavor::ByteLevel(Pattern::Tekken) => "byte-level BPE, tekken split",
+        Flavor::ByteLevel(Pattern::Llama3) => "byte-level BPE, Llama 3 split",
+        Flavor::ByteLevel(Pattern::Qwen2) => "byte-level BPE, Qwen 2 split",
+    };
+    if nfc {
+        format!("{name}, NFC (texts not in NFC by tokenizers)")
+    } else {
+        name.to_string()
+    }
 }
 
 fn floor_char(text: &str, mut at: usize) -> usize {
@@ -545,7 +569,22 @@ impl FastEncoder {
         }
     }
 
-    /// Encode `text` as `Tokenizer::encode(text, add_special_tokens)` would.
+    /// Whether [`FastEncoder::encode`] gives `tokenizers`' result for `text`: always, unless the
+    /// tokenizer normalizes to NFC and a piece between added tokens is not NFC already.
+    pub fn accepts(&self, text: &str) -> bool {
+        if !self.nfc || text.is_ascii() {
+            return true;
+        }
+        let mut pieces = Vec::new();
+        self.raw_added.split(text, 0..text.len(), &mut pieces);
+        pieces.iter().all(|piece| match piece {
+            Piece::Text(range) => unicode_normalization_alignments::is_nfc(&text[range.clone()]),
+            Piece::Added(..) => true,
+        })
+    }
+
+    /// Encode `text` as `Tokenizer::encode(text, add_special_tokens)` would (for a text it
+    /// [`accepts`](FastEncoder::accepts)).
     pub fn encode(&self, text: &str, add_special_tokens: bool) -> Result<FastEncoding, String> {
         let started = Instant::now();
         let mut out = FastEncoding::default();

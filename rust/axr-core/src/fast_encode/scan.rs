@@ -28,6 +28,10 @@ pub const TEKKEN_PATTERN: &str = r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p
 /// Llama 3's split pattern (tiktoken's cl100k spelling; digits by threes).
 pub const LLAMA3_PATTERN: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 
+/// Qwen 2's split pattern: Llama 3's with one digit at a time.
+pub const QWEN2_PATTERN: &str =
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+
 /// Which pattern a scanner follows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Pattern {
@@ -37,6 +41,8 @@ pub enum Pattern {
     Tekken,
     /// [`LLAMA3_PATTERN`].
     Llama3,
+    /// [`QWEN2_PATTERN`].
+    Qwen2,
 }
 
 impl Pattern {
@@ -46,6 +52,7 @@ impl Pattern {
             GPT2_PATTERN => Some(Self::Gpt2),
             TEKKEN_PATTERN => Some(Self::Tekken),
             LLAMA3_PATTERN => Some(Self::Llama3),
+            QWEN2_PATTERN => Some(Self::Qwen2),
             _ => None,
         }
     }
@@ -129,7 +136,8 @@ pub fn next_word(pattern: Pattern, text: &str, at: usize) -> usize {
     match pattern {
         Pattern::Gpt2 => gpt2(&scanner, at),
         Pattern::Tekken => tekken(&scanner, at),
-        Pattern::Llama3 => llama3(&scanner, at),
+        Pattern::Llama3 => llama3(&scanner, at, 3),
+        Pattern::Qwen2 => llama3(&scanner, at, 1),
     }
 }
 
@@ -243,7 +251,8 @@ fn contraction(scanner: &Scanner<'_>, at: usize) -> Option<usize> {
     (folded(second) == wanted).then(|| after_first + second.len_utf8())
 }
 
-fn llama3(scanner: &Scanner<'_>, at: usize) -> usize {
+/// Llama 3's pattern, with `\p{N}{1,digits}` for its numbers (Qwen 2's has one digit).
+fn llama3(scanner: &Scanner<'_>, at: usize, digits: usize) -> usize {
     let Some((first, flags)) = scanner.at(at) else {
         return at;
     };
@@ -263,7 +272,7 @@ fn llama3(scanner: &Scanner<'_>, at: usize) -> usize {
     }
     if flags & NUMBER != 0 {
         let mut end = next;
-        for _ in 0..2 {
+        for _ in 1..digits {
             match scanner.at(end) {
                 Some((character, flags)) if flags & NUMBER != 0 => end += character.len_utf8(),
                 _ => break,
@@ -340,6 +349,7 @@ mod tests {
                 reference(LLAMA3_PATTERN, text),
                 "{text:?}"
             );
+            assert_eq!(words(Pattern::Qwen2, text), reference(QWEN2_PATTERN, text), "{text:?}");
         }
     }
 
@@ -350,6 +360,7 @@ mod tests {
             proptest::prop_assert_eq!(words(Pattern::Gpt2, &text), reference(GPT2_PATTERN, &text));
             proptest::prop_assert_eq!(words(Pattern::Tekken, &text), reference(TEKKEN_PATTERN, &text));
             proptest::prop_assert_eq!(words(Pattern::Llama3, &text), reference(LLAMA3_PATTERN, &text));
+            proptest::prop_assert_eq!(words(Pattern::Qwen2, &text), reference(QWEN2_PATTERN, &text));
         }
     }
 }

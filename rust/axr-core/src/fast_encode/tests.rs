@@ -146,6 +146,19 @@ fn llama3_json() -> Value {
     json
 }
 
+/// Qwen 2's tokenizer.json layout: NFC, the Qwen 2 split and an offset-keeping `ByteLevel`
+/// post-processor.
+fn qwen2_json() -> Value {
+    let mut json = byte_level_json(&json!({"type": "Sequence", "pretokenizers": [
+        {"type": "Split", "pattern": {"Regex": scan::QWEN2_PATTERN}, "behavior": "Isolated", "invert": false},
+        {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": false, "use_regex": false}
+    ]}));
+    json["normalizer"] = json!({"type": "NFC"});
+    json["post_processor"] =
+        json!({"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": false, "use_regex": false});
+    json
+}
+
 fn tokenizer(json: &Value) -> Tokenizer {
     Tokenizer::from_bytes(json.to_string().as_bytes()).unwrap()
 }
@@ -226,21 +239,21 @@ fn sentencepiece_matches_tokenizers_on_awkward_text() {
 
 #[test]
 fn byte_level_matches_tokenizers_on_awkward_text() {
-    let mut qwen2_style = byte_level_json(&llama3_pre_tokenizer());
-    qwen2_style["post_processor"] =
-        json!({"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": false, "use_regex": false});
     let jsons = [
         byte_level_json(&gpt2_pre_tokenizer()),
         byte_level_json(&tekken_pre_tokenizer()),
         llama3_json(),
-        qwen2_style,
+        qwen2_json(),
     ];
     for json in jsons {
         let reference = tokenizer(&json);
         let fast = recognise(&reference).unwrap();
         assert!(fast.description().contains("byte-level"));
         for text in AWKWARD.iter().map(ToString::to_string).chain(long_texts()) {
-            assert_same(&fast, &reference, &text);
+            // The NFC tokenizer leaves texts not in NFC (the combining accent) to `tokenizers`.
+            if fast.accepts(&text) {
+                assert_same(&fast, &reference, &text);
+            }
         }
     }
 }
@@ -313,6 +326,7 @@ proptest! {
                 byte_level_json(&gpt2_pre_tokenizer()),
                 byte_level_json(&tekken_pre_tokenizer()),
                 llama3_json(),
+                qwen2_json(),
             ]
             .iter()
             .map(|json| {
@@ -324,10 +338,65 @@ proptest! {
         }
         ENCODERS.with(|encoders| {
             for (reference, fast) in encoders {
+                if !fast.accepts(&text) {
+                    continue;
+                }
                 let (mine, theirs) = both(fast, reference, &text, true);
                 prop_assert_eq!(mine, theirs, "{}", fast.description());
             }
             Ok(())
         })?;
+    }
+}
+
+#[test]
+fn nfc_tokenizers_take_only_texts_already_in_nfc() {
+    let reference = tokenizer(&qwen2_json());
+    let fast = recognise(&reference).unwrap();
+    assert!(
+        fast.description().contains("Qwen 2 split, NFC"),
+        "{}",
+        fast.description()
+    );
+    // "é" composed is NFC; "e" + U+0301 is not, and NFC would change its ids and offsets.
+    for text in ["caf\u{e9} 12345 it'S", "<|endoftext|>\u{e9}t\u{e9}"] {
+        assert!(fast.accepts(text), "{text:?}");
+        assert_same(&fast, &reference, text);
+    }
+    for text in ["cafe\u{301}", "x<|endoftext|>e\u{301}"] {
+        assert!(!fast.accepts(text), "{text:?}");
+        let (mine, theirs) = both(&fast, &reference, text, true);
+        assert_ne!(
+            mine.ids, theirs.ids,
+            "{text:?}: NFC changes the ids, so the fast path must not take it"
+        );
+    }
+    let mut json = sentencepiece_json();
+    json["normalizer"] = json!({"type": "NFC"});
+    assert!(recognise(&tokenizer(&json)).unwrap_err().contains("NFC"));
+}
+
+#[test]
+fn preprocessing_sends_texts_not_in_nfc_to_tokenizers() {
+    use crate::encode::{AddedTokens, Encoder};
+    use crate::sample::{RenderedText, Sample};
+
+    let dir = tempfile::tempdir().unwrap();
+    fs_err::write(dir.path().join("tokenizer.json"), qwen2_json().to_string()).unwrap();
+    let encoder = Encoder::from_dir(dir.path(), &AddedTokens::default()).unwrap();
+    assert!(encoder.fast_encoder().is_ok());
+    let reference = tokenizer(&qwen2_json());
+    for text in ["the caf\u{e9}", "the cafe\u{301}"] {
+        let sample = Sample::Text(RenderedText {
+            text: text.into(),
+            trainable: std::iter::once(0..text.len()).collect(),
+            add_special_tokens: true,
+        });
+        let output = encoder.encode(&sample).unwrap();
+        assert_eq!(
+            output.input_ids,
+            reference.encode(text, true).unwrap().get_ids(),
+            "{text:?}"
+        );
     }
 }
