@@ -97,6 +97,27 @@ def test_sentencepiece_mistral_is_identical(mistral_tokenizer_dir: Path) -> None
     assert summary["stats"]["cache_hits"] > summary["stats"]["cache_misses"] > 0
 
 
+@pytest.mark.parametrize("scheme", ["first", "always"])
+def test_sentencepiece_mistral_in_the_metaspace_layout_is_identical(
+    mistral_tokenizer_dir: Path, tmp_path: Path, scheme: str
+) -> None:
+    """The same vocabulary as recent transformers conversions write it: no normalizer, Metaspace."""
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        if (mistral_tokenizer_dir / name).exists():
+            (tmp_path / name).write_bytes((mistral_tokenizer_dir / name).read_bytes())
+    layout = json.loads((tmp_path / "tokenizer.json").read_text(encoding="utf-8"))
+    layout["normalizer"] = None
+    layout["pre_tokenizer"] = {
+        "type": "Metaspace",
+        "replacement": "\u2581",
+        "prepend_scheme": scheme,
+        "split": False,
+    }
+    (tmp_path / "tokenizer.json").write_text(json.dumps(layout), encoding="utf-8")
+    summary = _assert_identical(tmp_path, _corpus(), _rendered(tmp_path))
+    assert summary["detail"] == 'SentencePiece BPE (Metaspace "\u2581", byte fallback)'
+
+
 def test_byte_level_tekken_is_identical(tekken_tokenizer_dir: Path) -> None:
     summary = _assert_identical(tekken_tokenizer_dir, _corpus(), _rendered(tekken_tokenizer_dir))
     assert summary["detail"] == "byte-level BPE, tekken split"

@@ -44,8 +44,22 @@ const METASPACE: &str = "\u{2581}";
 /// How words are cut and fed to BPE.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Flavor {
-    SentencePiece,
+    SentencePiece(Prepend),
     ByteLevel(Pattern),
+}
+
+/// When a SentencePiece pipeline puts "▁" before a piece of text (a piece: the text between
+/// added tokens).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Prepend {
+    /// The legacy `Prepend("▁")` normalizer: before every piece.
+    Every,
+    /// `Metaspace` with `prepend_scheme: always`: before every piece not starting with a space.
+    Always,
+    /// `Metaspace` with `prepend_scheme: first`: as `Always`, for the piece at the text's start only.
+    First,
+    /// `Metaspace` with `prepend_scheme: never`.
+    Never,
 }
 
 /// An added token as `tokenizers` matches it.
@@ -289,7 +303,21 @@ fn recognise_flavor(json: &Value) -> Result<(Flavor, bool), String> {
         {"type": "Replace", "pattern": {"String": " "}, "content": METASPACE}
     ]});
     match (normalizer, pre_tokenizer) {
-        (Some(normalizer), None) if *normalizer == sentencepiece => Ok((Flavor::SentencePiece, false)),
+        (Some(normalizer), None) if *normalizer == sentencepiece => Ok((Flavor::SentencePiece(Prepend::Every), false)),
+        // Metaspace without `split` replaces spaces and prepends as the scheme says; BPE then
+        // sees each piece whole, as with the legacy normalizer.
+        (None, Some(pre))
+            if pre.get("type").and_then(Value::as_str) == Some("Metaspace")
+                && pre.get("replacement").and_then(Value::as_str) == Some(METASPACE)
+                && pre.get("split").and_then(Value::as_bool) == Some(false) =>
+        {
+            match pre.get("prepend_scheme").and_then(Value::as_str) {
+                Some("always") => Ok((Flavor::SentencePiece(Prepend::Always), false)),
+                Some("first") => Ok((Flavor::SentencePiece(Prepend::First), false)),
+                Some("never") => Ok((Flavor::SentencePiece(Prepend::Never), false)),
+                scheme => Err(format!("Metaspace prepend_scheme {scheme:?} is not handled")),
+            }
+        }
         (None, Some(pre)) => {
             let byte_level = |value: &Value, use_regex: bool| {
                 value.get("type").and_then(Value::as_str) == Some("ByteLevel")
@@ -453,7 +481,7 @@ pub fn recognise(tokenizer: &Tokenizer) -> Result<FastEncoder, String> {
             rstrip: flag("rstrip"),
         };
         if flag("normalized") {
-            if flavor == Flavor::SentencePiece {
+            if matches!(flavor, Flavor::SentencePiece(_)) {
                 return Err(format!(
                     "added token {content:?} is matched after normalization (normalized: true)"
                 ));
@@ -464,7 +492,7 @@ pub fn recognise(tokenizer: &Tokenizer) -> Result<FastEncoder, String> {
         }
     }
 
-    if flavor == Flavor::SentencePiece {
+    if matches!(flavor, Flavor::SentencePiece(_)) {
         let not_empty = |key: &str| !empty_or_null(model.get(key));
         if not_empty("continuing_subword_prefix") || not_empty("end_of_word_suffix") {
             return Err("BPE subword prefix or suffix is set".into());
@@ -514,7 +542,8 @@ pub fn recognise(tokenizer: &Tokenizer) -> Result<FastEncoder, String> {
 /// The pipeline's name in the summary.
 fn describe(flavor: Flavor, nfc: bool) -> String {
     let name = match flavor {
-        Flavor::SentencePiece => "SentencePiece BPE (Prepend/Replace \"▁\", byte fallback)",
+        Flavor::SentencePiece(Prepend::Every) => "SentencePiece BPE (Prepend/Replace \"▁\", byte fallback)",
+        Flavor::SentencePiece(_) => "SentencePiece BPE (Metaspace \"▁\", byte fallback)",
         Flavor::ByteLevel(Pattern::Gpt2) => "byte-level BPE, GPT-2 split",
         Flavor::ByteLevel(Pattern::Tekken) => "byte-level BPE, tekken split",
         Flavor::ByteLevel(Pattern::Llama3) => "byte-level BPE, Llama 3 split",
@@ -620,7 +649,9 @@ impl FastEncoder {
                                     out.offsets.push((range.start, range.end));
                                 }
                                 Piece::Text(range) if !range.is_empty() => match self.flavor {
-                                    Flavor::SentencePiece => self.sentencepiece(&mut cache, text, range, &mut out)?,
+                                    Flavor::SentencePiece(prepend) => {
+                                        self.sentencepiece(&mut cache, prepend, text, range, &mut out)?;
+                                    }
                                     Flavor::ByteLevel(pattern) => {
                                         self.byte_level(&mut cache, pattern, text, range, &mut out)?;
                                     }
@@ -694,11 +725,19 @@ impl FastEncoder {
     fn sentencepiece(
         &self,
         cache: &mut WordCache,
+        prepend: Prepend,
         text: &str,
         segment: Range<usize>,
         out: &mut FastEncoding,
     ) -> Result<(), String> {
         let bytes = text.as_bytes();
+        let starts_with_mark = marker_len(bytes, segment.start) > 0;
+        let prepend = match prepend {
+            Prepend::Every => true,
+            Prepend::Always => !starts_with_mark,
+            Prepend::First => segment.start == 0 && !starts_with_mark,
+            Prepend::Never => false,
+        };
         let first_char = text[segment.start..].chars().next().map_or(0, char::len_utf8);
         let prepended = (segment.start, segment.start + first_char);
         let mut word_start = segment.start;
@@ -708,7 +747,7 @@ impl FastEncoder {
             let marker = if at < segment.end { marker_len(bytes, at) } else { 0 };
             if at == segment.end || (marker > 0 && after_other) {
                 let word = &text[word_start..at];
-                let first = word_start == segment.start;
+                let first = prepend && word_start == segment.start;
                 let tokens = self.lookup(
                     cache,
                     usize::from(first),

@@ -62,6 +62,15 @@ fn sentencepiece_json() -> Value {
     })
 }
 
+/// The same vocabulary with the `Metaspace` pre-tokenizer (no normalizer), as tokenizer.json
+/// files converted by recent transformers have it.
+fn metaspace_json(scheme: &str) -> Value {
+    let mut json = sentencepiece_json();
+    json["normalizer"] = Value::Null;
+    json["pre_tokenizer"] = json!({"type": "Metaspace", "replacement": "▁", "prepend_scheme": scheme, "split": false});
+    json
+}
+
 /// A GPT-2-style byte-level BPE: the 256-char alphabet and merges of common English pieces.
 fn byte_level_json(pre_tokenizer: &Value) -> Value {
     let alphabet = byte_level_alphabet();
@@ -238,6 +247,21 @@ fn sentencepiece_matches_tokenizers_on_awkward_text() {
 }
 
 #[test]
+fn metaspace_matches_tokenizers_on_awkward_text() {
+    for scheme in ["first", "always", "never"] {
+        let reference = tokenizer(&metaspace_json(scheme));
+        let fast = recognise(&reference).unwrap();
+        assert!(fast.description().contains("Metaspace"), "{}", fast.description());
+        for text in AWKWARD.iter().map(ToString::to_string).chain(long_texts()) {
+            assert_same(&fast, &reference, &text);
+        }
+    }
+    let mut split = metaspace_json("first");
+    split["pre_tokenizer"]["split"] = Value::from(true);
+    assert!(recognise(&tokenizer(&split)).unwrap_err().contains("Metaspace"));
+}
+
+#[test]
 fn byte_level_matches_tokenizers_on_awkward_text() {
     let jsons = [
         byte_level_json(&gpt2_pre_tokenizer()),
@@ -323,6 +347,8 @@ proptest! {
         thread_local! {
             static ENCODERS: Vec<(Tokenizer, FastEncoder)> = [
                 sentencepiece_json(),
+                metaspace_json("first"),
+                metaspace_json("always"),
                 byte_level_json(&gpt2_pre_tokenizer()),
                 byte_level_json(&tekken_pre_tokenizer()),
                 llama3_json(),
