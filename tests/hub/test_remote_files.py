@@ -11,7 +11,7 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -195,35 +195,42 @@ def s3_server(remote_cache: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[A
         server.stop()
 
 
-def test_s3_files_and_folders_through_fsspec(s3_server, remote_cache, tmp_path, mistral_tokenizer_dir):
-    s3_server.put_object(Bucket="axr-data", Key="alpaca/part-0.jsonl", Body=jsonl_bytes(alpaca_rows(4)))
-    s3_server.put_object(
-        Bucket="axr-data", Key="alpaca/part-1.jsonl", Body=jsonl_bytes(alpaca_rows(3, start=10))
-    )
-    s3_server.put_object(Bucket="axr-data", Key="alpaca/notes.md", Body=b"not data")
-    config = tmp_path / "s3.yml"
-    config.write_text(_config_text(mistral_tokenizer_dir, tmp_path, "s3://axr-data/alpaca/"))
+def _bucket_files_and_folders(
+    put: Callable[[str, bytes], Any], scheme: str, etag: str, cache: Path, tmp_path: Path, tokenizer_dir: Path
+) -> None:
+    """Through an object store: a folder (data files only), reuse, a file's ETag as its origin,
+    a changed file rebuilt, a missing object named. ``put(key, body)`` writes bucket axr-data."""
+    put("alpaca/part-0.jsonl", jsonl_bytes(alpaca_rows(4)))
+    put("alpaca/part-1.jsonl", jsonl_bytes(alpaca_rows(3, start=10)))
+    put("alpaca/notes.md", b"not data")
+    config = tmp_path / f"{scheme}.yml"
+    config.write_text(_config_text(tokenizer_dir, tmp_path, f"{scheme}://axr-data/alpaca/"))
     folder = preprocess(load_config(config), progress=False)
     assert folder.metas["train"]["samples"] == 7
-    assert not list(remote_cache.rglob("notes.md")), "only data files are fetched from a folder"
+    assert not list(cache.rglob("notes.md")), "only data files are fetched from a folder"
     assert preprocess(load_config(config), progress=False).reused
 
-    config.write_text(_config_text(mistral_tokenizer_dir, tmp_path, "s3://axr-data/alpaca/part-1.jsonl"))
+    config.write_text(_config_text(tokenizer_dir, tmp_path, f"{scheme}://axr-data/alpaca/part-1.jsonl"))
     single = preprocess(load_config(config), progress=False)
     assert single.metas["train"]["samples"] == 3
     origin = single.metas["train"]["options"]["datasets"][0]["source"]["origin"]
-    assert origin.startswith("s3://axr-data/alpaca/part-1.jsonl ETag=")
+    assert origin.startswith(f"{scheme}://axr-data/alpaca/part-1.jsonl {etag}=")
 
-    s3_server.put_object(
-        Bucket="axr-data", Key="alpaca/part-1.jsonl", Body=jsonl_bytes(alpaca_rows(2, start=20))
-    )
+    put("alpaca/part-1.jsonl", jsonl_bytes(alpaca_rows(2, start=20)))
     assert preprocess(load_config(config), progress=False).metas["train"]["samples"] == 2
 
-    config.write_text(_config_text(mistral_tokenizer_dir, tmp_path, "s3://axr-data/nothing.jsonl"))
+    config.write_text(_config_text(tokenizer_dir, tmp_path, f"{scheme}://axr-data/nothing.jsonl"))
     with pytest.raises(
-        ConfigError, match=r"^datasets\[0\]\.path: s3://axr-data/nothing\.jsonl does not exist$"
+        ConfigError, match=rf"^datasets\[0\]\.path: {scheme}://axr-data/nothing\.jsonl does not exist$"
     ):
         preprocess(load_config(config), progress=False)
+
+
+def test_s3_files_and_folders_through_fsspec(s3_server, remote_cache, tmp_path, mistral_tokenizer_dir):
+    def put(key: str, body: bytes) -> None:
+        s3_server.put_object(Bucket="axr-data", Key=key, Body=body)
+
+    _bucket_files_and_folders(put, "s3", "ETag", remote_cache, tmp_path, mistral_tokenizer_dir)
 
 
 @pytest.fixture
@@ -258,27 +265,7 @@ def gs_server(remote_cache: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[A
 
 
 def test_gs_files_and_folders_through_fsspec(gs_server, remote_cache, tmp_path, mistral_tokenizer_dir):
-    gs_server.pipe("axr-data/alpaca/part-0.jsonl", jsonl_bytes(alpaca_rows(4)))
-    gs_server.pipe("axr-data/alpaca/part-1.jsonl", jsonl_bytes(alpaca_rows(3, start=10)))
-    gs_server.pipe("axr-data/alpaca/notes.md", b"not data")
-    config = tmp_path / "gs.yml"
-    config.write_text(_config_text(mistral_tokenizer_dir, tmp_path, "gs://axr-data/alpaca/"))
-    folder = preprocess(load_config(config), progress=False)
-    assert folder.metas["train"]["samples"] == 7
-    assert not list(remote_cache.rglob("notes.md")), "only data files are fetched from a folder"
-    assert preprocess(load_config(config), progress=False).reused
+    def put(key: str, body: bytes) -> None:
+        gs_server.pipe(f"axr-data/{key}", body)
 
-    config.write_text(_config_text(mistral_tokenizer_dir, tmp_path, "gs://axr-data/alpaca/part-1.jsonl"))
-    single = preprocess(load_config(config), progress=False)
-    assert single.metas["train"]["samples"] == 3
-    origin = single.metas["train"]["options"]["datasets"][0]["source"]["origin"]
-    assert origin.startswith("gs://axr-data/alpaca/part-1.jsonl etag=")
-
-    gs_server.pipe("axr-data/alpaca/part-1.jsonl", jsonl_bytes(alpaca_rows(2, start=20)))
-    assert preprocess(load_config(config), progress=False).metas["train"]["samples"] == 2
-
-    config.write_text(_config_text(mistral_tokenizer_dir, tmp_path, "gs://axr-data/nothing.jsonl"))
-    with pytest.raises(
-        ConfigError, match=r"^datasets\[0\]\.path: gs://axr-data/nothing\.jsonl does not exist$"
-    ):
-        preprocess(load_config(config), progress=False)
+    _bucket_files_and_folders(put, "gs", "etag", remote_cache, tmp_path, mistral_tokenizer_dir)

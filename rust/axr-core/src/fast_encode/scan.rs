@@ -214,18 +214,8 @@ fn tekken(scanner: &Scanner<'_>, at: usize) -> usize {
     if flags & NUMBER != 0 {
         return next;
     }
-    let symbols_from = if first == ' ' && scanner.at(next).is_some_and(|(_, flags)| other(flags)) {
-        Some(next)
-    } else if other(flags) {
-        Some(at)
-    } else {
-        None
-    };
-    if let Some(from) = symbols_from {
-        let end = scanner.run(from, |_, flags| other(flags));
-        return scanner.run(end, |character, _| matches!(character, '\r' | '\n' | '/'));
-    }
-    line_breaks_or_spaces(scanner, at)
+    symbols_then(scanner, at, |character| matches!(character, '\r' | '\n' | '/'))
+        .unwrap_or_else(|| line_breaks_or_spaces(scanner, at))
 }
 
 /// The end of `(?i:'s|'t|'re|'ve|'m|'ll|'d)` when it matches at `at` (a `'`). Case-insensitive
@@ -280,18 +270,23 @@ fn llama3(scanner: &Scanner<'_>, at: usize, digits: usize) -> usize {
         }
         return end;
     }
-    let symbols_from = if first == ' ' && scanner.at(next).is_some_and(|(_, flags)| other(flags)) {
-        Some(next)
+    symbols_then(scanner, at, |character| matches!(character, '\r' | '\n'))
+        .unwrap_or_else(|| line_breaks_or_spaces(scanner, at))
+}
+
+/// ` ?[^\s\p{L}\p{N}]+` followed by a run of the chars `trailing` takes, from `at`, when it matches.
+fn symbols_then(scanner: &Scanner<'_>, at: usize, trailing: impl Fn(char) -> bool) -> Option<usize> {
+    let (first, flags) = scanner.at(at)?;
+    let next = at + first.len_utf8();
+    let from = if first == ' ' && scanner.at(next).is_some_and(|(_, flags)| other(flags)) {
+        next
     } else if other(flags) {
-        Some(at)
+        at
     } else {
-        None
+        return None;
     };
-    if let Some(from) = symbols_from {
-        let end = scanner.run(from, |_, flags| other(flags));
-        return scanner.run(end, |character, _| matches!(character, '\r' | '\n'));
-    }
-    line_breaks_or_spaces(scanner, at)
+    let end = scanner.run(from, |_, flags| other(flags));
+    Some(scanner.run(end, |character, _| trailing(character)))
 }
 
 /// `\s*[\r\n]+|\s+(?!\S)|\s+` from `at` (a whitespace char).
