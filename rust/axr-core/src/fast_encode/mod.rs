@@ -8,12 +8,14 @@
 //! thread. Anything else is left to `tokenizers`, with the reason ([`recognise`]).
 //!
 //! Recognised pipelines:
-//! - **SentencePiece BPE** (legacy Llama/Mistral): normalizer `Prepend("▁")` + `Replace(" ", "▁")`,
-//!   no pre-tokenizer, byte fallback. `tokenizers` runs BPE on each whole segment; cutting it
-//!   before every "▁" that follows another char cannot change the result when no vocabulary
-//!   piece holds a char followed by "▁" (checked on load), since no merge can then cross a cut.
-//! - **Byte-level BPE**: no normalizer, `ByteLevel` with GPT-2's regex or `Split(tekken's or
-//!   Llama 3's regex)` + `ByteLevel`; the scanners of [`scan`] split exactly like those regexes.
+//! - **SentencePiece BPE** (Llama/Mistral): normalizer `Prepend("▁")` + `Replace(" ", "▁")` and
+//!   no pre-tokenizer, or `Metaspace` without `split` and no normalizer; byte fallback.
+//!   `tokenizers` runs BPE on each whole segment; cutting it before every "▁" that follows
+//!   another char cannot change the result when no vocabulary piece holds a char followed by
+//!   "▁" (checked on load), since no merge can then cross a cut.
+//! - **Byte-level BPE**: no normalizer or NFC (texts already in NFC only), `ByteLevel` with
+//!   GPT-2's regex or `Split(tekken's, Llama 3's or Qwen 2's regex)` + `ByteLevel`; the scanners
+//!   of [`scan`] split exactly like those regexes.
 
 mod scan;
 #[cfg(test)]
