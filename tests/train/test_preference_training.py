@@ -41,6 +41,7 @@ def _config(tmp_path: Path, model: Path, dataset: dict[str, Any], **keys: Any) -
         {
             "base_model": str(model),
             "output_dir": str(tmp_path / "out"),
+            "dataset_prepared_path": str(tmp_path / "prepared"),
             "rl": "dpo",
             "datasets": [dataset],
             "sequence_len": 128,
@@ -226,7 +227,8 @@ def test_pairs_stay_together_after_shuffle_and_val_split(tmp_path: Path, tiny_ll
     data = preference.open_preference_data(cfg)
     assert len(data.train) == 9
     assert len(data.eval) == 3
-    assert not set(data.train.units) & set(data.eval.units)
+    rows = [data.train.row_of(u) for u in range(9)] + [data.eval.row_of(u) for u in range(3)]
+    assert sorted(rows) == list(range(12))
     tokenizer = AutoTokenizer.from_pretrained(tiny_llama_dir)
     from axr.train.batches import build_plan
 

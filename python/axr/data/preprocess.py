@@ -298,12 +298,7 @@ PREFERENCE_KEYS = (
 
 
 def _check_not_preference(cfg: Any) -> None:
-    """Preference data has no prepared store yet: ``axr train`` tokenizes it in memory."""
-    if getattr(cfg, "rl", None) is not None:
-        raise ConfigError(
-            "rl: preference datasets are not written to a prepared store yet; axr train tokenizes them "
-            "(natively, in memory) when it starts"
-        )
+    """Without ``rl``, a preference dataset key would be silently ignored by the SFT formats."""
     for where in ("datasets", "test_datasets"):
         for index, entry in enumerate(getattr(cfg, where, None) or []):
             table = getattr(entry, "type", None)
@@ -362,6 +357,8 @@ def preprocess_shard(
     the parts once all exist (docs/preprocess.md, "Sharded preprocessing")."""
     from axr._native import preprocess_part
 
+    if cfg.rl is not None:
+        raise ConfigError("--shard: sharded preprocessing is not supported yet with rl (preference data)")
     _check_not_preference(cfg)
     options = options_from_config(cfg)
     options["verify_encoder"] = int(verify_encoder)
@@ -405,6 +402,13 @@ def preprocess(
     from axr._native import preprocess as native_preprocess
     from axr.data._format import read_meta
 
+    if cfg.rl is not None:
+        for flag, value in (("--merge", merge), ("--verify-encoder", verify_encoder)):
+            if value:
+                raise ConfigError(f"{flag}: not supported yet with rl (preference data)")
+        from axr.data.preference_store import preprocess_preference
+
+        return preprocess_preference(cfg)
     _check_not_preference(cfg)
     if merge and verify_encoder:
         raise ConfigError("--verify-encoder: a merge encodes nothing; give it to the --shard runs")
