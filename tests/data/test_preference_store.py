@@ -255,3 +255,27 @@ def test_a_store_without_rl_is_not_read_as_pairs(tmp_path: Path, mistral_tokeniz
     result = preprocess(load_config(workspace.config(workspace.write_rows("a.jsonl", alpaca_rows(3)))))
     with pytest.raises(FormatError, match="not a preference store"):
         read_preference_store(result.stores["train"])
+
+
+def test_test_datasets_become_the_eval_store_with_their_own_counts(
+    tmp_path: Path, mistral_tokenizer_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from axr.data.preference_store import report_dropped
+
+    rows = _rows("dpo")
+    held_out = [dict(rows[0], chosen="very " * 150), rows[1], rows[2]]
+    data = _write(tmp_path / "rows.jsonl", rows[3:])
+    test = _write(tmp_path / "test.jsonl", held_out)
+    top = f'[[test_datasets]]\npath = "{test}"\ntype = "chatml.intel"\n'
+    cfg = load_config(_config(tmp_path, mistral_tokenizer_dir, data, dataset=top))
+    result = preprocess(cfg)
+    evaluation = read_preference_store(result.stores["eval"])
+    assert [evaluation.row_of(unit) for unit in range(len(evaluation))] == [1, 2]
+    assert evaluation.meta["datasets"][0]["key"] == "test_datasets[0]"
+    lines = summary_lines(result, cfg)
+    assert any(line.startswith("train  9 pairs") for line in lines)
+    assert "       pairs read 3, kept 2; dropped: longer than sequence_len (together, packed,) 1" in lines
+    report_dropped(result)
+    assert (
+        "axr: 1 of 3 preference pairs (eval) dropped: longer than sequence_len 128" in capsys.readouterr().err
+    )

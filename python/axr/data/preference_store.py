@@ -160,17 +160,24 @@ def _datasets(entries: list[dict[str, Any]], data: PreferenceSet) -> list[dict[s
     ]
 
 
+def _counts(data: PreferenceSet, kept: np.ndarray) -> dict[str, Any]:
+    dropped = len(data) - len(kept)
+    return {
+        "rows_read": len(data),
+        "kept": len(kept),
+        "dropped": {DROPPED_REASON: dropped} if dropped else {},
+    }
+
+
 def _build(cfg: Any, options: dict[str, Any], fingerprint: str, directory: Path) -> None:
-    packing = bool(cfg.sample_packing)
-    common = {"fingerprint": fingerprint, "sample_packing": packing, "options": options}
     from axr.train.preference import encode_entries
 
+    packing = bool(cfg.sample_packing)
+    common = {"fingerprint": fingerprint, "sample_packing": packing, "options": options}
     train = encode_entries(cfg, options["datasets"], options)
-    read = len(train)
     kept = fitting_units(train, cfg.sequence_len, packing)
-    dropped = read - len(kept)
-    counts = {"rows_read": read, "kept": len(kept), "dropped": {DROPPED_REASON: dropped} if dropped else {}}
-    train_units, eval_units = kept, None
+    counts = _counts(train, kept)
+    splits: dict[str, np.ndarray] = {"train": kept}
     if not options["test_datasets"] and cfg.val_set_size:
         # The split picks whole units, so a pair's chosen and rejected land on the same side.
         order = np.random.default_rng(cfg.seed).permutation(kept)
@@ -178,43 +185,21 @@ def _build(cfg: Any, options: dict[str, Any], fingerprint: str, directory: Path)
         count = round(size * len(order)) if size < 1 else int(size)
         if not 0 < count < len(order):
             raise ConfigError(f"val_set_size: {size} leaves no training or no evaluation units")
-        train_units, eval_units = np.sort(order[count:]), np.sort(order[:count])
-    datasets = _datasets(options["datasets"], train)
-    _write_store(
-        directory / "train",
-        train.subset(train_units),
-        train_units,
-        "train",
-        {
-            **common,
-            "counts": {**counts, "val_split": 0 if eval_units is None else len(eval_units)},
-            "datasets": datasets,
-        },
-    )
-    if eval_units is not None:
-        _write_store(
-            directory / "eval",
-            train.subset(eval_units),
-            eval_units,
-            "eval",
-            {**common, "counts": counts, "datasets": datasets},
-        )
-    elif options["test_datasets"]:
+        splits = {"train": np.sort(order[count:]), "eval": np.sort(order[:count])}
+        # One run's counts, in both stores (as SFT stores hold them).
+        counts["val_split"] = count
+    for split, units in splits.items():
+        meta = {**common, "counts": counts, "datasets": _datasets(options["datasets"], train)}
+        _write_store(directory / split, train.subset(units), units, split, meta)
+    if options["test_datasets"]:
         test = encode_entries(cfg, options["test_datasets"], options)
         fits = fitting_units(test, cfg.sequence_len, packing)
-        dropped = len(test) - len(fits)
-        test_counts = {
-            "rows_read": len(test),
-            "kept": len(fits),
-            "dropped": {DROPPED_REASON: dropped} if dropped else {},
+        meta = {
+            **common,
+            "counts": _counts(test, fits),
+            "datasets": _datasets(options["test_datasets"], test),
         }
-        _write_store(
-            directory / "eval",
-            test.subset(fits),
-            fits,
-            "eval",
-            {**common, "counts": test_counts, "datasets": _datasets(options["test_datasets"], test)},
-        )
+        _write_store(directory / "eval", test.subset(fits), fits, "eval", meta)
 
 
 def preprocess_preference(cfg: Any) -> PreprocessResult:
@@ -304,11 +289,13 @@ def read_preference_store(store: Path) -> PreferenceSet:
 def report_dropped(result: PreprocessResult) -> None:
     """The train-start line for units dropped as over-long (the preprocess summary shows them too)."""
     for split, meta in result.metas.items():
-        dropped = meta["counts"]["dropped"].get(DROPPED_REASON, 0)
-        if dropped and split == "train":
+        counts = meta["counts"]
+        dropped = counts["dropped"].get(DROPPED_REASON, 0)
+        # A val split's eval store holds the train store's counts: report them once.
+        if dropped and (split == "train" or "val_split" not in counts):
             what = "pairs" if meta["per_unit"] == 2 else "rows"
             print(
-                f"axr: {dropped} of {meta['counts']['rows_read']} preference {what} dropped: longer than "
+                f"axr: {dropped} of {counts['rows_read']} preference {what} ({split}) dropped: longer than "
                 f"sequence_len {meta['options']['sequence_len']}",
                 file=sys.stderr,
             )
