@@ -257,6 +257,16 @@ def test_a_store_without_rl_is_not_read_as_pairs(tmp_path: Path, mistral_tokeniz
         read_preference_store(result.stores["train"])
 
 
+def test_a_preference_store_is_not_read_as_sft_samples(tmp_path: Path, mistral_tokenizer_dir: Path) -> None:
+    from axr.data import PreparedDataset
+    from axr.errors import FormatError
+
+    data = _write(tmp_path / "rows.jsonl", _rows("dpo"))
+    result = preprocess(load_config(_config(tmp_path, mistral_tokenizer_dir, data)))
+    with pytest.raises(FormatError, match="a preference store"):
+        PreparedDataset(result.stores["train"])
+
+
 def test_test_datasets_become_the_eval_store_with_their_own_counts(
     tmp_path: Path, mistral_tokenizer_dir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
