@@ -114,15 +114,30 @@ def test_fsdp_config_errors_name_the_key(tmp_path):
         config_of(tmp_path, "[fsdp_config]\nversion = 2\n", deepspeed="zero2")
 
 
-def test_fsdp1_on_cpu_is_refused_not_ignored(tmp_path):
-    from axr.train.engine import _fsdp_plugin
+def test_fsdp_state_dict_types_and_the_keys_axr_does_another_way(tmp_path):
+    from axr.train.engine import _fsdp_plugin, fsdp_notes
 
-    cfg = config_of(tmp_path, fsdp=["full_shard"])
-    with pytest.raises(ConfigError, match="FSDP1 needs CUDA"):
-        _fsdp_plugin(cfg, 1, "cpu")
-    sharded = config_of(tmp_path, '[fsdp_config]\nversion = 2\nstate_dict_type = "SHARDED_STATE_DICT"\n')
-    with pytest.raises(ConfigError, match="state_dict_type: axr gathers checkpoints"):
-        _fsdp_plugin(sharded, 2, "cpu")
+    def fsdp(text, version=2):
+        return config_of(tmp_path, f"[fsdp_config]\nversion = {version}\n{text}")
+
+    # SHARDED_STATE_DICT: per-rank shards under FSDP2, refused (not ignored) under FSDP1.
+    sharded = fsdp('state_dict_type = "SHARDED_STATE_DICT"\n')
+    assert engine_of(sharded).sharded_checkpoints is True
+    assert engine_of(fsdp("")).sharded_checkpoints is False
+    with pytest.raises(ConfigError, match="SHARDED_STATE_DICT checkpoints under FSDP1 are not supported yet"):
+        _fsdp_plugin(fsdp('state_dict_type = "SHARDED_STATE_DICT"\n', version=1), 1, "cpu")
+    with pytest.raises(ConfigError, match="final_state_dict_type: LOCAL_STATE_DICT is not supported yet"):
+        _fsdp_plugin(fsdp('final_state_dict_type = "LOCAL_STATE_DICT"\n'), 2, "cpu")
+    # FSDP1 always keeps the original parameters; false, and the final SHARDED save, print a note.
+    flat = fsdp('use_orig_params = false\nfinal_state_dict_type = "SHARDED_STATE_DICT"\n', version=1)
+    assert _fsdp_plugin(flat, 1, "cpu").use_orig_params is True
+    notes = fsdp_notes(flat, 1)
+    assert [note.split(" = ")[0] for note in notes] == [
+        "fsdp_config.final_state_dict_type",
+        "fsdp_config.use_orig_params",
+    ]
+    assert all("has no effect in axr" in note for note in notes)
+    assert fsdp_notes(fsdp(""), 2) == []
 
 
 def test_a_rank_without_eval_rows_still_runs_its_forwards(tiny_llama_dir):

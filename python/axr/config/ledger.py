@@ -547,7 +547,9 @@ TOP_LEVEL: dict[str, Entry] = {
     "fsdp": used(ENGINE, f"{_ENGINES}::test_fsdp_config_spellings_read_the_same"),
     "fsdp_config": used(ENGINE, f"{_ENGINES}::test_fsdp_config_spellings_read_the_same"),
     "fsdp_version": used(ENGINE, f"{_ENGINES}::test_fsdp_config_spellings_read_the_same"),
-    "fsdp_final_state_dict_type": not_yet("the state-dict format of FSDP's final save", 13),
+    "fsdp_final_state_dict_type": no_effect(
+        "deprecated by Axolotl, which only warns and does not copy it; axr gathers the final model whole"
+    ),
     "deepspeed": used(ENGINE, f"{_ENGINES}::test_deepspeed_auto_values_are_filled_from_the_axr_config"),
     "deepcompile": not_yet("DeepSpeed's deepcompile", 13),
     "ddp": no_effect("axr uses DDP whenever it is launched on several processes"),
