@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use arrow_array::cast::AsArray;
-use arrow_array::{Array, GenericStringArray, RecordBatch, StringViewArray};
+use arrow_array::{GenericStringArray, RecordBatch, StringViewArray};
 use arrow_ipc::reader::{FileReader, StreamReader};
 use arrow_json::writer::{EncoderOptions, NullableEncoder, make_encoder};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
