@@ -44,6 +44,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         help="join the N parts built with --shard into the store a single run builds",
     )
+    parser.add_argument(
+        "--keep-parts",
+        action="store_true",
+        help="keep the parts of a sharded run after the merge (by default the merged store replaces them)",
+    )
     parser.set_defaults(func=run, accepts_overrides=True)
 
 
@@ -85,6 +90,7 @@ def run(args: argparse.Namespace) -> int:
         merge=args.merge,
         verify_encoder=args.verify_encoder,
         doctor=not args.no_doctor,
+        keep_parts=args.keep_parts,
     )
     for line in summary_lines(result, cfg):
         print(line)

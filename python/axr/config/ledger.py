@@ -231,7 +231,10 @@ TOP_LEVEL: dict[str, Entry] = {
         "data.preprocess.options_from_config (pretraining entries → completion datasets)",
         "tests/data/test_chunking.py::test_pretraining_dataset_trains_end_to_end",
     ),
-    "streaming": not_yet("stream the datasets instead of preparing them first", 11),
+    "streaming": no_effect(
+        "axr always reads datasets (and pretraining_dataset) as a stream, in bounded memory, into "
+        "the prepared store; training reads that store from disk, so nothing is held whole in memory"
+    ),
     "streaming_multipack_buffer_size": not_yet("samples buffered to pack streamed data", 11),
     "pretrain_multipack_attn": not_yet("keep attention within each packed pre-training sample", 11),
     "pretraining_sample_concatenation": not_yet("concatenate pre-training samples", 11),

@@ -386,6 +386,7 @@ def preprocess(
     merge: bool = False,
     verify_encoder: int = 0,
     doctor: bool = True,
+    keep_parts: bool = False,
 ) -> PreprocessResult:
     """Build the prepared stores of ``cfg`` (or reuse identical ones) and return where they are.
 
@@ -396,7 +397,8 @@ def preprocess(
     ``verify_encoder``: encode the first N texts with both the fast encoder and ``tokenizers`` and
     fail on any difference (the store is rebuilt, never reused). ``doctor``: run the data doctor over
     every row while tokenizing (its findings land in each store's meta.json; a merge joins the
-    parts' findings, which then must have been built with it too).
+    parts' findings, which then must have been built with it too). ``keep_parts``: keep the parts
+    after a merge (by default the merged store replaces them and they are deleted).
     """
     from axr._native import merge_parts
     from axr._native import preprocess as native_preprocess
@@ -415,6 +417,7 @@ def preprocess(
     options = options_from_config(cfg)
     options["verify_encoder"] = int(verify_encoder)
     options["doctor"] = doctor
+    options["keep_parts"] = keep_parts
     options_json = json.dumps(options)
     repo = cfg.push_dataset_to_hub
     if repo:
