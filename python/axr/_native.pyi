@@ -49,6 +49,18 @@ def plan_epoch(
 ) -> tuple[
     _PackingArrays, int, NDArray[np.uint64], NDArray[np.uint32], NDArray[np.uint32], NDArray[np.uint32]
 ]: ...
+def plan_rows(
+    lengths: NDArray[np.uint32],
+    micro_batch_size: int,
+    *,
+    order: str = "shuffled",
+    seed: int = 0,
+    epoch: int = 0,
+    world_size: int = 1,
+    drop_last: bool = True,
+) -> tuple[
+    _PackingArrays, int, NDArray[np.uint64], NDArray[np.uint32], NDArray[np.uint32], NDArray[np.uint32]
+]: ...
 
 # --- formats and tokenization (rust/axr-py/src/encode.rs); rows and specs are JSON strings ---
 def render_rows(

@@ -141,14 +141,14 @@ def test_fsdp_state_dict_types_and_the_keys_axr_does_another_way(tmp_path):
 
 
 def test_a_rank_without_eval_rows_still_runs_its_forwards(tiny_llama_dir):
-    """Under FSDP/ZeRO-3 a skipped forward hangs the other ranks: the empty rank runs a 0-weight row."""
+    """Under FSDP/ZeRO-3 a skipped forward hangs the others: a rank short of rows runs a 0-weight copy"""
     from accelerate import Accelerator
     from transformers import AutoModelForCausalLM
 
-    from axr.train.batches import PaddedBatchPlan
+    from axr.packing import PaddedBatchSampler
     from axr.train.evaluation import evaluation_sums
 
-    rows = InMemoryDataset(random_rows(2, seed=4))  # 2 rows for 3 ranks: rank 2 has none
+    rows = InMemoryDataset(random_rows(2, seed=4))  # 2 rows for 3 ranks: one rank gets a copy
     model = AutoModelForCausalLM.from_pretrained(tiny_llama_dir)
     forwards = []
     model.register_forward_hook(lambda *_: forwards.append(1))
@@ -156,16 +156,20 @@ def test_a_rank_without_eval_rows_still_runs_its_forwards(tiny_llama_dir):
     options = {"packing": False, "attention": "sdpa", "pad": 0, "select": True}
 
     def sums(rank):
-        plan = PaddedBatchPlan(rows.lengths, 1, rank=rank, world_size=3, shuffle=False, drop_last=False)
+        plan = PaddedBatchSampler(rows.lengths, 1, rank=rank, world_size=3, drop_last=False, order="dataset")
         assert len(plan) == 1
         return evaluation_sums(model, accelerator, rows, plan, **options)
 
     whole = evaluation_sums(
-        model, accelerator, rows, PaddedBatchPlan(rows.lengths, 2, shuffle=False, drop_last=False), **options
+        model,
+        accelerator,
+        rows,
+        PaddedBatchSampler(rows.lengths, 2, drop_last=False, order="dataset"),
+        **options,
     )
     split = [sums(rank) for rank in range(3)]
     assert len(forwards) == 1 + 3  # one forward per rank, the empty one included
-    assert split[2].tolist() == [0.0, 0.0]
+    assert [part.tolist() for part in split].count([0.0, 0.0]) == 1  # the copy weighs nothing
     assert (split[0] + split[1] + split[2]).tolist() == pytest.approx(whole.tolist(), rel=1e-6)
 
 
