@@ -117,6 +117,8 @@ def run_trl(
         num_train_epochs=1,
         learning_rate=1e-4,
         max_length=options.row,
+        # TRL turns gradient checkpointing on by default; axr's run has none.
+        gradient_checkpointing=False,
         save_strategy="no",
         report_to=[],
         use_cpu=True,
