@@ -93,6 +93,15 @@ def _texts(tokenizer: Any, data: preference.PreferenceSet, sequence: int) -> tup
             ("<|im_start|>user\nWhy?<|im_end|>\n<|im_start|>assistant\n", "Yes.<|im_end|>"),
         ),
         (
+            {"type": "chatml.argilla_chat"},
+            {
+                "chosen": [{"role": "user", "content": "Why?"}, {"role": "assistant", "content": "Yes."}],
+                "rejected": [{"role": "user", "content": "Why?"}, {"role": "assistant", "content": "No."}],
+            },
+            "dpo",
+            ("<|im_start|>user\nWhy?<|im_end|>\n<|im_start|>assistant\n", "Yes.<|im_end|>"),
+        ),
+        (
             {"type": "llama3.prompt_pairs"},
             {"prompt": "Why?", "chosen": "Yes.", "rejected": "No."},
             "dpo",
@@ -200,6 +209,52 @@ def test_chat_template_pairs_equal_transformers_chat_template(tmp_path: Path, ti
         ids, labels = data.sample(sequence)
         assert ids.tolist() == tokenizer(full, add_special_tokens=False)["input_ids"]
         assert tokenizer.decode(ids[labels != -100]) == full[len(head) :]
+
+
+def test_argilla_chat_pairs_equal_transformers_chat_template(tmp_path: Path, tiny_llama_dir: Path) -> None:
+    """chat_template.argilla_chat: chosen and rejected are whole conversations; the turns before the
+    last are the prompt (Axolotl takes them from the chosen one). Each sequence is exactly
+    apply_chat_template(conversation), trained after apply_chat_template(prompt, generation prompt)."""
+    prompt = [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "Hi there"},
+        {"role": "assistant", "content": "Hello."},
+        {"role": "user", "content": "Name a fruit."},
+    ]
+    answers = {"good": "An apple.", "bad": "I will not."}
+    row = {
+        name: [{"from": m["role"], "value": m["content"]} for m in prompt]
+        + [{"from": "assistant", "value": answer}]
+        for name, answer in answers.items()
+    }
+    path = _write(tmp_path / "argilla.jsonl", [row])
+    dataset = {
+        "path": str(path),
+        "type": "chat_template.argilla_chat",
+        "field_chosen": "good",
+        "field_rejected": "bad",
+        "message_property_mappings": {"role": "from", "content": "value"},
+        "chat_template": "chatml",
+    }
+    data = preference.open_preference_data(_config(tmp_path, tiny_llama_dir, dataset)).train
+    tokenizer = AutoTokenizer.from_pretrained(tiny_llama_dir)
+    from axr._native import chat_style_source
+
+    tokenizer.chat_template = chat_style_source("chatml")
+    head = tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
+    for sequence, answer in ((0, answers["good"]), (1, answers["bad"])):
+        full = tokenizer.apply_chat_template(
+            [*prompt, {"role": "assistant", "content": answer}], tokenize=False
+        )
+        ids, labels = data.sample(sequence)
+        assert ids.tolist() == tokenizer(full, add_special_tokens=False)["input_ids"]
+        assert tokenizer.decode(ids[labels != -100]) == full[len(head) :]
+
+    # Different turns before the last would be two prompts: refused, naming the row and field.
+    row["bad"][1]["value"] = "Go away."
+    _write(path, [row])
+    with pytest.raises(AxrError, match=r"argilla\.jsonl:1: bad: the turns before the last"):
+        preference.open_preference_data(_config(tmp_path, tiny_llama_dir, dataset))
 
 
 @pytest.mark.parametrize(

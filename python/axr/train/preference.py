@@ -472,14 +472,25 @@ def micro_batch_loss(
     return loss, metrics, (int(tokens.sum()), int(batch["num_tokens"]))
 
 
-def _mean_metrics(collected: dict[str, list[Any]]) -> dict[str, float]:
+def _mean_metrics(collected: dict[str, list[Any]], accelerator: Any = None) -> dict[str, float]:
+    """Each metric's mean over every value of the step, on all ranks together (as one process would
+    average them): a KTO rank may hold no desirable row, so sums and counts travel, not means."""
     import torch
 
-    means = {}
+    totals: dict[str, tuple[float, int]] = {}
     for name, parts in collected.items():
         values = torch.cat([part.reshape(-1).double().cpu() for part in parts])
-        if len(values):
-            means[name] = float(values.mean())
+        totals[name] = (float(values.sum()), len(values))
+    if accelerator is not None and accelerator.num_processes > 1:
+        from accelerate.utils import gather_object
+
+        merged: dict[str, tuple[float, int]] = {}
+        for part in gather_object([totals]):
+            for name, (total, count) in part.items():
+                before = merged.get(name, (0.0, 0))
+                merged[name] = (before[0] + total, before[1] + count)
+        totals = merged
+    means = {name: total / count for name, (total, count) in totals.items() if count}
     if "rewards/chosen" in means and "rewards/rejected" in means and "rewards/margins" not in means:
         means["rewards/margins"] = means["rewards/chosen"] - means["rewards/rejected"]
     return means
@@ -489,6 +500,8 @@ def preference_step(
     run: Any, method: Method, reference: Reference, micro_batches: list[list[list[int]]]
 ) -> Any:
     """One optimizer step: the mean of the micro-batches' losses, as TRL's trainers average them."""
+    import torch
+
     from axr.train.loop import StepOutcome
 
     accelerator, model = run.accelerator, run.model
@@ -516,8 +529,19 @@ def preference_step(
     run.optimizer.step()
     run.scheduler.step()
     run.optimizer.zero_grad(set_to_none=True)
+    # The ranks' losses are averaged as the engines average their gradients: with micro-batches of
+    # equal unit counts (padded plans) that is the mean a single process reports for the same step.
+    summary = torch.tensor([total, trained, tokens], device=accelerator.device, dtype=torch.float64)
+    if accelerator.num_processes > 1:
+        summary = accelerator.reduce(summary, reduction="sum")
+        summary[0] /= accelerator.num_processes
     return StepOutcome(
-        total, grad_norm, learning_rate, float(trained), float(tokens), _mean_metrics(collected)
+        float(summary[0]),
+        grad_norm,
+        learning_rate,
+        float(summary[1]),
+        float(summary[2]),
+        _mean_metrics(collected, accelerator),
     )
 
 
