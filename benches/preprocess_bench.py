@@ -8,7 +8,7 @@ from that child's rusage), then tokenizes the very strings axr tokenizes
 Prints one JSON object: both tokens/s, their ratio and axr's peak RSS.
 
 Then, side by side in one child per corpus, the same rendered strings are encoded by axr's
-encoder (`encode_texts`: the fast encoder when the tokenizer is recognised) and by
+encoder (`Encoder.encode_texts`: the fast encoder when the tokenizer is recognised) and by
 `encode_batch`, batch after batch on the same threads: both times, their ratio, the number of
 texts whose ids differ, the word-cache hit rate and the time split (read, render, axr's encode:
 split and BPE on cache misses, encode_batch). `axr_stages_seconds` puts these stages beside
@@ -56,9 +56,10 @@ print(json.dumps({
 _SIDE_BY_SIDE_CHILD = """
 import json, sys, time
 from tokenizers import Tokenizer
-from axr._native import encode_texts, render_rows
+from axr._native import Encoder
 tokenizer_dir, batch_rows, path, spec = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
 tokenizer = Tokenizer.from_file(tokenizer_dir + "/tokenizer.json")
+encoder = Encoder(tokenizer_dir)
 out = {"rows": 0, "tokens": 0, "read_s": 0.0, "render_s": 0.0, "axr_s": 0.0, "encode_batch_s": 0.0,
        "mismatches": 0, "cache_hits": 0, "cache_misses": 0, "axr_bpe_cpu_s": 0.0, "axr_encode_cpu_s": 0.0}
 with open(path) as handle:
@@ -69,9 +70,9 @@ with open(path) as handle:
         if not lines:
             break
         began = time.perf_counter()
-        texts = [text for text, _ in render_rows(lines, spec, tokenizer_dir)]
+        texts = [text for text, _ in encoder.render_rows(lines, spec)]
         out["render_s"] += time.perf_counter() - began
-        ids, seconds, summary = encode_texts(texts, tokenizer_dir, add_special_tokens=True)
+        ids, seconds, summary = encoder.encode_texts(texts, add_special_tokens=True)
         out["axr_s"] += seconds
         began = time.perf_counter()
         encodings = tokenizer.encode_batch(texts, add_special_tokens=True)
@@ -81,9 +82,10 @@ with open(path) as handle:
         out["rows"] += len(lines)
         summary = json.loads(summary)
         out["encoder"] = summary["path"] + ": " + summary["detail"]
+        # The counters run from the encoder's load, over every batch so far.
         for key, stat in [("cache_hits", "cache_hits"), ("cache_misses", "cache_misses"),
                           ("axr_bpe_cpu_s", "bpe_seconds"), ("axr_encode_cpu_s", "encode_seconds")]:
-            out[key] += (summary["stats"] or {}).get(stat, 0)
+            out[key] = (summary["stats"] or {}).get(stat, 0)
 print(json.dumps(out))
 """
 
@@ -165,9 +167,10 @@ def tokenizer_for(name: str, workdir: Path) -> Path:
 _REFERENCE_CHILD = """
 import json, sys, time
 from tokenizers import Tokenizer
-from axr._native import render_rows
+from axr._native import Encoder
 tokenizer_dir, batch_rows = sys.argv[1], int(sys.argv[2])
 tokenizer = Tokenizer.from_file(tokenizer_dir + "/tokenizer.json")
+encoder = Encoder(tokenizer_dir)
 seconds, tokens, rows = 0.0, 0, 0
 for path, spec in json.loads(sys.argv[3]):
     with open(path) as handle:
@@ -175,7 +178,7 @@ for path, spec in json.loads(sys.argv[3]):
             lines = [line for _, line in zip(range(batch_rows), handle)]
             if not lines:
                 break
-            texts = [text for text, _ in render_rows(lines, json.dumps(spec), tokenizer_dir)]
+            texts = [text for text, _ in encoder.render_rows(lines, json.dumps(spec))]
             started = time.perf_counter()
             encodings = tokenizer.encode_batch(texts, add_special_tokens=True)
             seconds += time.perf_counter() - started

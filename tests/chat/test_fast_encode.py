@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from tokenizers import Tokenizer
 
-from axr._native import encode_texts, render_rows
+from axr._native import Encoder
 from axr.cli import main
 from axr.testing.conversations import generate_conversations
 from preprocess_support import PreprocessWorkspace, alpaca_rows
@@ -69,11 +69,10 @@ def _corpus() -> list[str]:
 def _assert_identical(tokenizer_dir: Path, texts: list[str], rendered: list[str]) -> dict:
     reference = Tokenizer.from_file(str(tokenizer_dir / "tokenizer.json"))
     summary: dict = {}
+    encoder = Encoder(tokenizer_dir)
     for add_special_tokens in (True, False):
         for corpus in (texts, rendered):
-            ids, _, summary_json = encode_texts(
-                corpus, str(tokenizer_dir), add_special_tokens=add_special_tokens
-            )
+            ids, _, summary_json = encoder.encode_texts(corpus, add_special_tokens=add_special_tokens)
             summary = json.loads(summary_json)
             assert summary["path"] == "fast", summary
             expected = [
@@ -88,7 +87,7 @@ def _assert_identical(tokenizer_dir: Path, texts: list[str], rendered: list[str]
 def _rendered(tokenizer_dir: Path) -> list[str]:
     rows = [json.dumps(row) for row in alpaca_rows(300)]
     spec = json.dumps({"type": "alpaca", "train_on_inputs": False})
-    return [text for text, _ in render_rows(rows, spec, str(tokenizer_dir))]
+    return [text for text, _ in Encoder(tokenizer_dir).render_rows(rows, spec)]
 
 
 def test_sentencepiece_mistral_is_identical(mistral_tokenizer_dir: Path) -> None:
@@ -189,7 +188,7 @@ def test_disabled_fast_encoder_falls_back_and_says_why(
     mistral_tokenizer_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("AXR_FAST_ENCODER", "0")
-    ids, _, summary_json = encode_texts(["hello world"], str(mistral_tokenizer_dir))
+    ids, _, summary_json = Encoder(mistral_tokenizer_dir).encode_texts(["hello world"])
     summary = json.loads(summary_json)
     assert summary["path"] == "tokenizers"
     assert "AXR_FAST_ENCODER=0" in summary["detail"]

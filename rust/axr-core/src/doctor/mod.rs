@@ -23,8 +23,9 @@ use regex::Regex;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::chat::{RenderedTurn, TrainOnEos};
+use crate::chat::RenderedTurn;
 use crate::pipeline::PipelineTokenizer;
+use crate::spec::TrainOnEos;
 use crate::{RenderedText, Sample};
 
 pub use sources::{SOURCES_FILE, SampleSource, SourceWriter, SourcesReader};

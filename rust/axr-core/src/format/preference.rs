@@ -20,11 +20,11 @@ use rayon::prelude::*;
 use serde_json::{Map, Value};
 
 use crate::Encoder;
-use crate::chat::render::{ChatTemplate, TemplateMessage};
 use crate::error::{Error, Result};
 use crate::options::SourceOptions;
 use crate::sample::{Encoded, FieldError, RenderedText, Sample, TokenizerInfo};
 use crate::source::{DatasetFiles, RowData, RowReader, SourceFile};
+use crate::template::{ChatTemplate, TemplateMessage};
 
 /// The preference keys of one `datasets` entry (Axolotl's names; the `type:` map's keys included).
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -341,7 +341,7 @@ impl PreferenceFormatter {
         let template = match shape {
             Shape::ChatDefault | Shape::ChatArgilla => {
                 let name = spec.chat_template.as_deref().unwrap_or("tokenizer_default");
-                let source = crate::chat::template_source(name, spec.chat_template_jinja.as_deref(), tokenizer)?;
+                let source = crate::template::source(name, spec.chat_template_jinja.as_deref(), tokenizer)?;
                 let bos = tokenizer.bos.clone().unwrap_or_default();
                 let eos = tokenizer.eos.clone().unwrap_or_default();
                 Some(
