@@ -37,6 +37,10 @@ impl PyEncoder {
     /// Load the tokenizer of `tokenizer_dir` once; `added_tokens` is JSON (`{"special_tokens": ..., "tokens": [...]}`).
     #[new]
     #[pyo3(signature = (tokenizer_dir, added_tokens = "{}"))]
+    #[expect(
+        clippy::needless_pass_by_value,
+        reason = "PyO3 extracts the path as an owned PathBuf"
+    )]
     fn new(py: Python<'_>, tokenizer_dir: PathBuf, added_tokens: &str) -> PyResult<Self> {
         let added: AddedTokens =
             serde_json::from_str(added_tokens).map_err(|error| config_error("added_tokens", &error))?;
@@ -108,6 +112,10 @@ impl PyEncoder {
     }
 
     /// Save the tokenizer with its added tokens into `out_dir` (created if missing).
+    #[expect(
+        clippy::needless_pass_by_value,
+        reason = "PyO3 extracts the path as an owned PathBuf"
+    )]
     fn save(&self, py: Python<'_>, out_dir: PathBuf) -> PyResult<()> {
         py.detach(|| self.encoder.save(&out_dir)).map_err(PyAxrError::from)?;
         Ok(())

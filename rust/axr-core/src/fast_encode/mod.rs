@@ -500,6 +500,42 @@ fn template_processing_ids(processor: &Value) -> Result<(Vec<u32>, Vec<u32>), St
     Ok((prefix, suffix))
 }
 
+/// Why a SentencePiece-style BPE model cannot take the fast path, if it cannot.
+fn check_sentencepiece_model(model: &Value, bpe: &BPE, flavor: Flavor) -> Result<(), String> {
+    let not_empty = |key: &str| !empty_or_null(model.get(key));
+    if not_empty("continuing_subword_prefix") || not_empty("end_of_word_suffix") {
+        return Err("BPE subword prefix or suffix is set".into());
+    }
+    if bpe.ignore_merges {
+        return Err("BPE ignore_merges is set".into());
+    }
+    if !bpe.byte_fallback {
+        return Err("BPE without byte fallback".into());
+    }
+    let vocab = bpe.get_vocab();
+    if let Some(byte) = (0..=255u8).find(|byte| !vocab.contains_key(&format!("<0x{byte:02X}>"))) {
+        return Err(format!("byte fallback token <0x{byte:02X}> is missing"));
+    }
+    if !vocab.contains_key(METASPACE) {
+        return Err("\"▁\" is not in the vocabulary".into());
+    }
+    // Words are cut before each "▁" that follows another char: exact only when no piece
+    // could span such a cut.
+    if let Flavor::SentencePiece(_, Cut::AfterOther) = flavor
+        && let Some(piece) = vocab.keys().find(|piece| {
+            let mut previous_is_other = false;
+            piece.chars().any(|character| {
+                let crosses = character == '\u{2581}' && previous_is_other;
+                previous_is_other = character != '\u{2581}';
+                crosses
+            })
+        })
+    {
+        return Err(format!("vocabulary piece {piece:?} spans a word boundary"));
+    }
+    Ok(())
+}
+
 /// The fast encoder for `tokenizer`, or why it must not be used (then `tokenizers` runs).
 pub fn recognise(tokenizer: &Tokenizer) -> Result<FastEncoder, String> {
     let json: Value = tokenizer
@@ -561,37 +597,7 @@ pub fn recognise(tokenizer: &Tokenizer) -> Result<FastEncoder, String> {
     }
 
     if matches!(flavor, Flavor::SentencePiece(..)) {
-        let not_empty = |key: &str| !empty_or_null(model.get(key));
-        if not_empty("continuing_subword_prefix") || not_empty("end_of_word_suffix") {
-            return Err("BPE subword prefix or suffix is set".into());
-        }
-        if bpe.ignore_merges {
-            return Err("BPE ignore_merges is set".into());
-        }
-        if !bpe.byte_fallback {
-            return Err("BPE without byte fallback".into());
-        }
-        let vocab = bpe.get_vocab();
-        if let Some(byte) = (0..=255u8).find(|byte| !vocab.contains_key(&format!("<0x{byte:02X}>"))) {
-            return Err(format!("byte fallback token <0x{byte:02X}> is missing"));
-        }
-        if !vocab.contains_key(METASPACE) {
-            return Err("\"▁\" is not in the vocabulary".into());
-        }
-        // Words are cut before each "▁" that follows another char: exact only when no piece
-        // could span such a cut.
-        if let Flavor::SentencePiece(_, Cut::AfterOther) = flavor
-            && let Some(piece) = vocab.keys().find(|piece| {
-                let mut previous_is_other = false;
-                piece.chars().any(|character| {
-                    let crosses = character == '\u{2581}' && previous_is_other;
-                    previous_is_other = character != '\u{2581}';
-                    crosses
-                })
-            })
-        {
-            return Err(format!("vocabulary piece {piece:?} spans a word boundary"));
-        }
+        check_sentencepiece_model(model, bpe, flavor)?;
     }
 
     Ok(FastEncoder {

@@ -660,7 +660,8 @@ fn complete_set(prepared_dir: &Path, key: &str) -> Result<std::result::Result<Ve
             let Some((count, parts)) = found.iter().max_by_key(|(_, parts)| parts.len()) else {
                 let mut message = format!(
                     "no parts of this config under {}: run `axr preprocess CONFIG --shard I/N` for every I from 0 to \
-                     N-1 first",
+                     N-1 first (a merge deletes the parts it joined: if this config was merged already, `axr \
+                     train` finds its store)",
                     dir.display()
                 );
                 if parts_root.is_dir() && fs_err::read_dir(&parts_root)?.next().is_some() {

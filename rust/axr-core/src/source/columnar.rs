@@ -160,7 +160,7 @@ impl BatchRows {
 
     /// The next batch's rows, each a JSON object as the formatters take it, and about how many
     /// bytes of text they hold; `None` after the last batch. An error names the row it is about.
-    pub(super) fn next_rows(&mut self) -> Result<Option<(Vec<Map<String, Value>>, usize)>, (u64, String)> {
+    pub(super) fn next_rows(&mut self) -> Result<Option<RowsAndBytes>, RowError> {
         let first_row = self.rows_done + 1;
         let Some(batch) = guarded(|| self.batches.next()).map_err(|message| (first_row, message))? else {
             return Ok(None);
@@ -171,6 +171,11 @@ impl BatchRows {
         Ok(Some(rows))
     }
 }
+
+/// A batch's rows as JSON objects, and the bytes of text they hold.
+type RowsAndBytes = (Vec<Map<String, Value>>, usize);
+/// The row (1-based) an error is about, and the message.
+type RowError = (u64, String);
 
 /// How one column's values become JSON values.
 enum Column<'a> {
@@ -185,7 +190,7 @@ enum Column<'a> {
 }
 
 /// The rows of `batch` as JSON objects; a null value is left out of its row, as arrow-json does.
-fn batch_rows(batch: &RecordBatch, first_row: u64) -> Result<(Vec<Map<String, Value>>, usize), (u64, String)> {
+fn batch_rows(batch: &RecordBatch, first_row: u64) -> Result<RowsAndBytes, RowError> {
     let schema = batch.schema();
     let options = EncoderOptions::default();
     let mut columns = Vec::with_capacity(batch.num_columns());
@@ -210,7 +215,7 @@ fn batch_rows(batch: &RecordBatch, first_row: u64) -> Result<(Vec<Map<String, Va
         let mut row = Map::new();
         for (name, array, column) in &mut columns {
             let null = match column {
-                Column::Encoded(encoder) => encoder.is_null(index),
+                Column::Encoded(values) => values.is_null(index),
                 _ => array.is_null(index),
             };
             if null {
@@ -220,9 +225,9 @@ fn batch_rows(batch: &RecordBatch, first_row: u64) -> Result<(Vec<Map<String, Va
                 Column::Utf8(strings) => text(strings.value(index), &mut text_bytes),
                 Column::LargeUtf8(strings) => text(strings.value(index), &mut text_bytes),
                 Column::Utf8View(strings) => text(strings.value(index), &mut text_bytes),
-                Column::Encoded(encoder) => {
+                Column::Encoded(values) => {
                     encoded.clear();
-                    encoder.encode(index, &mut encoded);
+                    values.encode(index, &mut encoded);
                     text_bytes += encoded.len();
                     serde_json::from_slice(&encoded).map_err(|error| {
                         (

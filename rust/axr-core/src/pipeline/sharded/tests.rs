@@ -317,6 +317,7 @@ fn bad_rows_name_the_files_own_line_in_every_part() {
     assert!(error.contains("data.jsonl:313: text: missing"), "{error}");
 
     options.on_bad_row = BadRowPolicy::Skip;
+    options.keep_parts = true; // merged twice below
     let parts = build_parts(&options, 4);
     assert_eq!(parts[0].train.skipped_examples.len(), 1);
     assert!(parts[0].train.skipped_examples[0].contains("data.jsonl:58:"));
@@ -337,7 +338,8 @@ fn a_missing_part_a_foreign_part_and_a_bad_index_are_clear_errors() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("data.jsonl");
     fs_err::write(&path, jsonl(80, 3)).unwrap();
-    let options = options(dir.path(), vec![dataset(&path, None)], "prepared");
+    let mut options = options(dir.path(), vec![dataset(&path, None)], "prepared");
+    options.keep_parts = true; // merged twice below
     let error = ShardSpec::new(4, 4).unwrap_err().to_string();
     assert!(error.contains("--shard") && error.contains("4/4"), "{error}");
 
