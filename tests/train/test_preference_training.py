@@ -236,7 +236,13 @@ def test_argilla_chat_pairs_equal_transformers_chat_template(tmp_path: Path, tin
         "message_property_mappings": {"role": "from", "content": "value"},
         "chat_template": "chatml",
     }
-    data = preference.open_preference_data(_config(tmp_path, tiny_llama_dir, dataset)).train
+    # Packed, a pair must fit one row together: the 5-turn pair needs more than 128 tokens, and a
+    # store left with no pair is an error, not an empty store.
+    with pytest.raises(ConfigError, match=r"none of the 1 preference pairs fits sequence_len = 128 \(with"):
+        preference.open_preference_data(_config(tmp_path, tiny_llama_dir, dataset))
+    config = _config(tmp_path, tiny_llama_dir, dataset, sequence_len=256)
+    data = preference.open_preference_data(config).train
+    assert len(data) == 1
     tokenizer = AutoTokenizer.from_pretrained(tiny_llama_dir)
     from axr._native import chat_style_source
 

@@ -518,9 +518,7 @@ TOP_LEVEL: dict[str, Entry] = {
     "qgalore_gamma_proj": not_yet("the Q-GaLore optimizer"),
     "qgalore_queue_size": not_yet("the Q-GaLore optimizer"),
     "max_grad_norm": used(LOOP, f"{_EFFECTS}::test_loop_keys"),
-    "neftune_noise_alpha": used(
-        LOOP, f"{_FEATURES}::test_bf16_autocast_gradient_checkpointing_and_neftune_train"
-    ),
+    "neftune_noise_alpha": used(LOOP, f"{_FEATURES}::test_neftune_noises_the_embeddings_in_training_only"),
     # ---- attention and kernels --------------------------------------------------------------
     "attn_implementation": used("models.attention.select_attention", f"{_EFFECTS}::test_attn_implementation"),
     "flash_optimum": no_effect("BetterTransformer swaps in PyTorch's fused attention; axr already uses SDPA"),

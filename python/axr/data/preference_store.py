@@ -177,6 +177,13 @@ def _build(cfg: Any, options: dict[str, Any], fingerprint: str, directory: Path)
     train = encode_entries(cfg, options["datasets"], options)
     kept = fitting_units(train, cfg.sequence_len, packing)
     counts = _counts(train, kept)
+    if len(kept) == 0:
+        what = "rows" if train.per_unit == 1 else "pairs"
+        together = " (with sample_packing a pair must fit one row together)" if packing else ""
+        raise ConfigError(
+            f"datasets: none of the {len(train)} preference {what} fits sequence_len = "
+            f"{cfg.sequence_len}{together}"
+        )
     splits: dict[str, np.ndarray] = {"train": kept}
     if not options["test_datasets"] and cfg.val_set_size:
         # The split picks whole units, so a pair's chosen and rejected land on the same side.
