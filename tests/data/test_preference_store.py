@@ -94,7 +94,7 @@ def test_store_round_trip_equals_the_in_memory_render(
     assert train.meta["counts"]["dropped"] == {"longer_than_sequence_len": 1}
     lines = "\n".join(summary_lines(result, cfg))
     what = "rows" if rl == "kto" else "pairs"
-    assert f"{what} read 12, kept 11; dropped: longer than sequence_len (together, packed,) 1" in lines
+    assert f"{what} read 12, kept 11; dropped: longer than sequence_len 1" in lines
     assert "split off for evaluation 3" in lines
 
 
@@ -118,6 +118,42 @@ def test_pairs_stay_whole_through_the_val_split(tmp_path: Path, mistral_tokenize
             assert f"No no {word} bad." in texts[1]
             rows.append(part.row_of(unit))
     assert sorted(rows) == list(range(len(WORDS)))
+
+
+@pytest.mark.parametrize("rl", ["dpo", "kto"])
+def test_shuffle_merged_datasets_orders_the_stored_units_with_the_seed(
+    tmp_path: Path, mistral_tokenizer_dir: Path, rl: str
+) -> None:
+    """Two datasets: shuffled together once with the seed by default (the same seed, the same
+    order), in the datasets' order with shuffle_merged_datasets = false; every unit whole either way."""
+    data = _write(tmp_path / "rows.jsonl", _rows(rl))
+    kind = "chatml.intel" if rl != "kto" else "chatml.prompt_pairs"
+    second = f'[[datasets]]\npath = "{data}"\ntype = "{kind}"\n'
+
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(str(mistral_tokenizer_dir / "tokenizer.json"))
+    answers = ["Yes, the {} is good.", "No no {} bad."] if rl != "kto" else ["The {} is"]
+
+    def stored_rows(top: str) -> list[int]:
+        cfg = load_config(_config(tmp_path, mistral_tokenizer_dir, data, rl=rl, top=top, dataset=second))
+        part = read_preference_store(preprocess(cfg).stores["train"])
+        for unit in range(len(part)):
+            # Each stored unit is its row's render, whole: every member holds the row's answer.
+            word = WORDS[part.row_of(unit) % len(WORDS)]
+            for sequence, answer in zip(part.sequences_of(unit), answers, strict=True):
+                assert answer.format(word) in tokenizer.decode(part.sample(sequence)[0].tolist())
+        return [part.row_of(unit) for unit in range(len(part))]
+
+    in_order = stored_rows("shuffle_merged_datasets = false")
+    assert in_order == list(range(2 * len(WORDS)))
+    shuffled = stored_rows("seed = 7")
+    assert sorted(shuffled) == in_order
+    assert shuffled != in_order
+    # Rows of the second dataset are mixed in with the first's.
+    assert max(shuffled[: len(WORDS)]) >= len(WORDS)
+    assert stored_rows("seed = 7") == shuffled
+    assert stored_rows("seed = 8") != shuffled
 
 
 def test_a_second_run_reuses_the_store_and_changes_rebuild_it(
@@ -165,11 +201,12 @@ def test_cli_preprocess_summary_and_inspect_show_a_pair(
     tmp_path: Path, mistral_tokenizer_dir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     data = _write(tmp_path / "rows.jsonl", _rows("dpo"))
-    config = _config(tmp_path, mistral_tokenizer_dir, data)
+    # In the rows' order, so that pair 1 is row 2 (line 2).
+    config = _config(tmp_path, mistral_tokenizer_dir, data, top="shuffle_merged_datasets = false")
     assert main(["preprocess", str(config), "--no-progress"]) == 0
     out = capsys.readouterr().out
     assert "train  12 pairs (24 sequences)" in out
-    assert "pairs read 12, kept 12; dropped: longer than sequence_len (together, packed,) 0" in out
+    assert "pairs read 12, kept 12; dropped: longer than sequence_len 0" in out
     assert "doctor: not supported yet on preference data" in out
     assert main(["preprocess", str(config), "--no-progress", "--no-doctor"]) == 0
     assert capsys.readouterr().out.startswith("reused ")
@@ -284,11 +321,11 @@ def test_test_datasets_become_the_eval_store_with_their_own_counts(
     cfg = load_config(_config(tmp_path, mistral_tokenizer_dir, data, dataset=top))
     result = preprocess(cfg)
     evaluation = read_preference_store(result.stores["eval"])
-    assert [evaluation.row_of(unit) for unit in range(len(evaluation))] == [1, 2]
+    assert sorted(evaluation.row_of(unit) for unit in range(len(evaluation))) == [1, 2]
     assert evaluation.meta["datasets"][0]["key"] == "test_datasets[0]"
     lines = summary_lines(result, cfg)
     assert any(line.startswith("train  9 pairs") for line in lines)
-    assert "       pairs read 3, kept 2; dropped: longer than sequence_len (together, packed,) 1" in lines
+    assert "       pairs read 3, kept 2; dropped: longer than sequence_len 1" in lines
     report_dropped(result)
     assert (
         "axr: 1 of 3 preference pairs (eval) dropped: longer than sequence_len 128" in capsys.readouterr().err

@@ -236,11 +236,11 @@ def test_argilla_chat_pairs_equal_transformers_chat_template(tmp_path: Path, tin
         "message_property_mappings": {"role": "from", "content": "value"},
         "chat_template": "chatml",
     }
-    # Packed, a pair must fit one row together: the 5-turn pair needs more than 128 tokens, and a
-    # store left with no pair is an error, not an empty store.
-    with pytest.raises(ConfigError, match=r"none of the 1 preference pairs fits sequence_len = 128 \(with"):
-        preference.open_preference_data(_config(tmp_path, tiny_llama_dir, dataset))
-    config = _config(tmp_path, tiny_llama_dir, dataset, sequence_len=256)
+    # A store left with no pair is an error, not an empty store.
+    with pytest.raises(ConfigError, match=r"none of the 1 preference pairs fits sequence_len = 32$"):
+        preference.open_preference_data(_config(tmp_path, tiny_llama_dir, dataset, sequence_len=32))
+    # Each sequence fits 128 though both together do not (a row per sequence when packed).
+    config = _config(tmp_path, tiny_llama_dir, dataset)
     data = preference.open_preference_data(config).train
     assert len(data) == 1
     tokenizer = AutoTokenizer.from_pretrained(tiny_llama_dir)
@@ -314,8 +314,9 @@ def test_packed_log_prob_sums_equal_unpacked(tmp_path: Path, tiny_llama_dir: Pat
     from transformers import AutoModelForCausalLM
 
     path = _write(tmp_path / "pairs.jsonl", _pairs()[:4])
+    # Rows of 256 tokens hold two pairs each.
     data = preference.open_preference_data(
-        _config(tmp_path, tiny_llama_dir, {"path": str(path), "type": "chatml.intel"})
+        _config(tmp_path, tiny_llama_dir, {"path": str(path), "type": "chatml.intel"}, sequence_len=256)
     ).train
     model = AutoModelForCausalLM.from_pretrained(tiny_llama_dir, attn_implementation="sdpa").eval()
     bins = [[0, 1], [2, 3]]
@@ -337,6 +338,52 @@ def test_packed_log_prob_sums_equal_unpacked(tmp_path: Path, tiny_llama_dir: Pat
     keep = targets != -100
     expected = logits[keep].gather(1, targets[keep][:, None]).sum()
     assert abs(float(packed_sums[3]) - float(expected)) < 1e-4
+
+
+def test_a_pair_too_long_for_one_row_is_kept_and_packed_a_row_per_sequence(
+    tmp_path: Path, tiny_llama_dir: Path
+) -> None:
+    """As Axolotl's drop_long_rl_seq: a pair is kept when each sequence fits sequence_len. Packed, a
+    pair longer than a row together is planned as a full row and collated as one row per sequence;
+    its log-prob sums equal the unpacked ones."""
+    from transformers import AutoModelForCausalLM
+
+    from axr.train.batches import build_plan
+
+    pairs = _pairs()[:4]
+    for pair in pairs[2:]:
+        pair["chosen"] += " It is really" * 12
+        pair["rejected"] += " It is truly" * 12
+    cfg = _config(
+        tmp_path, tiny_llama_dir, {"path": str(_write(tmp_path / "p.jsonl", pairs)), "type": "chatml.intel"}
+    )
+    data = preference.open_preference_data(cfg).train
+    assert len(data) == 4  # nothing dropped
+    totals = [sum(data.sequence_length(s) for s in data.sequences_of(u)) for u in range(4)]
+    longest = max(data.sequence_length(s) for s in range(8))
+    long_units = [u for u in range(4) if totals[u] > 128]
+    assert longest <= 128, longest
+    assert len(long_units) == 2, totals
+    assert all(data.lengths[u] == 128 for u in long_units)
+    plan = build_plan(cfg, data.lengths, batch_size=2, packing=True, rank=0, world_size=1, train=True)
+    for index in range(len(plan)):
+        for members in plan.micro_batch(index):
+            assert len(members) == 1 or not set(members) & set(long_units), members
+    model = AutoModelForCausalLM.from_pretrained(tiny_llama_dir, attn_implementation="sdpa").eval()
+    short = [u for u in range(4) if u not in long_units]
+    bins = [[short[0]], [short[1]], [long_units[0]], [long_units[1]]]
+    with torch.no_grad():
+        packed = preference.collate_units(data, bins, packing=True, pad_token_id=0)
+        unpacked_bins = [[u] for members in bins for u in members]
+        padded = preference.collate_units(data, unpacked_bins, packing=False, pad_token_id=0)
+        # One row for each short pair, one per sequence of each long pair.
+        assert packed["input_ids"].shape[0] == 6
+        assert packed["input_ids"].shape[1] <= 128
+        packed_sums, packed_tokens = preference.sequence_logps(model, packed, "sdpa", "cpu")
+        padded_sums, padded_tokens = preference.sequence_logps(model, padded, "sdpa", "cpu")
+    assert packed["sequences"].tolist() == padded["sequences"].tolist()
+    assert torch.equal(packed_tokens, padded_tokens)
+    assert torch.allclose(packed_sums, padded_sums, rtol=1e-5, atol=1e-4)
 
 
 def _reward_accuracy(model: Any, data: preference.PreferenceSet) -> float:

@@ -200,11 +200,10 @@ def _preference_lines(split: str, meta: dict[str, Any]) -> list[str]:
         f"[{meta['token_dtype']}]"
     ]
     if split == "train" or "val_split" not in counts:
-        room = "together, packed," if meta["sample_packing"] else "each"
         dropped = counts["dropped"].get("longer_than_sequence_len", 0)
         line = (
             f"       {what} read {counts['rows_read']:,}, kept {counts['kept']:,}; dropped: longer than "
-            f"sequence_len ({room}) {dropped:,}"
+            f"sequence_len {dropped:,}"
         )
         if counts.get("val_split"):
             line += f"; split off for evaluation {counts['val_split']:,}"

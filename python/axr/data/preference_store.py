@@ -36,7 +36,7 @@ if TYPE_CHECKING:
 
 KIND = "preference"
 # Bump when what a preference store holds for the same inputs changes: old stores are rebuilt.
-PREFERENCE_DATA_VERSION = 1
+PREFERENCE_DATA_VERSION = 2
 ROWS_FILE = "rows.bin"
 LABELS_FILE = "labels.bin"
 ROW_DTYPE = np.dtype("<u8")
@@ -63,14 +63,11 @@ def check_supported(cfg: Any) -> None:
             raise ConfigError(f"{key}: not supported yet with rl (preference stores)")
 
 
-def fitting_units(data: PreferenceSet, sequence_len: int, packing: bool) -> np.ndarray:
-    """Units whose every sequence fits ``sequence_len`` (Axolotl's ``drop_long_rl_seq``); packed,
-    also whose sequences together fit one row, since a pair is packed into one row."""
+def fitting_units(data: PreferenceSet, sequence_len: int) -> np.ndarray:
+    """Units whose every sequence fits ``sequence_len`` (Axolotl's ``drop_long_rl_seq``). Packed, a
+    pair too long for one row together takes a row per sequence (``collate_units``), so it is kept."""
     lengths = np.diff(data.offsets).reshape(-1, data.per_unit)[data.units]
-    fits = (lengths <= sequence_len).all(axis=1)
-    if packing:
-        fits &= lengths.sum(axis=1) <= sequence_len
-    return data.units[fits]
+    return data.units[(lengths <= sequence_len).all(axis=1)]
 
 
 def _fingerprint(cfg: Any, options: dict[str, Any], specs: list[dict[str, Any]]) -> str:
@@ -105,18 +102,21 @@ def _existing(root: Path) -> dict[str, Path] | None:
 def _write_store(
     directory: Path, data: PreferenceSet, rows: np.ndarray, split: str, meta: dict[str, Any]
 ) -> None:
-    """Write the units of ``data`` (in order) as one shard; ``rows`` holds each unit's row number."""
+    """Write the units of ``data`` in the order of ``data.units`` as one shard; ``rows`` holds each
+    unit's row number (same order)."""
     directory.mkdir(parents=True)
     per_unit = data.per_unit
-    keep = np.zeros(len(data.offsets) - 1, dtype=bool)
-    for member in range(per_unit):
-        keep[data.units * per_unit + member] = True
+    # Sequence numbers in writing order: each unit's members, side by side.
+    sequences = (np.asarray(data.units, dtype=np.int64)[:, None] * per_unit + np.arange(per_unit)).ravel()
     offsets = np.asarray(data.offsets, dtype=np.int64)
-    lengths = np.diff(offsets)
-    tokens = np.repeat(keep, lengths)
+    starts, kept_lengths = offsets[sequences], offsets[sequences + 1] - offsets[sequences]
+    ends = np.cumsum(kept_lengths)
+    # Token positions to gather: each sequence's start plus its position within the sequence.
+    tokens = np.repeat(starts - (ends - kept_lengths), kept_lengths) + np.arange(
+        int(ends[-1]) if len(ends) else 0
+    )
     ids = np.asarray(data.input_ids)[tokens]
     mask = np.asarray(data.trainable)[tokens].astype(MASK_DTYPE)
-    kept_lengths = lengths[keep]
     dtype_name = "uint16" if len(ids) == 0 or int(ids.max()) < 1 << 16 else "uint32"
     ids.astype(TOKEN_DTYPES[dtype_name]).tofile(directory / "tokens-00000.bin")
     mask.tofile(directory / "mask-00000.bin")
@@ -125,25 +125,25 @@ def _write_store(
     )
     np.asarray(rows, dtype=ROW_DTYPE).tofile(directory / ROWS_FILE)
     if data.desirable is not None:
-        np.asarray(data.desirable)[keep].astype(MASK_DTYPE).tofile(directory / LABELS_FILE)
-    sequences = int(keep.sum())
+        np.asarray(data.desirable)[sequences].astype(MASK_DTYPE).tofile(directory / LABELS_FILE)
+    count = len(sequences)
     contents = {
         "format_version": FORMAT_VERSION,
         "kind": KIND,
         "split": split,
         "per_unit": per_unit,
         "units": len(data.units),
-        "samples": sequences,
+        "samples": count,
         "tokens": len(ids),
         "trainable_tokens": int(mask.sum()),
-        "longest": int(kept_lengths.max()) if sequences else 0,
+        "longest": int(kept_lengths.max()) if count else 0,
         "token_dtype": dtype_name,
         "shards": [
             {
                 "tokens": "tokens-00000.bin",
                 "mask": "mask-00000.bin",
                 "offsets": "offsets-00000.bin",
-                "samples": sequences,
+                "samples": count,
                 "tokens_count": len(ids),
             }
         ],
@@ -175,14 +175,12 @@ def _build(cfg: Any, options: dict[str, Any], fingerprint: str, directory: Path)
     packing = bool(cfg.sample_packing)
     common = {"fingerprint": fingerprint, "sample_packing": packing, "options": options}
     train = encode_entries(cfg, options["datasets"], options)
-    kept = fitting_units(train, cfg.sequence_len, packing)
+    kept = fitting_units(train, cfg.sequence_len)
     counts = _counts(train, kept)
     if len(kept) == 0:
         what = "rows" if train.per_unit == 1 else "pairs"
-        together = " (with sample_packing a pair must fit one row together)" if packing else ""
         raise ConfigError(
-            f"datasets: none of the {len(train)} preference {what} fits sequence_len = "
-            f"{cfg.sequence_len}{together}"
+            f"datasets: none of the {len(train)} preference {what} fits sequence_len = {cfg.sequence_len}"
         )
     splits: dict[str, np.ndarray] = {"train": kept}
     if not options["test_datasets"] and cfg.val_set_size:
@@ -195,18 +193,28 @@ def _build(cfg: Any, options: dict[str, Any], fingerprint: str, directory: Path)
         splits = {"train": np.sort(order[count:]), "eval": np.sort(order[:count])}
         # One run's counts, in both stores (as SFT stores hold them).
         counts["val_split"] = count
+    if cfg.shuffle_merged_datasets:
+        # As SFT stores are: the units of all datasets shuffled together once, with the seed (the
+        # order sequential sampling reads); a unit moves whole, so a pair stays together.
+        splits = {split: _shuffled(units, cfg.seed) for split, units in splits.items()}
     for split, units in splits.items():
         meta = {**common, "counts": counts, "datasets": _datasets(options["datasets"], train)}
         _write_store(directory / split, train.subset(units), units, split, meta)
     if options["test_datasets"]:
         test = encode_entries(cfg, options["test_datasets"], options)
-        fits = fitting_units(test, cfg.sequence_len, packing)
+        fits = fitting_units(test, cfg.sequence_len)
         meta = {
             **common,
             "counts": _counts(test, fits),
             "datasets": _datasets(options["test_datasets"], test),
         }
+        if cfg.shuffle_merged_datasets:
+            fits = _shuffled(fits, cfg.seed)
         _write_store(directory / "eval", test.subset(fits), fits, "eval", meta)
+
+
+def _shuffled(units: np.ndarray, seed: int) -> np.ndarray:
+    return np.asarray(units)[np.random.default_rng([seed, 1]).permutation(len(units))]
 
 
 def preprocess_preference(cfg: Any) -> PreprocessResult:

@@ -83,6 +83,9 @@ class PreferenceSet:
     meta: dict[str, Any] = field(default_factory=dict)
     rows: np.ndarray | None = None
     """Per unit number, the row it was rendered from over the config's datasets (None: the same)."""
+    row_len: int | None = None
+    """The length of a packed row (sequence_len): a unit whose sequences together are longer (each
+    fits, as Axolotl requires) is planned as one full row and, packed, collated as a row per sequence."""
 
     def __len__(self) -> int:
         return len(self.units)
@@ -98,7 +101,8 @@ class PreferenceSet:
     @property
     def lengths(self) -> np.ndarray:
         starts = self.units * self.per_unit
-        return self.offsets[starts + self.per_unit].astype(np.int64) - self.offsets[starts].astype(np.int64)
+        total = self.offsets[starts + self.per_unit].astype(np.int64) - self.offsets[starts].astype(np.int64)
+        return total if self.row_len is None else np.minimum(total, self.row_len)
 
     def sample(self, sequence: int) -> tuple[np.ndarray, np.ndarray]:
         """``(input_ids, labels)`` of one sequence (labels -100 on the prompt)."""
@@ -131,6 +135,7 @@ class PreferenceSet:
             self.ref_kl_logps,
             dict(self.meta),
             self.rows,
+            self.row_len,
         )
 
     def row_of(self, unit: int) -> int:
@@ -221,8 +226,11 @@ def open_preference_data(cfg: Any) -> Any:
     verb = "reused" if result.reused else "built"
     print(f"axr: preference data read from the store {result.root} ({verb})", file=sys.stderr)
     report_dropped(result)
-    evaluation = read_preference_store(result.stores["eval"]) if "eval" in result.stores else None
-    return TrainingData(train=read_preference_store(result.stores["train"]), eval=evaluation)
+    parts = {split: read_preference_store(store) for split, store in result.stores.items()}
+    if cfg.sample_packing:
+        for part in parts.values():
+            part.row_len = int(cfg.sequence_len)
+    return TrainingData(train=parts["train"], eval=parts.get("eval"))
 
 
 # ---- batches -----------------------------------------------------------------------------------
@@ -231,7 +239,8 @@ def open_preference_data(cfg: Any) -> Any:
 def collate_units(
     data: PreferenceSet, bins: list[list[int]], *, packing: bool, pad_token_id: int, kl: bool = False
 ) -> dict[str, Any]:
-    """Collate the units of ``bins`` (packed: one row per bin; padded: one row per sequence).
+    """Collate the units of ``bins`` (packed: one row per bin, or one row per sequence for a bin
+    longer than ``data.row_len``; padded: one row per sequence).
 
     Adds ``sequence_index`` (``[rows, length]``, the batch-local number of each token's sequence,
     -1 on padding), ``sequences`` (their global numbers, chosen before rejected per pair) and, for
@@ -245,15 +254,22 @@ def collate_units(
     grouped = [[sequence for unit in members for sequence in data.sequences_of(unit)] for members in bins]
     sequences = [sequence for group in grouped for sequence in group]
     if packing:
-        batch = collate_packed([[read(s) for s in group] for group in grouped], pad_token_id=pad_token_id)
+        samples = [[read(s) for s in group] for group in grouped]
+        rows: list[list[tuple[np.ndarray, np.ndarray]]] = []
+        for group_samples in samples:
+            if data.row_len is not None and sum(len(ids) for ids, _ in group_samples) > data.row_len:
+                # A pair too long for one row (each sequence fits): a row per sequence, as unpacked.
+                rows.extend([sample] for sample in group_samples)
+            else:
+                rows.append(group_samples)
+        batch = collate_packed(rows, pad_token_id=pad_token_id)
         index = torch.full(batch["input_ids"].shape, -1, dtype=torch.long)
         slot = 0
-        for row, group in enumerate(grouped):
+        for row, row_samples in enumerate(rows):
             start = 0
-            for sequence in group:
-                size = len(read(sequence)[0])
-                index[row, start : start + size] = slot
-                start, slot = start + size, slot + 1
+            for ids, _ in row_samples:
+                index[row, start : start + len(ids)] = slot
+                start, slot = start + len(ids), slot + 1
     else:
         batch = collate_padded([read(s) for s in sequences], pad_token_id=pad_token_id)
         index = torch.where(batch["attention_mask"].bool(), torch.arange(len(sequences))[:, None], -1)
