@@ -1,4 +1,5 @@
-"""Preference training (rl: dpo) with what SFT already has: QLoRA, exact resume, DDP with accumulation.
+"""Preference training (rl: dpo) with what SFT already has: QLoRA, exact resume, DDP with accumulation,
+and LoRA under FSDP2 and DeepSpeed ZeRO-2/3 (a full fine-tune's frozen reference there is refused).
 
 A tiny random Llama and synthetic chatml.intel pairs whose chosen answers share a pattern the
 rejected ones lack. The resumed run and the 2-rank run are fresh processes
