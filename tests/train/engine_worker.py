@@ -16,58 +16,13 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).parent))
 
 from helpers import InMemoryDataset, random_rows
+from launch import engine_facts
 
 from axr.config import load_config
 from axr.train.loop import TrainingData, train
 
 TRAIN_ROWS, EVAL_ROWS = 24, 1
 PROBE = [[5, 17, 300, 4000, 12, 9, 31000, 7]]
-
-
-def engine_facts(model: Any) -> dict[str, Any]:
-    import torch
-    from torch.distributed.fsdp import FullyShardedDataParallel
-    from torch.distributed.tensor import DTensor
-
-    parameters = list(model.parameters())
-    facts: dict[str, Any] = {
-        "dtensor_parameters": sum(isinstance(p, DTensor) for p in parameters),
-        "parameters": len(parameters),
-        # A sharded DTensor holds a part of the parameter on this rank.
-        "sharded_dtensors": sum(
-            isinstance(p, DTensor) and p.to_local().numel() < p.numel() for p in parameters
-        ),
-        # 4-bit layers whose packed weights (stored as bf16 for FSDP) FSDP2 sharded.
-        "sharded_4bit": sum(
-            type(m).__module__.startswith("bitsandbytes")
-            and type(m).__name__ == "Linear4bit"
-            and isinstance(m.weight, DTensor)
-            and m.weight.dtype == torch.bfloat16
-            and m.weight.to_local().numel() < m.weight.numel()
-            for m in model.modules()
-        ),
-        # FSDP1 units whose flat parameter holds a part of the unit's parameters on this rank.
-        "fsdp1_sharded_units": sum(
-            isinstance(m, FullyShardedDataParallel)
-            and m._flat_param is not None
-            and m._flat_param.numel() < m._flat_param._unpadded_unsharded_size.numel()
-            for m in model.modules()
-        ),
-        # ZeRO-3 replaces each parameter's data by an empty tensor and keeps the full shape in ds_shape.
-        "zero3_partitioned": sum(hasattr(p, "ds_id") and p.data.numel() == 0 for p in parameters),
-    }
-    if hasattr(model, "global_steps"):
-        facts["deepspeed_optimizer_steps"] = int(model.global_steps)
-        facts["deepspeed_micro_steps"] = int(model.micro_steps)
-        facts["zero_stage"] = int(model.zero_optimization_stage())
-        facts["deepspeed_bf16"] = bool(model.bfloat16_enabled())
-        zero = model.optimizer
-        facts["deepspeed_offload"] = {
-            # Where ZeRO-3 keeps the fp32 partitions and the optimizer state, and the parameter offload.
-            "optimizer": "cpu" if getattr(zero, "offload_optimizer", False) else "none",
-            "param": "cpu" if getattr(zero, "offload_param", False) else "none",
-        }
-    return facts
 
 
 def probe_logits(model: Any) -> list[float]:

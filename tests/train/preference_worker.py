@@ -2,7 +2,8 @@
 
 Records, per rank, the losses, gradient norms and the sequences of every training micro-batch
 (so the test can check that a pair's chosen and rejected sequences always travel together), and
-on rank 0 the per-step preference metrics from metrics.jsonl.
+on rank 0 the per-step preference metrics from metrics.jsonl; and what the engine made of the
+model (``launch.engine_facts``).
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ import json
 import sys
 from pathlib import Path
 from typing import Any
+
+from launch import engine_facts
 
 from axr.config import load_config
 from axr.train import preference
@@ -41,6 +44,7 @@ def run(config_path: str, record: str) -> None:
             type(m).__module__.startswith("bitsandbytes") and type(m).__name__ == "Linear4bit"
             for m in result.model.modules()
         ),
+        **engine_facts(result.model),
     }
     if rank == 0:
         lines = (Path(cfg.output_dir) / "metrics.jsonl").read_text().splitlines()

@@ -13,22 +13,15 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import socket
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 from helpers import write_config
+from launch import launch_environment, torchrun
 
 WORKER = Path(__file__).parent / "engine_worker.py"
-# DeepSpeed JIT-compiles a shared-memory op on its first CPU start (~40 s, or minutes on a busy
-# machine) and caches it here: one place for every launch of the session and later sessions.
-TORCH_EXTENSIONS_DIR = os.environ.get(
-    "TORCH_EXTENSIONS_DIR", str(Path.home() / ".cache" / "torch_extensions")
-)
 LAUNCH_TIMEOUT = 600
 LORA = {"adapter": "lora", "lora_r": 4, "lora_alpha": 8, "lora_target_linear": True}
 NO_SAVES = {"save_strategy": "no"}
@@ -77,23 +70,6 @@ ENGINES["fsdp2_qlora"] = (
 COMMON = {"max_steps": 3, "sample_packing": False, "learning_rate": 0.001}
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def launch_environment() -> dict[str, str]:
-    return dict(
-        os.environ,
-        CUDA_VISIBLE_DEVICES="",
-        OMP_NUM_THREADS="1",
-        TORCH_EXTENSIONS_DIR=TORCH_EXTENSIONS_DIR,
-        # ninja (for DeepSpeed's JIT build) is installed next to this Python.
-        PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
-    )
-
-
 def run_engine(
     tmp_path: Path, tiny_llama_dir: Path, name: str, run_name: str = "", **more: Any
 ) -> tuple[dict[str, Any], Path]:
@@ -107,11 +83,7 @@ def run_engine(
     if extra:
         config.write_text(config.read_text() + extra)
     record = tmp_path / f"{run_name}.json"
-    command = [
-        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-        "--master_addr", "127.0.0.1", "--master_port", str(free_port()),
-        str(WORKER), str(config), str(record),
-    ]  # fmt: skip
+    command = [*torchrun(2), str(WORKER), str(config), str(record)]
     completed = subprocess.run(
         command, capture_output=True, text=True, timeout=LAUNCH_TIMEOUT, env=launch_environment()
     )

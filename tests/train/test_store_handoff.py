@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from helpers import ALPACA_SAMPLE, write_config
-from test_engines import free_port, launch_environment
+from launch import free_port, launch_environment
 
 WORKER = Path(__file__).parent / "store_worker.py"
 

@@ -86,7 +86,29 @@ def top_level_conflicts(values: Mapping[str, Any]) -> list[str]:
     problems += _shard_pair(values, "dataset_shard_num", "dataset_shard_idx")
     problems += _pretraining_conflicts(values)
     problems += _split_conflicts(values)
+    problems += _frozen_reference_conflicts(values)
     return problems
+
+
+# The rl methods whose loss reads a reference model's log-probs.
+REFERENCE_METHODS = ("dpo", "ipo", "kto")
+
+
+def _frozen_reference_conflicts(values: Mapping[str, Any]) -> list[str]:
+    """A full fine-tune's reference is a second, frozen copy of the base model, loaded beside the
+    engine: FSDP and ZeRO-3 would not shard it (each rank would hold it whole), ZeRO-3's load would
+    partition it with no engine to gather it, and no engine's mixed precision would apply to it."""
+    if values.get("rl") not in REFERENCE_METHODS or _is_set(values, "adapter"):
+        return []
+    engines = [key for key in ("fsdp", "fsdp_config", "deepspeed") if _is_set(values, key)]
+    if not engines:
+        return []
+    return [
+        f"rl = {values['rl']!r} without adapter and {engines[0]} are both set: a full fine-tune's frozen "
+        f"reference model under {'DeepSpeed' if engines[0] == 'deepspeed' else 'FSDP'} is not supported "
+        'yet; use adapter = "lora" or "qlora" (the reference is the adapter disabled), rl = "orpo" or '
+        '"simpo" (no reference), or DDP'
+    ]
 
 
 # Dataset types whose long documents can be cut into sequence_len chunks (plain text).
