@@ -12,6 +12,7 @@
 //! so tokenizing it once gives the ids the model sees at inference.
 
 pub mod render;
+pub mod render_memory;
 pub mod spans;
 pub mod styles;
 
