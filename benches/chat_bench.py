@@ -7,7 +7,7 @@ lengths), then measures on the same rows, each in a child process with the same 
   store), tokens/s over the whole run;
 - encode_batch: the `tokenizers` library's `encode_batch` on the very strings axr renders
   (rendered untimed beforehand with axr's own formatter); the ceiling for "render costs nothing";
-  in the same child and on the same strings, axr's own encoder (`encode_texts`, the fast encoder
+  in the same child and on the same strings, axr's own encoder (`Encoder.encode_texts`, the fast encoder
   when the tokenizer is recognised) side by side: its time, ratio, id mismatches, word-cache hits;
 - apply_chat_template: `tokenizer.apply_chat_template(messages, tokenize=True)` row by row in
   Python, what a plain transformers user runs (on a sample of rows when `--template-rows` is set).
@@ -43,9 +43,10 @@ print(json.dumps({"seconds": result.seconds, "reused": result.reused, "tokens": 
 _ENCODE_BATCH_CHILD = """
 import json, sys, time
 from tokenizers import Tokenizer
-from axr._native import chat_render, encode_texts
+from axr._native import Encoder, chat_render
 tokenizer_dir, data, style, batch = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
 tokenizer = Tokenizer.from_file(tokenizer_dir + "/tokenizer.json")
+axr_encoder = Encoder(tokenizer_dir)
 options = json.dumps({"chat_template": style})
 seconds, tokens, axr_seconds, mismatches, hits, misses, encoder = 0.0, 0, 0.0, 0, 0, 0, ""
 with open(data) as handle:
@@ -57,13 +58,14 @@ for start in range(0, len(lines), batch):
     encodings = tokenizer.encode_batch(texts, add_special_tokens=False)
     seconds += time.perf_counter() - began
     tokens += sum(len(encoding.ids) for encoding in encodings)
-    ids, spent, summary = encode_texts(texts, tokenizer_dir, add_special_tokens=False)
+    ids, spent, summary = axr_encoder.encode_texts(texts, add_special_tokens=False)
     axr_seconds += spent
     mismatches += sum(mine != theirs.ids for mine, theirs in zip(ids, encodings))
     summary = json.loads(summary)
     encoder = summary["path"] + ": " + summary["detail"]
-    hits += (summary["stats"] or {}).get("cache_hits", 0)
-    misses += (summary["stats"] or {}).get("cache_misses", 0)
+    # The counters run from the encoder's load, over every batch so far.
+    hits = (summary["stats"] or {}).get("cache_hits", 0)
+    misses = (summary["stats"] or {}).get("cache_misses", 0)
 print(json.dumps({"seconds": seconds, "tokens": tokens, "axr_seconds": axr_seconds, "mismatches": mismatches,
                   "hit_rate": hits / max(hits + misses, 1), "encoder": encoder}))
 """

@@ -8,10 +8,11 @@ from that child's rusage), then tokenizes the very strings axr tokenizes
 Prints one JSON object: both tokens/s, their ratio and axr's peak RSS.
 
 Then, side by side in one child per corpus, the same rendered strings are encoded by axr's
-encoder (`encode_texts`: the fast encoder when the tokenizer is recognised) and by
+encoder (`Encoder.encode_texts`: the fast encoder when the tokenizer is recognised) and by
 `encode_batch`, batch after batch on the same threads: both times, their ratio, the number of
-texts whose ids differ, the word-cache hit rate and the time split (render, axr's encode of
-which BPE on cache misses, encode_batch).
+texts whose ids differ, the word-cache hit rate and the time split (read, render, axr's encode:
+split and BPE on cache misses, encode_batch). `axr_stages_seconds` puts these stages beside
+`axr preprocess`'s own time; what is left (store, shuffle) is by difference.
 
     python benches/preprocess_bench.py                       # 100k alpaca rows + 500 MB of text
     python benches/preprocess_bench.py --completion-mb 50 --threads 2 --tokenizer smollm2
@@ -55,20 +56,23 @@ print(json.dumps({
 _SIDE_BY_SIDE_CHILD = """
 import json, sys, time
 from tokenizers import Tokenizer
-from axr._native import encode_texts, render_rows
+from axr._native import Encoder
 tokenizer_dir, batch_rows, path, spec = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
 tokenizer = Tokenizer.from_file(tokenizer_dir + "/tokenizer.json")
-out = {"rows": 0, "tokens": 0, "render_s": 0.0, "axr_s": 0.0, "encode_batch_s": 0.0, "mismatches": 0,
-       "cache_hits": 0, "cache_misses": 0, "axr_bpe_cpu_s": 0.0, "axr_encode_cpu_s": 0.0}
+encoder = Encoder(tokenizer_dir)
+out = {"rows": 0, "tokens": 0, "read_s": 0.0, "render_s": 0.0, "axr_s": 0.0, "encode_batch_s": 0.0,
+       "mismatches": 0, "cache_hits": 0, "cache_misses": 0, "axr_bpe_cpu_s": 0.0, "axr_encode_cpu_s": 0.0}
 with open(path) as handle:
     while True:
+        began = time.perf_counter()
         lines = [line for _, line in zip(range(batch_rows), handle)]
+        out["read_s"] += time.perf_counter() - began
         if not lines:
             break
         began = time.perf_counter()
-        texts = [text for text, _ in render_rows(lines, spec, tokenizer_dir)]
+        texts = [text for text, _ in encoder.render_rows(lines, spec)]
         out["render_s"] += time.perf_counter() - began
-        ids, seconds, summary = encode_texts(texts, tokenizer_dir, add_special_tokens=True)
+        ids, seconds, summary = encoder.encode_texts(texts, add_special_tokens=True)
         out["axr_s"] += seconds
         began = time.perf_counter()
         encodings = tokenizer.encode_batch(texts, add_special_tokens=True)
@@ -78,9 +82,10 @@ with open(path) as handle:
         out["rows"] += len(lines)
         summary = json.loads(summary)
         out["encoder"] = summary["path"] + ": " + summary["detail"]
+        # The counters run from the encoder's load, over every batch so far.
         for key, stat in [("cache_hits", "cache_hits"), ("cache_misses", "cache_misses"),
                           ("axr_bpe_cpu_s", "bpe_seconds"), ("axr_encode_cpu_s", "encode_seconds")]:
-            out[key] += (summary["stats"] or {}).get(stat, 0)
+            out[key] = (summary["stats"] or {}).get(stat, 0)
 print(json.dumps(out))
 """
 
@@ -110,12 +115,33 @@ def side_by_side(
         "mismatches": out["mismatches"],
         "word_cache_hit_rate": round(int(out["cache_hits"]) / words, 4) if words else None,  # type: ignore[call-overload]
         "stages_seconds": {
+            "read (wall)": round(float(out["read_s"]), 3),  # type: ignore[arg-type]
             "render (wall)": round(float(out["render_s"]), 3),  # type: ignore[arg-type]
             "axr encode (wall)": round(float(out["axr_s"]), 3),  # type: ignore[arg-type]
             "axr encode (cpu, all threads)": round(float(out["axr_encode_cpu_s"]), 3),  # type: ignore[arg-type]
+            "of which split: added tokens, words, cache, offsets (cpu)": round(
+                float(out["axr_encode_cpu_s"]) - float(out["axr_bpe_cpu_s"]),  # type: ignore[arg-type]
+                3,
+            ),
             "of which BPE on cache misses (cpu)": round(float(out["axr_bpe_cpu_s"]), 3),  # type: ignore[arg-type]
         },
     }
+
+
+def _stages(preprocess_seconds: float, compared: dict[str, dict[str, object]]) -> dict[str, float] | None:
+    """`axr preprocess`'s wall time by stage: read, render and encode as measured side by side on
+    the same corpora and threads, the rest (store, shuffle, split into train/eval) by difference.
+    The pipeline overlaps its stages, so the difference is an estimate."""
+    if not compared:
+        return None
+    stages = {"read": 0.0, "render": 0.0, "encode (split + BPE)": 0.0}
+    for result in compared.values():
+        seconds: dict[str, float] = result["stages_seconds"]  # type: ignore[assignment]
+        stages["read"] += seconds["read (wall)"]
+        stages["render"] += seconds["render (wall)"]
+        stages["encode (split + BPE)"] += seconds["axr encode (wall)"]
+    stages["store and the rest (by difference)"] = preprocess_seconds - sum(stages.values())
+    return {name: round(value, 3) for name, value in stages.items()}
 
 
 def tokenizer_for(name: str, workdir: Path) -> Path:
@@ -141,9 +167,10 @@ def tokenizer_for(name: str, workdir: Path) -> Path:
 _REFERENCE_CHILD = """
 import json, sys, time
 from tokenizers import Tokenizer
-from axr._native import render_rows
+from axr._native import Encoder
 tokenizer_dir, batch_rows = sys.argv[1], int(sys.argv[2])
 tokenizer = Tokenizer.from_file(tokenizer_dir + "/tokenizer.json")
+encoder = Encoder(tokenizer_dir)
 seconds, tokens, rows = 0.0, 0, 0
 for path, spec in json.loads(sys.argv[3]):
     with open(path) as handle:
@@ -151,7 +178,7 @@ for path, spec in json.loads(sys.argv[3]):
             lines = [line for _, line in zip(range(batch_rows), handle)]
             if not lines:
                 break
-            texts = [text for text, _ in render_rows(lines, json.dumps(spec), tokenizer_dir)]
+            texts = [text for text, _ in encoder.render_rows(lines, json.dumps(spec))]
             started = time.perf_counter()
             encodings = tokenizer.encode_batch(texts, add_special_tokens=True)
             seconds += time.perf_counter() - started
@@ -348,6 +375,7 @@ def main() -> None:
                     "tokens_per_s": round(reference_rate),
                 },
                 "ratio": round(axr_rate / reference_rate, 3),
+                "axr_stages_seconds": _stages(float(axr["seconds"]), compared),  # type: ignore[arg-type]
                 "ratio_including_process_start": round(
                     float(axr["tokens"]) / axr_wall / reference_rate,  # type: ignore[arg-type]
                     3,

@@ -1,5 +1,6 @@
 """Type stubs of the native extension. Users import from axr.* modules, not from here."""
 
+import os
 from collections.abc import Callable
 from typing import final
 
@@ -49,18 +50,35 @@ def plan_epoch(
 ) -> tuple[
     _PackingArrays, int, NDArray[np.uint64], NDArray[np.uint32], NDArray[np.uint32], NDArray[np.uint32]
 ]: ...
+def plan_rows(
+    lengths: NDArray[np.uint32],
+    micro_batch_size: int,
+    *,
+    order: str = "shuffled",
+    seed: int = 0,
+    epoch: int = 0,
+    world_size: int = 1,
+    drop_last: bool = True,
+) -> tuple[
+    _PackingArrays, int, NDArray[np.uint64], NDArray[np.uint32], NDArray[np.uint32], NDArray[np.uint32]
+]: ...
 
 # --- formats and tokenization (rust/axr-py/src/encode.rs); rows and specs are JSON strings ---
-def render_rows(
-    rows: list[str], format_spec: str, tokenizer_dir: str, added_tokens: str = "{}"
-) -> list[tuple[str, list[tuple[int, int]]]]: ...
-def encode_rows(
-    rows: list[str], format_spec: str, tokenizer_dir: str, added_tokens: str = "{}"
-) -> list[tuple[NDArray[np.uint32], NDArray[np.bool_]]]: ...
-def save_tokenizer(tokenizer_dir: str, out_dir: str, added_tokens: str = "{}") -> int: ...
-def encode_texts(
-    texts: list[str], tokenizer_dir: str, added_tokens: str = "{}", add_special_tokens: bool = True
-) -> tuple[list[list[int]], float, str]: ...
+@final
+class Encoder:
+    """A tokenizer folder loaded once (``added_tokens`` applied); batch work releases the GIL."""
+
+    def __new__(cls, tokenizer_dir: str | os.PathLike[str], added_tokens: str = "{}") -> Encoder: ...
+    def render_rows(self, rows: list[str], format_spec: str) -> list[tuple[str, list[tuple[int, int]]]]: ...
+    def encode_rows(
+        self, rows: list[str], format_spec: str
+    ) -> list[tuple[NDArray[np.uint32], NDArray[np.bool_]]]: ...
+    def encode_texts(
+        self, texts: list[str], add_special_tokens: bool = True
+    ) -> tuple[list[list[int]], float, str]: ...
+    def save(self, out_dir: str | os.PathLike[str]) -> None: ...
+    @property
+    def vocab_size(self) -> int: ...
 
 # --- preference datasets (rust/axr-py/src/preference.rs); source and spec are JSON strings ---
 def encode_preference(
@@ -97,6 +115,8 @@ def chat_render(
 ) -> list[tuple[str, list[tuple[int, int]], list[_ChatTurn]]]: ...
 def chat_style_source(name: str) -> str: ...
 def chat_style_names() -> list[str]: ...
+
+CONVERSATION_TYPES: list[str]
 
 # --- inference prompts (rust/axr-py/src/prompt.rs); users call axr.inference.PromptBuilder ---
 @final

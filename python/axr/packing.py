@@ -19,6 +19,7 @@ dataset order). See docs/packing.md.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -30,7 +31,17 @@ from numpy.typing import ArrayLike, NDArray
 from axr import _native
 from axr.errors import ConfigError
 
-__all__ = ["STRATEGIES", "BinDataset", "Bins", "MultipackBatchSampler", "Packing", "pack", "plan_summary"]
+__all__ = [
+    "ROW_ORDERS",
+    "STRATEGIES",
+    "BinDataset",
+    "Bins",
+    "MultipackBatchSampler",
+    "Packing",
+    "PaddedBatchSampler",
+    "pack",
+    "plan_summary",
+]
 
 STRATEGIES = ("bfd", "ffd", "shuffle", "sequential")
 """Names accepted by ``strategy=``."""
@@ -283,64 +294,29 @@ def plan_summary(
     }
 
 
-class MultipackBatchSampler:
-    """Yields this rank's micro-batches of one epoch, one at a time, as ``list[list[int]]``.
+class _PlanSampler(ABC):
+    """This rank's micro-batches of one epoch of a core plan; subclasses say how the plan is made."""
 
-    Each micro-batch is ``batch_size`` bins (fewer only in the last step when
-    ``drop_last=False``); each bin is a list of dataset indices whose lengths
-    sum to at most ``batch_max_len``::
-
-        epoch plan (seed, epoch) ──> step 0: rank 0 [[4, 9], [1]]   rank 1 [[7], [0, 3, 8]]
-                                     step 1: rank 0 [[2, 5], [6]]   rank 1 ...
-
-    Every rank gets exactly ``len(sampler)`` micro-batches; within a step the
-    bins are dealt so that ranks get about the same number of tokens. The plan
-    is a pure function of (lengths, batch_max_len, batch_size, seed, epoch,
-    world_size, drop_last, strategy), so every rank computes it independently
-    and they agree.
-
-    Use it as a DataLoader ``batch_sampler`` over :class:`BinDataset` (or any
-    dataset whose ``__getitem__`` takes a bin), with a collator that packs each
-    bin into one row. Call :meth:`set_epoch` before each epoch. The sampler is
-    a plain iterable (not a ``torch.utils.data.Sampler`` subclass) so that
-    importing it never imports torch; DataLoader accepts it as is. When the
-    DataLoader runs with workers, it fetches indices ahead of the training
-    loop, so save the loop's own count of consumed micro-batches as
-    ``position`` rather than the sampler's.
-    """
-
-    def __init__(
-        self,
-        lengths: ArrayLike,
-        batch_max_len: int,
-        batch_size: int,
-        seed: int = 0,
-        rank: int = 0,
-        world_size: int = 1,
-        drop_last: bool = True,
-        strategy: str = "bfd",
-        *,
-        max_items_per_bin: int | None = None,
-        drop_oversized: bool = False,
-    ) -> None:
+    def __init__(self, lengths: ArrayLike, batch_size: int, seed: int, rank: int, world_size: int) -> None:
         if world_size < 1 or not 0 <= rank < world_size:
             raise ConfigError(f"rank must be in 0..{world_size - 1} and world_size ≥ 1, got rank {rank}")
         if batch_size < 1:
-            raise ConfigError(f"batch_size must be at least 1 bin, got {batch_size}")
+            raise ConfigError(f"batch_size must be at least 1 row, got {batch_size}")
         self.lengths = _as_lengths(lengths)
-        self.batch_max_len = batch_max_len
         self.batch_size = batch_size
         self.seed = seed
         self.rank = rank
         self.world_size = world_size
-        self.drop_last = drop_last
-        self.strategy = _check_strategy(strategy)
-        self.max_items_per_bin = max_items_per_bin
-        self.drop_oversized = drop_oversized
         self._epoch = 0
         self._position = 0
         self._cached: _EpochPlan | None = None
-        self._plan()  # fail now, not at the first batch, on oversized items or bad options
+
+    @abstractmethod
+    def _make_plan(self, epoch: int) -> _EpochPlan: ...
+
+    @abstractmethod
+    def _settings(self) -> dict[str, Any]:
+        """What the plan depends on besides the epoch (checked by :meth:`load_state_dict`)."""
 
     @property
     def epoch(self) -> int:
@@ -354,18 +330,7 @@ class MultipackBatchSampler:
 
     def _plan(self) -> _EpochPlan:
         if self._cached is None or self._cached.epoch != self._epoch:
-            self._cached = _plan(
-                self.lengths,
-                self.batch_max_len,
-                self.batch_size,
-                strategy=self.strategy,
-                seed=self.seed,
-                epoch=self._epoch,
-                world_size=self.world_size,
-                drop_last=self.drop_last,
-                max_items_per_bin=self.max_items_per_bin,
-                drop_oversized=self.drop_oversized,
-            )
+            self._cached = self._make_plan(self._epoch)
         return self._cached
 
     @property
@@ -439,9 +404,88 @@ class MultipackBatchSampler:
 
     def state_dict(self) -> dict[str, Any]:
         """Epoch and position (micro-batches already yielded), plus what the plan depends on."""
+        return {"epoch": self._epoch, "position": self._position, **self._settings()}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Resume: the next iteration yields the micro-batch at ``state["position"]`` of ``state["epoch"]``.
+
+        Raises ConfigError when the state was saved with different settings,
+        because then the plan, and so the meaning of the position, differs.
+        """
+        for key, value in self._settings().items():
+            if key in state and state[key] != value:
+                raise ConfigError(
+                    f"sampler state was saved with {key}={state[key]!r} but this sampler has "
+                    f"{value!r}; resuming would not continue the same plan"
+                )
+        self._epoch = int(state["epoch"])
+        self._position = int(state["position"])
+
+
+class MultipackBatchSampler(_PlanSampler):
+    """Yields this rank's micro-batches of one epoch, one at a time, as ``list[list[int]]``.
+
+    Each micro-batch is ``batch_size`` bins (fewer only in the last step when
+    ``drop_last=False``); each bin is a list of dataset indices whose lengths
+    sum to at most ``batch_max_len``::
+
+        epoch plan (seed, epoch) ──> step 0: rank 0 [[4, 9], [1]]   rank 1 [[7], [0, 3, 8]]
+                                     step 1: rank 0 [[2, 5], [6]]   rank 1 ...
+
+    Every rank gets exactly ``len(sampler)`` micro-batches; within a step the
+    bins are dealt so that ranks get about the same number of tokens. The plan
+    is a pure function of (lengths, batch_max_len, batch_size, seed, epoch,
+    world_size, drop_last, strategy), so every rank computes it independently
+    and they agree.
+
+    Use it as a DataLoader ``batch_sampler`` over :class:`BinDataset` (or any
+    dataset whose ``__getitem__`` takes a bin), with a collator that packs each
+    bin into one row. Call :meth:`set_epoch` before each epoch. The sampler is
+    a plain iterable (not a ``torch.utils.data.Sampler`` subclass) so that
+    importing it never imports torch; DataLoader accepts it as is. When the
+    DataLoader runs with workers, it fetches indices ahead of the training
+    loop, so save the loop's own count of consumed micro-batches as
+    ``position`` rather than the sampler's.
+    """
+
+    def __init__(
+        self,
+        lengths: ArrayLike,
+        batch_max_len: int,
+        batch_size: int,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+        drop_last: bool = True,
+        strategy: str = "bfd",
+        *,
+        max_items_per_bin: int | None = None,
+        drop_oversized: bool = False,
+    ) -> None:
+        super().__init__(lengths, batch_size, seed, rank, world_size)
+        self.batch_max_len = batch_max_len
+        self.drop_last = drop_last
+        self.strategy = _check_strategy(strategy)
+        self.max_items_per_bin = max_items_per_bin
+        self.drop_oversized = drop_oversized
+        self._plan()  # fail now, not at the first batch, on oversized items or bad options
+
+    def _make_plan(self, epoch: int) -> _EpochPlan:
+        return _plan(
+            self.lengths,
+            self.batch_max_len,
+            self.batch_size,
+            strategy=self.strategy,
+            seed=self.seed,
+            epoch=epoch,
+            world_size=self.world_size,
+            drop_last=self.drop_last,
+            max_items_per_bin=self.max_items_per_bin,
+            drop_oversized=self.drop_oversized,
+        )
+
+    def _settings(self) -> dict[str, Any]:
         return {
-            "epoch": self._epoch,
-            "position": self._position,
             "seed": self.seed,
             "world_size": self.world_size,
             "batch_size": self.batch_size,
@@ -450,21 +494,63 @@ class MultipackBatchSampler:
             "num_items": len(self.lengths),
         }
 
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Resume: the next iteration yields the micro-batch at ``state["position"]`` of ``state["epoch"]``.
 
-        Raises ConfigError when the state was saved with different settings,
-        because then the plan, and so the meaning of the position, differs.
-        """
-        current = self.state_dict()
-        for key in ("seed", "world_size", "batch_size", "batch_max_len", "strategy", "num_items"):
-            if key in state and state[key] != current[key]:
-                raise ConfigError(
-                    f"sampler state was saved with {key}={state[key]!r} but this sampler has "
-                    f"{current[key]!r}; resuming would not continue the same plan"
-                )
-        self._epoch = int(state["epoch"])
-        self._position = int(state["position"])
+ROW_ORDERS = ("dataset", "shuffled", "grouped_by_length")
+"""Names accepted by :class:`PaddedBatchSampler`'s ``order=``."""
+
+
+class PaddedBatchSampler(_PlanSampler):
+    """The plan without packing: like :class:`MultipackBatchSampler` with one sample per bin.
+
+    Each micro-batch is ``batch_size`` single-sample bins, padded by the
+    collator. The core deals them exactly as it deals packed bins, so the step
+    count and the last-step rule are the same: with ``drop_last`` the samples
+    that do not fill a whole step are left out (``dropped_bins``); without it
+    the last step may be short and, when fewer samples than ranks remain,
+    samples from the start of the epoch are repeated (``repeated_bins``,
+    flagged by :meth:`repeats`). ``order`` is ``"shuffled"`` (by seed and
+    epoch), ``"dataset"`` (in order, for evaluation) or ``"grouped_by_length"``
+    (shuffled, windows of 64 steps sorted by length, steps shuffled: less
+    padding).
+    """
+
+    def __init__(
+        self,
+        lengths: ArrayLike,
+        batch_size: int,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+        drop_last: bool = True,
+        order: str = "shuffled",
+    ) -> None:
+        super().__init__(lengths, batch_size, seed, rank, world_size)
+        if order not in ROW_ORDERS:
+            raise ConfigError(f"unknown row order {order!r}; expected one of {', '.join(ROW_ORDERS)}")
+        self.drop_last = drop_last
+        self.order = order
+
+    def _make_plan(self, epoch: int) -> _EpochPlan:
+        parts, steps, offsets, bins, dropped_bins, repeated_bins = _native.plan_rows(
+            self.lengths,
+            self.batch_size,
+            order=self.order,
+            seed=self.seed,
+            epoch=epoch,
+            world_size=self.world_size,
+            drop_last=self.drop_last,
+        )
+        packing = _packing(int(parts[2].max(initial=1)), "one_per_row", parts)
+        return _EpochPlan(epoch, packing, steps, offsets, bins, dropped_bins, repeated_bins)
+
+    def _settings(self) -> dict[str, Any]:
+        return {
+            "seed": self.seed,
+            "world_size": self.world_size,
+            "batch_size": self.batch_size,
+            "order": self.order,
+            "num_items": len(self.lengths),
+        }
 
 
 class BinDataset:

@@ -2,7 +2,7 @@
 and the trained tokens are exactly those of the assistant contents (+ end-of-turn per train_on_eos).
 
 The ids come from the real data path (format spec → chat formatter → Encoder, through
-``_native.encode_rows``); transformers renders with Jinja2 from the same template string, so
+``_native.Encoder.encode_rows``); transformers renders with Jinja2 from the same template string, so
 any difference in rendering, whitespace handling or tokenization shows up as an id mismatch.
 The expected mask is derived independently of axr's span finder: from each style's assistant
 header, the (possibly trimmed) content after it and the end-of-turn text that follows.
@@ -84,7 +84,7 @@ def expected_mask(offsets: list[tuple[int, int]], spans: list[tuple[int, int]]) 
 
 
 def encode(rows: list[dict[str, Any]], spec: dict[str, Any], tokenizer_dir: Path) -> list:
-    return _native.encode_rows([json.dumps(row) for row in rows], json.dumps(spec), str(tokenizer_dir))
+    return _native.Encoder(tokenizer_dir).encode_rows([json.dumps(row) for row in rows], json.dumps(spec))
 
 
 def check_rows(

@@ -184,6 +184,13 @@ def test_no_effect_keys_validate_with_one_note_each(tmp_path, capsys):
     assert err.count("axr: note: ") == 3
 
 
+def test_streaming_validates_with_a_note_that_axr_streams_anyway(tmp_path, capsys):
+    config = load_config(write(tmp_path, "base_model: m\nstreaming: true\n"))
+    assert len(config.notes) == 1
+    assert config.notes[0].startswith("streaming: has no effect in axr: axr always reads datasets")
+    assert "bounded memory" in capsys.readouterr().err
+
+
 def test_explain_prints_the_ledger_entry_of_each_key_set(tmp_path, capsys):
     path = write(
         tmp_path,

@@ -444,14 +444,14 @@ def hf_tokenizer(mistral_tokenizer_dir: Path) -> Any:
 
 
 def _render(spec: dict[str, Any], rows: list[dict[str, Any]], tokenizer_dir: Path, **kwargs: str) -> Any:
-    return _native.render_rows(
-        [json.dumps(row) for row in rows], json.dumps(spec), str(tokenizer_dir), **kwargs
+    return _native.Encoder(tokenizer_dir, **kwargs).render_rows(
+        [json.dumps(row) for row in rows], json.dumps(spec)
     )
 
 
 def _encode(spec: dict[str, Any], rows: list[dict[str, Any]], tokenizer_dir: Path, **kwargs: str) -> Any:
-    return _native.encode_rows(
-        [json.dumps(row) for row in rows], json.dumps(spec), str(tokenizer_dir), **kwargs
+    return _native.Encoder(tokenizer_dir, **kwargs).encode_rows(
+        [json.dumps(row) for row in rows], json.dumps(spec)
     )
 
 
@@ -611,7 +611,9 @@ def test_added_tokens_are_honored_and_saved(mistral_tokenizer_dir: Path, tmp_pat
     assert text.endswith("<|im_start|>assistant\nBonjour<|im_end|>")
     [(ids, mask)] = _encode({"type": "alpaca:chatml"}, [TRANSLATE], mistral_tokenizer_dir, added_tokens=added)
 
-    vocab_size = _native.save_tokenizer(str(mistral_tokenizer_dir), str(tmp_path), added)
+    encoder = _native.Encoder(mistral_tokenizer_dir, added)
+    encoder.save(tmp_path)
+    vocab_size = encoder.vocab_size
     assert vocab_size == 32000 + 3
     saved = AutoTokenizer.from_pretrained(str(tmp_path))
     assert len(saved) == vocab_size

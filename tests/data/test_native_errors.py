@@ -20,7 +20,7 @@ from axr.errors import (
 def test_a_missing_tokenizer_is_not_found_with_its_path(tmp_path: Path) -> None:
     missing = tmp_path / "nowhere"
     with pytest.raises(NotFoundError) as caught:
-        _native.save_tokenizer(str(missing), str(tmp_path / "out"))
+        _native.Encoder(missing)
     assert isinstance(caught.value, FileNotFoundError)
     assert isinstance(caught.value, AxrError)
     assert not isinstance(caught.value, FormatError)
@@ -33,7 +33,7 @@ def test_a_full_disk_is_disk_full_not_a_format_problem(tmp_path: Path, mistral_t
     out.mkdir()
     (out / "tokenizer.json").symlink_to("/dev/full")  # every write fails with ENOSPC
     with pytest.raises(DiskFullError) as caught:
-        _native.save_tokenizer(str(mistral_tokenizer_dir), str(out))
+        _native.Encoder(mistral_tokenizer_dir).save(out)
     assert caught.value.filename == str(out / "tokenizer.json")
     assert "No space left on device" in str(caught.value)
     assert not isinstance(caught.value, (FormatError, FileAccessError))
@@ -44,6 +44,6 @@ def test_a_refused_folder_is_permission_denied(tmp_path: Path, mistral_tokenizer
     # for whom chmod would not refuse anything.
     target = Path("/sys/axr-cannot-create")
     with pytest.raises(PermissionDeniedError) as caught:
-        _native.save_tokenizer(str(mistral_tokenizer_dir), str(target))
+        _native.Encoder(mistral_tokenizer_dir).save(target)
     assert isinstance(caught.value, PermissionError)
     assert caught.value.filename == str(target)

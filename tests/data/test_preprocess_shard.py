@@ -50,7 +50,12 @@ def _single_store(workspace: PreprocessWorkspace, config: Path, capsys: pytest.C
 
 
 def _assert_four_parts_merge_to(
-    workspace: PreprocessWorkspace, config: Path, expected: Path, capsys: pytest.CaptureFixture[str]
+    workspace: PreprocessWorkspace,
+    config: Path,
+    expected: Path,
+    capsys: pytest.CaptureFixture[str],
+    *,
+    keep_parts: bool = False,
 ) -> None:
     read = 0
     for index in range(4):
@@ -61,8 +66,12 @@ def _assert_four_parts_merge_to(
         assert rows > 0  # each part reads its own share
         read += rows
     # The doctor on (the default) on both sides: its findings and sources.bin are merged too.
-    code, out, _ = _run(["preprocess", str(config), "--merge", "--no-progress"], capsys)
+    keep = ["--keep-parts"] if keep_parts else []
+    code, out, _ = _run(["preprocess", str(config), "--merge", "--no-progress", *keep], capsys)
     assert code == 0, out
+    # The merged store replaces its parts unless asked to keep them.
+    parts = sorted(path.name for path in (workspace.prepared / "parts").glob("*/*"))
+    assert parts == ([f"{index:05}-of-00004" for index in range(4)] if keep_parts else [])
     merged = Path(out.splitlines()[0].split()[1])
     assert merged.name == expected.name  # one fingerprint
     assert _tree(merged) == _tree(expected)
@@ -102,7 +111,7 @@ def test_one_big_jsonl_is_cut_by_byte_ranges_and_train_merges_the_parts(
     data = workspace.write_rows("big.jsonl", rows)
     config = workspace.config(data)
     expected = _single_store(workspace, config, capsys)
-    _assert_four_parts_merge_to(workspace, config, expected, capsys)
+    _assert_four_parts_merge_to(workspace, config, expected, capsys, keep_parts=True)
     # Found by part 2, which numbers the lines of its byte range from 1: the merge makes it the file's.
     doctor = json.loads((expected / "train" / "meta.json").read_text())["doctor"]
     assert doctor["findings"]["no_trainable_tokens"] == {"count": 1, "examples": [f"{data}:1734"]}

@@ -26,6 +26,7 @@ PROBE = [[5, 17, 300, 4000, 12, 9, 31000, 7]]
 
 def engine_facts(model: Any) -> dict[str, Any]:
     import torch
+    from torch.distributed.fsdp import FullyShardedDataParallel
     from torch.distributed.tensor import DTensor
 
     parameters = list(model.parameters())
@@ -43,6 +44,13 @@ def engine_facts(model: Any) -> dict[str, Any]:
             and isinstance(m.weight, DTensor)
             and m.weight.dtype == torch.bfloat16
             and m.weight.to_local().numel() < m.weight.numel()
+            for m in model.modules()
+        ),
+        # FSDP1 units whose flat parameter holds a part of the unit's parameters on this rank.
+        "fsdp1_sharded_units": sum(
+            isinstance(m, FullyShardedDataParallel)
+            and m._flat_param is not None
+            and m._flat_param.numel() < m._flat_param._unpadded_unsharded_size.numel()
             for m in model.modules()
         ),
         # ZeRO-3 replaces each parameter's data by an empty tensor and keeps the full shape in ds_shape.

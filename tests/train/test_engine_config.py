@@ -114,26 +114,41 @@ def test_fsdp_config_errors_name_the_key(tmp_path):
         config_of(tmp_path, "[fsdp_config]\nversion = 2\n", deepspeed="zero2")
 
 
-def test_fsdp1_on_cpu_is_refused_not_ignored(tmp_path):
-    from axr.train.engine import _fsdp_plugin
+def test_fsdp_state_dict_types_and_the_keys_axr_does_another_way(tmp_path):
+    from axr.train.engine import _fsdp_plugin, fsdp_notes
 
-    cfg = config_of(tmp_path, fsdp=["full_shard"])
-    with pytest.raises(ConfigError, match="FSDP1 needs CUDA"):
-        _fsdp_plugin(cfg, 1, "cpu")
-    sharded = config_of(tmp_path, '[fsdp_config]\nversion = 2\nstate_dict_type = "SHARDED_STATE_DICT"\n')
-    with pytest.raises(ConfigError, match="state_dict_type: axr gathers checkpoints"):
-        _fsdp_plugin(sharded, 2, "cpu")
+    def fsdp(text, version=2):
+        return config_of(tmp_path, f"[fsdp_config]\nversion = {version}\n{text}")
+
+    # SHARDED_STATE_DICT: per-rank shards under FSDP2, refused (not ignored) under FSDP1.
+    sharded = fsdp('state_dict_type = "SHARDED_STATE_DICT"\n')
+    assert engine_of(sharded).sharded_checkpoints is True
+    assert engine_of(fsdp("")).sharded_checkpoints is False
+    with pytest.raises(ConfigError, match="SHARDED_STATE_DICT checkpoints under FSDP1 are not supported yet"):
+        _fsdp_plugin(fsdp('state_dict_type = "SHARDED_STATE_DICT"\n', version=1), 1, "cpu")
+    with pytest.raises(ConfigError, match="final_state_dict_type: LOCAL_STATE_DICT is not supported yet"):
+        _fsdp_plugin(fsdp('final_state_dict_type = "LOCAL_STATE_DICT"\n'), 2, "cpu")
+    # FSDP1 always keeps the original parameters; false, and the final SHARDED save, print a note.
+    flat = fsdp('use_orig_params = false\nfinal_state_dict_type = "SHARDED_STATE_DICT"\n', version=1)
+    assert _fsdp_plugin(flat, 1, "cpu").use_orig_params is True
+    notes = fsdp_notes(flat, 1)
+    assert [note.split(" = ")[0] for note in notes] == [
+        "fsdp_config.final_state_dict_type",
+        "fsdp_config.use_orig_params",
+    ]
+    assert all("has no effect in axr" in note for note in notes)
+    assert fsdp_notes(fsdp(""), 2) == []
 
 
 def test_a_rank_without_eval_rows_still_runs_its_forwards(tiny_llama_dir):
-    """Under FSDP/ZeRO-3 a skipped forward hangs the other ranks: the empty rank runs a 0-weight row."""
+    """Under FSDP/ZeRO-3 a skipped forward hangs the others: a rank short of rows runs a 0-weight copy"""
     from accelerate import Accelerator
     from transformers import AutoModelForCausalLM
 
-    from axr.train.batches import PaddedBatchPlan
+    from axr.packing import PaddedBatchSampler
     from axr.train.evaluation import evaluation_sums
 
-    rows = InMemoryDataset(random_rows(2, seed=4))  # 2 rows for 3 ranks: rank 2 has none
+    rows = InMemoryDataset(random_rows(2, seed=4))  # 2 rows for 3 ranks: one rank gets a copy
     model = AutoModelForCausalLM.from_pretrained(tiny_llama_dir)
     forwards = []
     model.register_forward_hook(lambda *_: forwards.append(1))
@@ -141,16 +156,20 @@ def test_a_rank_without_eval_rows_still_runs_its_forwards(tiny_llama_dir):
     options = {"packing": False, "attention": "sdpa", "pad": 0, "select": True}
 
     def sums(rank):
-        plan = PaddedBatchPlan(rows.lengths, 1, rank=rank, world_size=3, shuffle=False, drop_last=False)
+        plan = PaddedBatchSampler(rows.lengths, 1, rank=rank, world_size=3, drop_last=False, order="dataset")
         assert len(plan) == 1
         return evaluation_sums(model, accelerator, rows, plan, **options)
 
     whole = evaluation_sums(
-        model, accelerator, rows, PaddedBatchPlan(rows.lengths, 2, shuffle=False, drop_last=False), **options
+        model,
+        accelerator,
+        rows,
+        PaddedBatchSampler(rows.lengths, 2, drop_last=False, order="dataset"),
+        **options,
     )
     split = [sums(rank) for rank in range(3)]
     assert len(forwards) == 1 + 3  # one forward per rank, the empty one included
-    assert split[2].tolist() == [0.0, 0.0]
+    assert [part.tolist() for part in split].count([0.0, 0.0]) == 1  # the copy weighs nothing
     assert (split[0] + split[1] + split[2]).tolist() == pytest.approx(whole.tolist(), rel=1e-6)
 
 

@@ -54,6 +54,21 @@ ENGINES: dict[str, tuple[dict[str, Any], str]] = {
         'transformer_layer_cls_to_wrap = "LlamaDecoderLayer"\nreshard_after_forward = true\n',
     ),
 }
+# FSDP1 (flat parameters) on CPU processes, in Axolotl's FSDP1 spelling. axr keeps the original
+# parameters (use_orig_params = false is a printed note) so the optimizer's groups stay exact.
+ENGINES["fsdp1_full"] = (
+    {"fsdp_version": 1, "save_steps": 2},
+    '[fsdp_config]\nfsdp_auto_wrap_policy = "TRANSFORMER_BASED_WRAP"\n'
+    'fsdp_transformer_layer_cls_to_wrap = "LlamaDecoderLayer"\nfsdp_use_orig_params = false\n'
+    'fsdp_sharding_strategy = "FULL_SHARD"\n',
+)
+# SHARDED_STATE_DICT: each rank writes its shards of the weights and moments (no pickle, no gather).
+SHARDED = '\nstate_dict_type = "SHARDED_STATE_DICT"\n'
+ENGINES["fsdp2_sharded"] = ({"fsdp_version": 2, "save_steps": 2}, ENGINES["fsdp2_lora"][1] + SHARDED)
+ENGINES["fsdp2_lora_sharded"] = (
+    {**LORA, "fsdp_version": 2, "save_steps": 2},
+    ENGINES["fsdp2_lora"][1] + SHARDED,
+)
 # QLoRA under FSDP2: 4-bit weights stored as bf16 (bnb_4bit_quant_storage) so FSDP shards them too.
 ENGINES["fsdp2_qlora"] = (
     {**LORA, "adapter": "qlora", "load_in_4bit": True, "fsdp_version": 2, "save_steps": 2},
@@ -200,7 +215,12 @@ def test_two_ranks_equal_one_process(tmp_path, tiny_llama_dir, references, name)
     if name.startswith("fsdp2"):
         # accelerate silently runs plain replicas on CPU unless FSDP is entered: check the shards.
         assert got["sharded_dtensors"] == got["parameters"] > 0
-        assert (output / "checkpoint-2" / "optimizer.safetensors").is_file()
+        whole = not name.endswith("sharded")
+        assert (output / "checkpoint-2" / "optimizer.safetensors").is_file() == whole
+    elif name.startswith("fsdp1"):
+        # FSDP1's flat parameters: every wrapped unit (2 decoder layers and the root) holds a shard.
+        assert got["fsdp1_sharded_units"] == 3
+        assert got["dtensor_parameters"] == 0
     else:
         assert got["dtensor_parameters"] == 0
     if name.startswith("zero"):
@@ -222,6 +242,12 @@ def check_exact_resume(
     """Resuming from checkpoint-2 (a fresh launch) trains step 3 exactly as the uninterrupted run did."""
     checkpoint = output / "checkpoint-2"
     assert not [p for p in checkpoint.iterdir() if p.suffix in (".pt", ".pth", ".bin", ".pkl")]
+    if name.endswith("sharded"):
+        # Each rank's shards of the weights and moments, and nothing gathered whole.
+        names = {p.name for p in checkpoint.iterdir()}
+        shards = {f"{kind}_shard_{rank}.safetensors" for kind in ("model", "optimizer") for rank in (0, 1)}
+        assert shards <= names
+        assert not [n for n in names if n.startswith(("model.", "adapter_model.", "optimizer."))]
     if name.startswith("zero"):
         # Each rank's ZeRO partitions, and no whole optimizer file.
         names = {p.name for p in checkpoint.iterdir()}

@@ -41,6 +41,7 @@ def _config(tmp_path: Path, model: Path, dataset: dict[str, Any], **keys: Any) -
         {
             "base_model": str(model),
             "output_dir": str(tmp_path / "out"),
+            "dataset_prepared_path": str(tmp_path / "prepared"),
             "rl": "dpo",
             "datasets": [dataset],
             "sequence_len": 128,
@@ -88,6 +89,15 @@ def _texts(tokenizer: Any, data: preference.PreferenceSet, sequence: int) -> tup
         (
             {"type": "chatml.argilla"},
             {"instruction": "Why?", "chosen_response": "Yes.", "rejected_response": "No."},
+            "dpo",
+            ("<|im_start|>user\nWhy?<|im_end|>\n<|im_start|>assistant\n", "Yes.<|im_end|>"),
+        ),
+        (
+            {"type": "chatml.argilla_chat"},
+            {
+                "chosen": [{"role": "user", "content": "Why?"}, {"role": "assistant", "content": "Yes."}],
+                "rejected": [{"role": "user", "content": "Why?"}, {"role": "assistant", "content": "No."}],
+            },
             "dpo",
             ("<|im_start|>user\nWhy?<|im_end|>\n<|im_start|>assistant\n", "Yes.<|im_end|>"),
         ),
@@ -201,6 +211,58 @@ def test_chat_template_pairs_equal_transformers_chat_template(tmp_path: Path, ti
         assert tokenizer.decode(ids[labels != -100]) == full[len(head) :]
 
 
+def test_argilla_chat_pairs_equal_transformers_chat_template(tmp_path: Path, tiny_llama_dir: Path) -> None:
+    """chat_template.argilla_chat: chosen and rejected are whole conversations; the turns before the
+    last are the prompt (Axolotl takes them from the chosen one). Each sequence is exactly
+    apply_chat_template(conversation), trained after apply_chat_template(prompt, generation prompt)."""
+    prompt = [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "Hi there"},
+        {"role": "assistant", "content": "Hello."},
+        {"role": "user", "content": "Name a fruit."},
+    ]
+    answers = {"good": "An apple.", "bad": "I will not."}
+    row = {
+        name: [{"from": m["role"], "value": m["content"]} for m in prompt]
+        + [{"from": "assistant", "value": answer}]
+        for name, answer in answers.items()
+    }
+    path = _write(tmp_path / "argilla.jsonl", [row])
+    dataset = {
+        "path": str(path),
+        "type": "chat_template.argilla_chat",
+        "field_chosen": "good",
+        "field_rejected": "bad",
+        "message_property_mappings": {"role": "from", "content": "value"},
+        "chat_template": "chatml",
+    }
+    # Packed, a pair must fit one row together: the 5-turn pair needs more than 128 tokens, and a
+    # store left with no pair is an error, not an empty store.
+    with pytest.raises(ConfigError, match=r"none of the 1 preference pairs fits sequence_len = 128 \(with"):
+        preference.open_preference_data(_config(tmp_path, tiny_llama_dir, dataset))
+    config = _config(tmp_path, tiny_llama_dir, dataset, sequence_len=256)
+    data = preference.open_preference_data(config).train
+    assert len(data) == 1
+    tokenizer = AutoTokenizer.from_pretrained(tiny_llama_dir)
+    from axr._native import chat_style_source
+
+    tokenizer.chat_template = chat_style_source("chatml")
+    head = tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
+    for sequence, answer in ((0, answers["good"]), (1, answers["bad"])):
+        full = tokenizer.apply_chat_template(
+            [*prompt, {"role": "assistant", "content": answer}], tokenize=False
+        )
+        ids, labels = data.sample(sequence)
+        assert ids.tolist() == tokenizer(full, add_special_tokens=False)["input_ids"]
+        assert tokenizer.decode(ids[labels != -100]) == full[len(head) :]
+
+    # Different turns before the last would be two prompts: refused, naming the row and field.
+    row["bad"][1]["value"] = "Go away."
+    _write(path, [row])
+    with pytest.raises(AxrError, match=r"argilla\.jsonl:1: bad: the turns before the last"):
+        preference.open_preference_data(_config(tmp_path, tiny_llama_dir, dataset))
+
+
 @pytest.mark.parametrize(
     ("row", "rl", "field", "message"),
     [
@@ -226,7 +288,8 @@ def test_pairs_stay_together_after_shuffle_and_val_split(tmp_path: Path, tiny_ll
     data = preference.open_preference_data(cfg)
     assert len(data.train) == 9
     assert len(data.eval) == 3
-    assert not set(data.train.units) & set(data.eval.units)
+    rows = [data.train.row_of(u) for u in range(9)] + [data.eval.row_of(u) for u in range(3)]
+    assert sorted(rows) == list(range(12))
     tokenizer = AutoTokenizer.from_pretrained(tiny_llama_dir)
     from axr.train.batches import build_plan
 

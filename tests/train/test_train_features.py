@@ -153,25 +153,91 @@ def test_evaluation_counts_every_sample_once_across_ranks(tiny_llama_dir):
     assert float(split[0]) == pytest.approx(float(whole[0]), rel=1e-6)
 
 
-def test_bf16_autocast_gradient_checkpointing_and_neftune_train(tmp_path, tiny_llama_dir):
-    result = run(
-        tmp_path,
-        tiny_llama_dir,
-        random_rows(12),
-        sample_packing=True,
-        sequence_len=128,
-        micro_batch_size=2,
-        max_steps=2,
-        bf16=True,
-        adapter="lora",
-        lora_target_linear=True,
-        gradient_checkpointing=True,
-        neftune_noise_alpha=5.0,
-        save_strategy="no",
-    )
-    assert len(result.losses) == 2
-    assert all(9.0 < loss < 11.5 for loss in result.losses)
-    assert (result.output_dir / "adapter_model.safetensors").exists()
+def one_step_setup(tmp_path, tiny_llama_dir, **keys):
+    """The run ``setup`` makes for ``keys`` (LoRA, packed), and the micro-batches of its first step."""
+    from axr.train.loop import _micro_batches, next_micro_batches, setup
+
+    config = load_config(
+        write_config(
+            tmp_path / "config.toml", tiny_llama_dir, tmp_path / "out",
+            sample_packing=True, sequence_len=128, micro_batch_size=2, gradient_accumulation_steps=2,
+            max_steps=1, adapter="lora", lora_target_linear=True, save_strategy="no", **keys,
+        )
+    )  # fmt: skip
+    run = setup(config, data=TrainingData(train=InMemoryDataset(random_rows(12))))
+    batches, _ = next_micro_batches(run, _micro_batches(run.plan, 0, 0))
+    return run, batches
+
+
+def first_layer(model):
+    return model.get_base_model().model.layers[0]
+
+
+@pytest.mark.parametrize("bf16", [False, True])
+def test_bf16_runs_the_training_forward_under_bfloat16_autocast(tmp_path, tiny_llama_dir, bf16):
+    import torch
+
+    from axr.train.loop import optimizer_step
+
+    run, batches = one_step_setup(tmp_path, tiny_llama_dir, bf16=bf16)
+    # The adapter's own matrices are float32 either way; only autocast makes their matmul bfloat16.
+    lora_a = first_layer(run.model).mlp.down_proj.lora_A["default"]
+    assert lora_a.weight.dtype == torch.float32
+    seen = []
+    lora_a.register_forward_hook(lambda _module, _inputs, output: seen.append(output.dtype))
+    outcome = optimizer_step(run, batches)
+    assert 9.0 < outcome.loss < 11.5
+    assert set(seen) == {torch.bfloat16 if bf16 else torch.float32}
+    assert len(seen) == len(batches)
+
+
+@pytest.mark.parametrize("checkpointing", [False, True])
+def test_gradient_checkpointing_recomputes_each_layer_in_the_backward(
+    tmp_path, tiny_llama_dir, checkpointing
+):
+    from axr.train.loop import optimizer_step
+
+    run, batches = one_step_setup(tmp_path, tiny_llama_dir, gradient_checkpointing=checkpointing)
+    assert run.model.get_base_model().is_gradient_checkpointing == checkpointing
+    mlp = first_layer(run.model).mlp
+    forwards = []
+    forward = mlp.forward
+
+    def counted(*args, **kwargs):
+        forwards.append(1)
+        return forward(*args, **kwargs)
+
+    mlp.forward = counted
+    optimizer_step(run, batches)
+    # Each micro-batch runs the layer once forward, and once more in the backward when checkpointed.
+    assert len(forwards) == len(batches) * (2 if checkpointing else 1)
+
+
+@pytest.mark.parametrize("alpha", [None, 5.0])
+def test_neftune_noises_the_embeddings_in_training_only(tmp_path, tiny_llama_dir, alpha):
+    import math
+
+    import torch
+
+    keys = {} if alpha is None else {"neftune_noise_alpha": alpha}
+    run, _ = one_step_setup(tmp_path, tiny_llama_dir, **keys)
+    embeddings = run.model.get_input_embeddings()
+    ids = torch.tensor([[5, 17, 300, 4000, 12, 9, 31000, 7]])
+    with torch.no_grad():
+        clean = embeddings.weight[ids]
+        embeddings.train()
+        trained = embeddings(ids)
+        embeddings.eval()
+        evaluated = embeddings(ids)
+    assert torch.equal(evaluated, clean)
+    if alpha is None:
+        assert torch.equal(trained, clean)
+        return
+    # Uniform noise in ±alpha / sqrt(length × width), on every element.
+    bound = alpha / math.sqrt(ids.shape[1] * clean.shape[-1])
+    noise = (trained - clean).abs()
+    assert float(noise.max()) <= bound * (1 + 1e-5)
+    assert float(noise.mean()) > bound / 4
 
 
 def test_a_hub_id_without_network_names_base_model(tmp_path, monkeypatch):

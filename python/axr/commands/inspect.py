@@ -62,6 +62,13 @@ def run(args: argparse.Namespace) -> int:
     from axr.errors import ConfigError
 
     store = _store_path(args.target, args.split, args.overrides)
+    from axr.data._format import read_meta
+    from axr.data.preference_store import is_preference_store
+
+    if is_preference_store(read_meta(store)):
+        if args.doctor:
+            raise ConfigError("--doctor: not supported yet on preference stores (rl)")
+        return _pairs(store, args)
     if args.doctor:
         return _doctor(store, as_json=args.json)
     dataset = PreparedDataset(store)
@@ -81,6 +88,59 @@ def run(args: argparse.Namespace) -> int:
         print(render_marked(tokenizer, ids, trained, colour=colour))
         if args.ids:
             print(render_ids(tokenizer, ids, [int(label) for label in labels]))
+    return 0
+
+
+def _store_tokenizer(meta: dict[str, Any]) -> Any:
+    """The tokenizer a preference store's ids belong to: the config's, with its added tokens."""
+    from tokenizers import AddedToken, Tokenizer
+
+    options = meta["options"]
+    tokenizer = Tokenizer.from_file(str(Path(options["tokenizer_dir"]) / "tokenizer.json"))
+    tokenizer.add_special_tokens(
+        [AddedToken(text, special=True) for text in options["special_tokens"].values()]
+    )
+    tokenizer.add_tokens(options["tokens"])
+    return tokenizer
+
+
+def _pairs(store: Path, args: argparse.Namespace) -> int:
+    """Units of a preference store: a pair's chosen and rejected (or a KTO row with its label)."""
+    from axr.data.preference_store import read_preference_store
+    from axr.errors import ConfigError
+
+    data = read_preference_store(store)
+    tokenizer = _store_tokenizer(data.meta)
+    what = "pairs" if data.per_unit == 2 else "rows"
+    indices = args.index if args.index else list(range(min(args.n, len(data))))
+    for index in indices:
+        if not -len(data) <= index < len(data):
+            raise ConfigError(f"--index {index}: the store has {len(data)} {what}")
+    colour = sys.stdout.isatty()
+    print(f"{store}: {len(data):,} {what}, {data.meta['tokens']:,} tokens")
+    datasets = data.meta["datasets"]
+    for index in indices:
+        unit = index % len(data)
+        row = data.row_of(unit)
+        dataset = 0
+        while row >= datasets[dataset]["units"]:
+            row -= datasets[dataset]["units"]
+            dataset += 1
+        source = f"{datasets[dataset]['key']} ({datasets[dataset]['path']}), row {row + 1}"
+        head = "pair" if data.per_unit == 2 else "row"
+        print(f"\n=== {head} {index}: {source} ===")
+        for sequence in data.sequences_of(unit):
+            ids_array, labels_array = data.sample(sequence)
+            ids, labels = ids_array.tolist(), labels_array.tolist()
+            trained = [label != -100 for label in labels]
+            if data.desirable is not None:
+                name = "desirable" if data.desirable[sequence] else "undesirable"
+            else:
+                name = "chosen" if sequence % 2 == 0 else "rejected"
+            print(f"--- {name}: {len(ids)} tokens, {sum(trained)} trained ---")
+            print(render_marked(tokenizer, ids, trained, colour=colour))
+            if args.ids:
+                print(render_ids(tokenizer, ids, labels))
     return 0
 
 

@@ -44,6 +44,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         help="join the N parts built with --shard into the store a single run builds",
     )
+    parser.add_argument(
+        "--keep-parts",
+        action="store_true",
+        help="keep the parts of a sharded run after the merge (by default the merged store replaces them)",
+    )
     parser.set_defaults(func=run, accepts_overrides=True)
 
 
@@ -85,9 +90,14 @@ def run(args: argparse.Namespace) -> int:
         merge=args.merge,
         verify_encoder=args.verify_encoder,
         doctor=not args.no_doctor,
+        keep_parts=args.keep_parts,
     )
     for line in summary_lines(result, cfg):
         print(line)
+    if cfg.rl is not None:
+        if not args.no_doctor:
+            print("doctor: not supported yet on preference data (rl); it did not run")
+        return 0
     if not args.no_doctor and "train" in result.stores:
         from axr.data.doctor import diagnose, report_lines
         from axr.errors import DataError
@@ -138,6 +148,9 @@ def summary_lines(result: Any, cfg: Any = None) -> list[str]:
         head = f"prepared {result.root} in {result.seconds:.1f} s"
     lines = [head]
     for split, meta in result.metas.items():
+        if meta.get("kind") == "preference":
+            lines.extend(_preference_lines(split, meta))
+            continue
         counts = meta["counts"]
         trainable = 100.0 * meta["trainable_tokens"] / max(meta["tokens"], 1)
         lines.append(
@@ -176,6 +189,29 @@ def summary_lines(result: Any, cfg: Any = None) -> list[str]:
     return lines
 
 
+def _preference_lines(split: str, meta: dict[str, Any]) -> list[str]:
+    """A preference store's summary: units (pairs or KTO rows) kept, dropped as over-long, split off."""
+    what = "pairs" if meta["per_unit"] == 2 else "rows"
+    counts = meta["counts"]
+    trainable = 100.0 * meta["trainable_tokens"] / max(meta["tokens"], 1)
+    lines = [
+        f"{split:<5}  {meta['units']:,} {what} ({meta['samples']:,} sequences), "
+        f"{meta['tokens']:,} tokens ({trainable:.1f}% trained), longest {meta['longest']:,}  "
+        f"[{meta['token_dtype']}]"
+    ]
+    if split == "train" or "val_split" not in counts:
+        room = "together, packed," if meta["sample_packing"] else "each"
+        dropped = counts["dropped"].get("longer_than_sequence_len", 0)
+        line = (
+            f"       {what} read {counts['rows_read']:,}, kept {counts['kept']:,}; dropped: longer than "
+            f"sequence_len ({room}) {dropped:,}"
+        )
+        if counts.get("val_split"):
+            line += f"; split off for evaluation {counts['val_split']:,}"
+        lines.append(line)
+    return lines
+
+
 def _encoder_line(encoder: dict[str, Any]) -> str:
     """Which encoder tokenized: the fast one (pipeline, word-cache hits) or tokenizers (why)."""
     if encoder["path"] == "fast":
@@ -191,7 +227,7 @@ def _encoder_line(encoder: dict[str, Any]) -> str:
 
 
 def _packing_line(result: Any, cfg: Any) -> str | None:
-    if cfg is None or not cfg.sample_packing or "train" not in result.stores:
+    if cfg is None or not cfg.sample_packing or "train" not in result.stores or cfg.rl is not None:
         return None
     try:
         from axr.packing import plan_summary

@@ -231,7 +231,10 @@ TOP_LEVEL: dict[str, Entry] = {
         "data.preprocess.options_from_config (pretraining entries → completion datasets)",
         "tests/data/test_chunking.py::test_pretraining_dataset_trains_end_to_end",
     ),
-    "streaming": not_yet("stream the datasets instead of preparing them first", 11),
+    "streaming": no_effect(
+        "axr always reads datasets (and pretraining_dataset) as a stream, in bounded memory, into "
+        "the prepared store; training reads that store from disk, so nothing is held whole in memory"
+    ),
     "streaming_multipack_buffer_size": not_yet("samples buffered to pack streamed data", 11),
     "pretrain_multipack_attn": not_yet("keep attention within each packed pre-training sample", 11),
     "pretraining_sample_concatenation": not_yet("concatenate pre-training samples", 11),
@@ -515,9 +518,7 @@ TOP_LEVEL: dict[str, Entry] = {
     "qgalore_gamma_proj": not_yet("the Q-GaLore optimizer"),
     "qgalore_queue_size": not_yet("the Q-GaLore optimizer"),
     "max_grad_norm": used(LOOP, f"{_EFFECTS}::test_loop_keys"),
-    "neftune_noise_alpha": used(
-        LOOP, f"{_FEATURES}::test_bf16_autocast_gradient_checkpointing_and_neftune_train"
-    ),
+    "neftune_noise_alpha": used(LOOP, f"{_FEATURES}::test_neftune_noises_the_embeddings_in_training_only"),
     # ---- attention and kernels --------------------------------------------------------------
     "attn_implementation": used("models.attention.select_attention", f"{_EFFECTS}::test_attn_implementation"),
     "flash_optimum": no_effect("BetterTransformer swaps in PyTorch's fused attention; axr already uses SDPA"),
@@ -547,7 +548,9 @@ TOP_LEVEL: dict[str, Entry] = {
     "fsdp": used(ENGINE, f"{_ENGINES}::test_fsdp_config_spellings_read_the_same"),
     "fsdp_config": used(ENGINE, f"{_ENGINES}::test_fsdp_config_spellings_read_the_same"),
     "fsdp_version": used(ENGINE, f"{_ENGINES}::test_fsdp_config_spellings_read_the_same"),
-    "fsdp_final_state_dict_type": not_yet("the state-dict format of FSDP's final save", 13),
+    "fsdp_final_state_dict_type": no_effect(
+        "deprecated by Axolotl, which only warns and does not copy it; axr gathers the final model whole"
+    ),
     "deepspeed": used(ENGINE, f"{_ENGINES}::test_deepspeed_auto_values_are_filled_from_the_axr_config"),
     "deepcompile": not_yet("DeepSpeed's deepcompile", 13),
     "ddp": no_effect("axr uses DDP whenever it is launched on several processes"),

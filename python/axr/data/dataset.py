@@ -38,6 +38,12 @@ class PreparedDataset:
     def __init__(self, path: str | Path) -> None:
         self.path = store_dir(path)
         self.meta: dict[str, Any] = read_meta(self.path)
+        if self.meta.get("kind") == "preference":
+            # Its samples are chosen/rejected sequences that only make sense as pairs.
+            raise FormatError(
+                f"{self.path}: a preference store (built with rl); read it with "
+                "axr.data.preference_store.read_preference_store"
+            )
         self._open()
 
     def _open(self) -> None:

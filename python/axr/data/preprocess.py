@@ -298,12 +298,7 @@ PREFERENCE_KEYS = (
 
 
 def _check_not_preference(cfg: Any) -> None:
-    """Preference data has no prepared store yet: ``axr train`` tokenizes it in memory."""
-    if getattr(cfg, "rl", None) is not None:
-        raise ConfigError(
-            "rl: preference datasets are not written to a prepared store yet; axr train tokenizes them "
-            "(natively, in memory) when it starts"
-        )
+    """Without ``rl``, a preference dataset key would be silently ignored by the SFT formats."""
     for where in ("datasets", "test_datasets"):
         for index, entry in enumerate(getattr(cfg, where, None) or []):
             table = getattr(entry, "type", None)
@@ -362,6 +357,8 @@ def preprocess_shard(
     the parts once all exist (docs/preprocess.md, "Sharded preprocessing")."""
     from axr._native import preprocess_part
 
+    if cfg.rl is not None:
+        raise ConfigError("--shard: sharded preprocessing is not supported yet with rl (preference data)")
     _check_not_preference(cfg)
     options = options_from_config(cfg)
     options["verify_encoder"] = int(verify_encoder)
@@ -389,6 +386,7 @@ def preprocess(
     merge: bool = False,
     verify_encoder: int = 0,
     doctor: bool = True,
+    keep_parts: bool = False,
 ) -> PreprocessResult:
     """Build the prepared stores of ``cfg`` (or reuse identical ones) and return where they are.
 
@@ -399,18 +397,27 @@ def preprocess(
     ``verify_encoder``: encode the first N texts with both the fast encoder and ``tokenizers`` and
     fail on any difference (the store is rebuilt, never reused). ``doctor``: run the data doctor over
     every row while tokenizing (its findings land in each store's meta.json; a merge joins the
-    parts' findings, which then must have been built with it too).
+    parts' findings, which then must have been built with it too). ``keep_parts``: keep the parts
+    after a merge (by default the merged store replaces them and they are deleted).
     """
     from axr._native import merge_parts
     from axr._native import preprocess as native_preprocess
     from axr.data._format import read_meta
 
+    if cfg.rl is not None:
+        for flag, value in (("--merge", merge), ("--verify-encoder", verify_encoder)):
+            if value:
+                raise ConfigError(f"{flag}: not supported yet with rl (preference data)")
+        from axr.data.preference_store import preprocess_preference
+
+        return preprocess_preference(cfg)
     _check_not_preference(cfg)
     if merge and verify_encoder:
         raise ConfigError("--verify-encoder: a merge encodes nothing; give it to the --shard runs")
     options = options_from_config(cfg)
     options["verify_encoder"] = int(verify_encoder)
     options["doctor"] = doctor
+    options["keep_parts"] = keep_parts
     options_json = json.dumps(options)
     repo = cfg.push_dataset_to_hub
     if repo:

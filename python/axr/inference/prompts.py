@@ -22,21 +22,12 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from axr import _native
 from axr.errors import ConfigError
 
 RAW_FORMAT = {"type": "completion"}
 PROMPTERS = ("dataset", "none")
-CONVERSATION_TYPES = frozenset(
-    {
-        "sharegpt",
-        "sharegpt.load_role",
-        "sharegpt.load_guanaco",
-        "sharegpt_jokes",
-        "pygmalion",
-        "chat_template",
-        "messages",
-    }
-)
+CONVERSATION_TYPES = frozenset(_native.CONVERSATION_TYPES)
 
 
 @dataclass(frozen=True)

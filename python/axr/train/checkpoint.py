@@ -5,6 +5,10 @@ A checkpoint folder ``output_dir/checkpoint-<step>/`` holds::
     adapter_model.safetensors + adapter_config.json   (LoRA)   or   model*.safetensors + config.json (full)
     optimizer.safetensors, scheduler.safetensors       optimizer moments and schedule position
     optimizer_<rank>.safetensors                       under DeepSpeed ZeRO instead: each rank's partitions
+    optimizer_shard_<rank>.safetensors                 under FSDP1, and FSDP2 with SHARDED_STATE_DICT,
+                                                       instead: each rank's optimizer state
+    model_shard_<rank>.safetensors                     under SHARDED_STATE_DICT instead of the whole
+                                                       weights: each rank's shards (``fsdp_state``)
     rng_state_<rank>.safetensors                       python, numpy, torch (and CUDA) generators, per rank
     relora_base.safetensors                            with ReLoRA: the base weights merged so far
     trainer_state.json                                 step, epoch, micro-batches consumed in the epoch, ...
@@ -42,6 +46,14 @@ from typing import Any
 import numpy as np
 
 from axr.errors import ConfigError
+from axr.train.fsdp_state import (
+    is_sharded_checkpoint,
+    load_model_shards,
+    load_optimizer_shards,
+    optimizer_shard_name,
+    save_model_shards,
+    save_optimizer_shards,
+)
 from axr.train.health import check_weights
 from axr.train.state_file import load_state, save_state
 from axr.train.zero_state import is_deepspeed, load_zero_state, save_zero_state, zero_file_name
@@ -109,9 +121,11 @@ def save_checkpoint(
     *,
     total_limit: int | None = None,
     extra: Callable[[Path], None] | None = None,
+    sharded: bool = False,
 ) -> Path:
     """Write ``checkpoint-<step>`` (all ranks call this; rank 0 writes the shared files, and ``extra``
-    writes more of them into the folder, such as ReLoRA's merged base weights)."""
+    writes more of them into the folder, such as ReLoRA's merged base weights). ``sharded``: each
+    rank writes its FSDP2 shards of the weights and optimizer state instead (``fsdp_state``)."""
     step = trainer_state["step"]
     check_weights(accelerator, model, step=step, what="checkpoint")
     final = Path(output_dir) / f"{PREFIX}{step}"
@@ -121,16 +135,27 @@ def save_checkpoint(
         staging.mkdir(parents=True)
     accelerator.wait_for_everyone()
     save_state(rng_state(), staging / rng_file_name(accelerator.process_index))
-    state_dict = accelerator.get_state_dict(model)
+    rank, world_size = accelerator.process_index, accelerator.num_processes
+    state_dict = None
+    if sharded:
+        adapter = _has_adapter(accelerator.unwrap_model(model))
+        save_model_shards(model, staging, rank, world_size, trainable_only=adapter)
+    else:
+        state_dict = accelerator.get_state_dict(model)
     deepspeed = is_deepspeed(accelerator)
     if deepspeed:
         # Each rank writes its own ZeRO partitions (optimizer_<rank>.safetensors).
-        save_zero_state(model, staging, accelerator.process_index, accelerator.num_processes)
-    optimizer_state = None if deepspeed else whole_optimizer_state(accelerator, model, optimizer)
+        save_zero_state(model, staging, rank, world_size)
+    per_rank_optimizer = sharded or _is_fsdp1(accelerator)
+    if per_rank_optimizer:
+        save_optimizer_shards(optimizer, staging, rank, world_size)
+    whole = not deepspeed and not per_rank_optimizer
+    optimizer_state = whole_optimizer_state(accelerator, model, optimizer) if whole else None
     if accelerator.is_main_process:
-        accelerator.unwrap_model(model).save_pretrained(
-            str(staging), state_dict=state_dict, safe_serialization=True
-        )
+        if state_dict is not None:
+            accelerator.unwrap_model(model).save_pretrained(
+                str(staging), state_dict=state_dict, safe_serialization=True
+            )
         if optimizer_state is not None:
             save_state(optimizer_state, staging / OPTIMIZER_FILE)
         save_state(scheduler.state_dict(), staging / SCHEDULER_FILE)
@@ -149,13 +174,24 @@ def save_checkpoint(
     return final
 
 
+def _is_fsdp1(accelerator: Any) -> bool:
+    from accelerate.utils import DistributedType
+
+    fsdp = accelerator.distributed_type == DistributedType.FSDP
+    return bool(fsdp and not getattr(accelerator, "is_fsdp2", False))
+
+
+def _has_adapter(model: Any) -> bool:
+    return bool(getattr(model, "peft_config", None))
+
+
 def whole_optimizer_state(accelerator: Any, model: Any, optimizer: Any) -> dict[str, Any]:
     """The optimizer state of every parameter, whole, on the main process (every rank calls this).
 
-    Under FSDP2 each rank holds the state of its shards only: torch gathers it (keyed by parameter
+    Under FSDP each rank holds the state of its shards only: torch gathers it (keyed by parameter
     name) so the checkpoint is the same pickle-free file as without sharding.
     """
-    if getattr(accelerator, "is_fsdp2", False):
+    if _is_fsdp(accelerator):
         from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
 
         options = StateDictOptions(full_state_dict=True, cpu_offload=True)
@@ -165,8 +201,14 @@ def whole_optimizer_state(accelerator: Any, model: Any, optimizer: Any) -> dict[
     return whole
 
 
+def _is_fsdp(accelerator: Any) -> bool:
+    from accelerate.utils import DistributedType
+
+    return bool(accelerator.distributed_type == DistributedType.FSDP)
+
+
 def _load_optimizer_state(accelerator: Any, model: Any, optimizer: Any, state: dict[str, Any]) -> None:
-    if getattr(accelerator, "is_fsdp2", False):
+    if _is_fsdp(accelerator):
         from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
 
         # Every rank read the whole state; torch keeps the part of this rank's shards.
@@ -256,6 +298,8 @@ def load_checkpoint_weights(model: Any, folder: str | Path) -> None:
         )
     refuse_pickles(path)
     verify_checkpoint(path)
+    if is_sharded_checkpoint(path):
+        return  # each rank's shards go into the sharded model after prepare (load_checkpoint)
     _load_weights(model, path)
 
 
@@ -264,11 +308,35 @@ def load_checkpoint(
 ) -> dict[str, Any]:
     """Restore optimizer, scheduler and this rank's RNG from ``folder``; return its trainer state.
 
-    The weights were restored before ``accelerator.prepare`` (``load_checkpoint_weights``).
+    The weights were restored before ``accelerator.prepare`` (``load_checkpoint_weights``), except a
+    sharded checkpoint's: those go into the prepared model's shards here.
     """
     path = Path(folder)
     refuse_pickles(path)
-    if is_deepspeed(accelerator):
+    rank, world_size = accelerator.process_index, accelerator.num_processes
+    if is_sharded_checkpoint(path):
+        if not getattr(accelerator, "is_fsdp2", False):
+            raise ConfigError(
+                f"resume_from_checkpoint: {path} holds FSDP2 shards (SHARDED_STATE_DICT); resume it "
+                "under FSDP2 with the same fsdp_config and number of processes"
+            )
+        adapter = _has_adapter(accelerator.unwrap_model(model))
+        load_model_shards(model, path, rank, world_size, trainable_only=adapter)
+        load_optimizer_shards(optimizer, path, rank, world_size)
+    elif _is_fsdp1(accelerator):
+        if not (path / optimizer_shard_name(0)).is_file():
+            raise ConfigError(
+                f"resume_from_checkpoint: {path} was not written under FSDP1 (it has no "
+                f"{optimizer_shard_name(0)}); an FSDP1 run resumes only from an FSDP1 checkpoint with "
+                "as many processes"
+            )
+        load_optimizer_shards(optimizer, path, rank, world_size)
+    elif (path / optimizer_shard_name(0)).is_file():
+        raise ConfigError(
+            f"resume_from_checkpoint: {path} was written under FSDP (its optimizer state is per "
+            "process); resume it with the same fsdp_config and number of processes"
+        )
+    elif is_deepspeed(accelerator):
         load_zero_state(model, path, accelerator.process_index, accelerator.num_processes)
     elif not (path / OPTIMIZER_FILE).is_file() and (path / zero_file_name(0)).is_file():
         raise ConfigError(

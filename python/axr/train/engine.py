@@ -17,6 +17,7 @@ Two facts of accelerate this module works around, both silent otherwise:
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import dataclass
 from datetime import timedelta
 from importlib import resources
@@ -41,6 +42,8 @@ class Engine:
     kind: Literal["ddp", "deepspeed", "fsdp"]
     zero_stage: int | None = None
     fsdp_version: int | None = None
+    sharded_checkpoints: bool = False
+    """FSDP with ``state_dict_type = SHARDED_STATE_DICT``: each rank saves its shards (``fsdp_state``)."""
 
 
 def shipped_deepspeed_config(name: str) -> Path:
@@ -151,6 +154,25 @@ def _fsdp_settings(cfg: AxrConfig) -> dict[str, Any]:
     return settings
 
 
+def fsdp_notes(cfg: AxrConfig, version: int) -> list[str]:
+    """What ``fsdp_config`` asks that axr does another way, one line each (printed at start)."""
+    settings = _fsdp_settings(cfg)
+    notes = []
+    if settings.get("final_state_dict_type") == "SHARDED_STATE_DICT":
+        notes.append(
+            "fsdp_config.final_state_dict_type = SHARDED_STATE_DICT has no effect in axr: the final "
+            "model is always gathered whole, so plain transformers and PEFT load it"
+        )
+    if settings.get("use_orig_params") is False:
+        notes.append(
+            "fsdp_config.use_orig_params = false has no effect in axr: FSDP1 keeps the original "
+            "parameters, which the optimizer's weight-decay groups and LoRA's frozen weights need"
+            if version == 1
+            else "fsdp_config.use_orig_params has no effect under FSDP2, which always keeps them"
+        )
+    return notes
+
+
 def fsdp_version_of(cfg: AxrConfig) -> int | None:
     """1 or 2 when FSDP is asked for (``fsdp`` or ``fsdp_config``), else None."""
     if not cfg.fsdp and cfg.fsdp_config is None:
@@ -165,20 +187,21 @@ def fsdp_version_of(cfg: AxrConfig) -> int | None:
 def _fsdp_plugin(cfg: AxrConfig, version: int, device_type: str) -> Any:
     from accelerate import FullyShardedDataParallelPlugin
 
-    if version == 1 and device_type == "cpu":
-        # Measured: accelerate's FSDP1 on CPU fails ("Inconsistent compute device and device_id").
-        raise ConfigError("fsdp_version: FSDP1 needs CUDA devices; use fsdp_version = 2 (works on CPU too)")
     settings = _fsdp_settings(cfg)
     for key in ("mixed_precision_policy", "cpu_offload_pin_memory"):
         if key in settings:
             raise ConfigError(f"fsdp_config.{key}: not supported yet (axr's precision keys set FSDP's)")
     for key in ("state_dict_type", "final_state_dict_type"):
-        if settings.get(key, "FULL_STATE_DICT") != "FULL_STATE_DICT":
-            # Checkpoints and the final model are gathered whole (pickle-free safetensors).
+        if settings.get(key) == "LOCAL_STATE_DICT":
             raise ConfigError(
-                f"fsdp_config.{key}: axr gathers checkpoints and the final model whole (FULL_STATE_DICT); "
-                f"{settings[key]} is not supported yet"
+                f"fsdp_config.{key}: LOCAL_STATE_DICT is not supported yet; use FULL_STATE_DICT or "
+                "SHARDED_STATE_DICT"
             )
+    if settings.get("state_dict_type") == "SHARDED_STATE_DICT" and version == 1:
+        raise ConfigError(
+            "fsdp_config.state_dict_type: SHARDED_STATE_DICT checkpoints under FSDP1 are not supported "
+            "yet; use fsdp_version = 2 (same config keys) or FULL_STATE_DICT"
+        )
     options = set(cfg.fsdp or [])
     unknown = options - {"full_shard", "shard_grad_op", "hybrid_shard", "no_shard", "auto_wrap", "offload"}
     if unknown:
@@ -215,9 +238,13 @@ def _fsdp_plugin(cfg: AxrConfig, version: int, device_type: str) -> Any:
             strategy = next((option.upper() for option in named if option in options), None)
         if strategy is not None:
             kwargs["sharding_strategy"] = strategy
-        for key in ("backward_prefetch", "forward_prefetch", "limit_all_gathers", "use_orig_params"):
+        for key in ("backward_prefetch", "forward_prefetch", "limit_all_gathers"):
             if settings.get(key) is not None:
                 kwargs[key] = settings[key]
+        # Always the original parameters: the optimizer is built on them before the engine wraps the
+        # model (weight decay off biases and norms, LoRA's frozen weights left out), and accelerate
+        # re-points it at FSDP1's parameters only when they keep their identity.
+        kwargs["use_orig_params"] = True
     return FullyShardedDataParallelPlugin(**kwargs)
 
 
@@ -228,7 +255,8 @@ def engine_of(cfg: AxrConfig) -> Engine:
         return Engine("deepspeed", zero_stage=int(stage))
     version = fsdp_version_of(cfg)
     if version is not None:
-        return Engine("fsdp", fsdp_version=version)
+        sharded = _fsdp_settings(cfg).get("state_dict_type") == "SHARDED_STATE_DICT"
+        return Engine("fsdp", fsdp_version=version, sharded_checkpoints=sharded)
     return Engine("ddp")
 
 
@@ -291,6 +319,16 @@ def build_accelerator(
         accelerator.state.fsdp_plugin = fsdp_plugin
         if precision.mixed != "no":
             fsdp_plugin.set_mixed_precision(precision.mixed)
+        if fsdp_plugin.fsdp_version == 1 and device_type == "cpu":
+            # accelerate names the CPU device of every rank "cpu:0"; FSDP1 compares its `device_id`
+            # with torch's current CPU device ("cpu") and refuses the mismatch. Both mean the same.
+            import torch
+
+            PartialState().device = torch.device("cpu")
+            accelerator.state.device = torch.device("cpu")
+    if engine.kind == "fsdp" and accelerator.is_main_process:
+        for note in fsdp_notes(cfg, engine.fsdp_version or 2):
+            print(f"axr: note: {note}", file=sys.stderr)
     if engine.kind == "deepspeed" and accelerator.distributed_type != DistributedType.DEEPSPEED:
         raise ConfigError(
             "deepspeed: accelerate did not start the DeepSpeed engine (distributed type "

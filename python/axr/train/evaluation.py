@@ -2,9 +2,9 @@
 
 Every rank runs the same number of forwards, whatever its share of the eval rows: under
 FSDP and ZeRO-3 a forward gathers parameters from all ranks, so a rank that skipped one
-would leave the others waiting forever. A rank whose micro-batch is empty runs a forward
-on a stand-in row; rows the sampler repeated (so every rank has a last micro-batch) and
-stand-in rows have their labels masked, so they weigh 0 in the sums.
+would leave the others waiting forever. The plan (packed or not) gives every rank the same
+number of non-empty micro-batches, repeating a few rows in the last step when fewer remain
+than ranks; the repeated rows have their labels masked, so they weigh 0 in the sums.
 """
 
 from __future__ import annotations
@@ -41,15 +41,10 @@ def evaluation_sums(
     model.eval()
     sums = torch.zeros(2, device=accelerator.device, dtype=torch.float64)
     plan.set_epoch(0)
-    repeats = getattr(plan, "repeats", None)
     with torch.no_grad():
         for index in range(len(plan)):
             bins = plan.micro_batch(index)
-            if bins:
-                flags = repeats(index) if repeats is not None else [False] * len(bins)
-                masked = [row for row, repeated in enumerate(flags) if repeated]
-            else:
-                bins, masked = [[0]], [0]  # a stand-in row: this rank still takes part in the forward
+            masked = [row for row, repeated in enumerate(plan.repeats(index)) if repeated]
             batch = _zero_weight(
                 collate_micro_batch(dataset, bins, packing=packing, pad_token_id=pad, pad_to=None), masked
             )

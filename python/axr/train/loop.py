@@ -539,6 +539,7 @@ def after_step(run: Run, result: TrainResult) -> bool:
             run.output_dir,
             total_limit=run.cfg.save_total_limit,
             extra=None if run.relora is None else partial(run.relora.save, unwrapped),
+            sharded=run.engine.sharded_checkpoints,
         )
         run.progress.plot()
         if run.push is not None:

@@ -1,8 +1,10 @@
 """Preference training (``rl: dpo | ipo | kto | orpo | simpo``) on the native data path.
 
 Data: each ``datasets`` entry goes through ``axr._native.encode_preference`` (Rust: read, render
-with the dataset type's formatter or chat template, tokenize once, mask the prompt). A *unit* is
-what shuffling, splitting and batching move as a whole: a pair (chosen, rejected) for DPO-style
+with the dataset type's formatter or chat template, tokenize once, mask the prompt), once, when
+``axr preprocess`` (or the first ``axr train``) writes the preference store
+(``axr.data.preference_store``); training reads the pairs from that store. A *unit* is what
+shuffling, splitting and batching move as a whole: a pair (chosen, rejected) for DPO-style
 methods, one labelled completion for KTO. So a pair is never separated.
 
 A micro-batch is a list of bins of units (the same plans as SFT). Packed, each bin is one row
@@ -79,6 +81,8 @@ class PreferenceSet:
     """Precomputed reference log-prob sums per sequence (and ``ref_kl_logps`` for KTO)."""
     ref_kl_logps: np.ndarray | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+    rows: np.ndarray | None = None
+    """Per unit number, the row it was rendered from over the config's datasets (None: the same)."""
 
     def __len__(self) -> int:
         return len(self.units)
@@ -126,7 +130,13 @@ class PreferenceSet:
             self.ref_logps,
             self.ref_kl_logps,
             dict(self.meta),
+            self.rows,
         )
+
+    def row_of(self, unit: int) -> int:
+        """The dataset row (0-based over the config's datasets) of unit ``unit`` (an index into ``units``)."""
+        number = int(self.units[unit])
+        return number if self.rows is None else int(self.rows[number])
 
 
 def _table_defaults() -> dict[str, Any]:
@@ -162,6 +172,11 @@ def _spec(format_keys: dict[str, Any], key: str, cfg: Any) -> dict[str, Any]:
     return spec
 
 
+def spec_of(entry: dict[str, Any], cfg: Any) -> dict[str, Any]:
+    """The preference spec of one ``options_from_config`` dataset entry (a ConfigError names a bad key)."""
+    return _spec(entry["format"], entry["source"]["key"], cfg)
+
+
 def encode_entries(cfg: Any, entries: list[dict[str, Any]], options: dict[str, Any]) -> PreferenceSet:
     """Tokenize the preference datasets ``entries`` (``options_from_config`` dicts) into one set."""
     from axr._native import encode_preference
@@ -191,50 +206,23 @@ def encode_entries(cfg: Any, entries: list[dict[str, Any]], options: dict[str, A
         desirable=np.concatenate([part[3] for part in parts]) if kto else None,
     )
     data.units = np.arange((len(offsets) - 1) // per_unit, dtype=np.int64)
+    data.meta["dataset_units"] = [(len(part[2]) - 1) // per_unit for part in parts]
     return data
 
 
-def _fits(data: PreferenceSet, sequence_len: int, packing: bool) -> np.ndarray:
-    """Units whose every sequence fits ``sequence_len`` (packed: whose sequences together fit one row)."""
-    lengths = np.diff(data.offsets).reshape(-1, data.per_unit)[data.units]
-    fits = (lengths <= sequence_len).all(axis=1)
-    if packing:
-        fits &= lengths.sum(axis=1) <= sequence_len
-    return data.units[fits]
-
-
 def open_preference_data(cfg: Any) -> Any:
-    """Train (and eval) preference sets of ``cfg``: over-long units dropped and counted, split by unit."""
-    from axr.data.preprocess import options_from_config
+    """Train (and eval) preference sets of ``cfg``, read from its preference store (built first when
+    missing): over-long units already dropped and counted, split by unit."""
+    from axr.data.preference_store import read_preference_store, report_dropped
+    from axr.data.preprocess import preprocess
     from axr.train.loop import TrainingData
 
-    options = options_from_config(cfg)
-    train = encode_entries(cfg, options["datasets"], options)
-    packing = bool(cfg.sample_packing)
-    kept = _fits(train, cfg.sequence_len, packing)
-    dropped = len(train) - len(kept)
-    if dropped:
-        what = "pairs" if train.per_unit == 2 else "rows"
-        room = "together" if packing else "each"
-        print(
-            f"axr: {dropped} of {len(train)} preference {what} dropped: their sequences {room} exceed "
-            f"sequence_len {cfg.sequence_len}",
-            file=sys.stderr,
-        )
-    train = train.subset(kept)
-    evaluation = None
-    if options["test_datasets"]:
-        evaluation = encode_entries(cfg, options["test_datasets"], options)
-        evaluation = evaluation.subset(_fits(evaluation, cfg.sequence_len, packing))
-    elif cfg.val_set_size:
-        order = np.random.default_rng(cfg.seed).permutation(train.units)
-        size = cfg.val_set_size
-        count = round(size * len(order)) if size < 1 else int(size)
-        if not 0 < count < len(order):
-            raise ConfigError(f"val_set_size: {size} leaves no training or no evaluation units")
-        evaluation = train.subset(np.sort(order[:count]))
-        train = train.subset(np.sort(order[count:]))
-    return TrainingData(train=train, eval=evaluation)
+    result = preprocess(cfg, progress=False)
+    verb = "reused" if result.reused else "built"
+    print(f"axr: preference data read from the store {result.root} ({verb})", file=sys.stderr)
+    report_dropped(result)
+    evaluation = read_preference_store(result.stores["eval"]) if "eval" in result.stores else None
+    return TrainingData(train=read_preference_store(result.stores["train"]), eval=evaluation)
 
 
 # ---- batches -----------------------------------------------------------------------------------
@@ -484,14 +472,25 @@ def micro_batch_loss(
     return loss, metrics, (int(tokens.sum()), int(batch["num_tokens"]))
 
 
-def _mean_metrics(collected: dict[str, list[Any]]) -> dict[str, float]:
+def _mean_metrics(collected: dict[str, list[Any]], accelerator: Any = None) -> dict[str, float]:
+    """Each metric's mean over every value of the step, on all ranks together (as one process would
+    average them): a KTO rank may hold no desirable row, so sums and counts travel, not means."""
     import torch
 
-    means = {}
+    totals: dict[str, tuple[float, int]] = {}
     for name, parts in collected.items():
         values = torch.cat([part.reshape(-1).double().cpu() for part in parts])
-        if len(values):
-            means[name] = float(values.mean())
+        totals[name] = (float(values.sum()), len(values))
+    if accelerator is not None and accelerator.num_processes > 1:
+        from accelerate.utils import gather_object
+
+        merged: dict[str, tuple[float, int]] = {}
+        for part in gather_object([totals]):
+            for name, (total, count) in part.items():
+                before = merged.get(name, (0.0, 0))
+                merged[name] = (before[0] + total, before[1] + count)
+        totals = merged
+    means = {name: total / count for name, (total, count) in totals.items() if count}
     if "rewards/chosen" in means and "rewards/rejected" in means and "rewards/margins" not in means:
         means["rewards/margins"] = means["rewards/chosen"] - means["rewards/rejected"]
     return means
@@ -501,6 +500,8 @@ def preference_step(
     run: Any, method: Method, reference: Reference, micro_batches: list[list[list[int]]]
 ) -> Any:
     """One optimizer step: the mean of the micro-batches' losses, as TRL's trainers average them."""
+    import torch
+
     from axr.train.loop import StepOutcome
 
     accelerator, model = run.accelerator, run.model
@@ -528,8 +529,19 @@ def preference_step(
     run.optimizer.step()
     run.scheduler.step()
     run.optimizer.zero_grad(set_to_none=True)
+    # The ranks' losses are averaged as the engines average their gradients: with micro-batches of
+    # equal unit counts (padded plans) that is the mean a single process reports for the same step.
+    summary = torch.tensor([total, trained, tokens], device=accelerator.device, dtype=torch.float64)
+    if accelerator.num_processes > 1:
+        summary = accelerator.reduce(summary, reduction="sum")
+        summary[0] /= accelerator.num_processes
     return StepOutcome(
-        total, grad_norm, learning_rate, float(trained), float(tokens), _mean_metrics(collected)
+        float(summary[0]),
+        grad_norm,
+        learning_rate,
+        float(summary[1]),
+        float(summary[2]),
+        _mean_metrics(collected, accelerator),
     )
 
 

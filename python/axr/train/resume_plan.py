@@ -22,6 +22,9 @@ _WHERE = {
     "sample_packing": "sample_packing",
     "packing_strategy": "packing_strategy",
     "sequence_len": "sequence_len",
+    "group_by_length": "group_by_length",
+    "padded_plan": "the axr version (checkpoints of unpacked runs from before the padded plan moved into "
+    "the core deal rows differently)",
     "store_fingerprint": "the prepared data (datasets, tokenizer or preprocessing keys changed)",
     "train_samples": "the training data",
 }
@@ -39,6 +42,9 @@ def plan_of(cfg: AxrConfig, train_data: Any, world_size: int) -> dict[str, Any]:
         "sample_packing": packing,
         "packing_strategy": cfg.packing_strategy if packing else None,
         "sequence_len": cfg.sequence_len,
+        "group_by_length": None if packing else bool(cfg.group_by_length),
+        # The core's padded plan (one sample per bin); a version 1 is the earlier Python plan.
+        "padded_plan": None if packing else 2,
         "store_fingerprint": meta.get("fingerprint"),
         "train_samples": len(train_data),
     }

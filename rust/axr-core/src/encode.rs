@@ -27,7 +27,9 @@ use serde_json::{Map, Value};
 use tokenizers::processors::template::TemplateProcessing;
 use tokenizers::{AddedToken, Tokenizer};
 
+use crate::chat::RenderedConversation;
 use crate::fast_encode::{self, FastEncoder, FastStats};
+use crate::spec::ConversationType;
 use crate::{Encoded, Error, FieldError, FormatSpec, Result, Sample, TokenizerInfo};
 
 /// Set to `0` to always encode with the `tokenizers` pipeline (for comparisons).
@@ -466,10 +468,34 @@ impl Encoder {
 /// rendering at inference and other small batches. The pipeline streams files
 /// instead. Errors name the row (1-based) as the line of the file `<rows>`.
 pub fn render_json_rows(rows: &[String], spec: &FormatSpec, info: &TokenizerInfo) -> Result<Vec<Sample>> {
-    let formatter = crate::format::build(spec, info)?;
-    // Parallel over rows (rayon's global pool), then the first error in row order, as a
-    // sequential loop would report it.
-    let results: Vec<Result<Sample>> = rows
+    let formatter = crate::dataset_type::build(spec, info)?;
+    map_json_rows(rows, |row| formatter.format(row))
+}
+
+/// Render JSON rows of a conversation type with their per-turn spans (for tests, benchmarks and
+/// the chat parity checks); errors as [`render_json_rows`]. A `spec` whose `type` is not a
+/// conversation type is an [`Error::Config`] on `type`.
+pub fn render_conversations(
+    rows: &[String],
+    spec: &FormatSpec,
+    info: &TokenizerInfo,
+) -> Result<Vec<RenderedConversation>> {
+    let kind = spec.kind.as_deref().unwrap_or_default();
+    let conversation = ConversationType::from_type_name(kind).ok_or_else(|| Error::Config {
+        key: "type".into(),
+        message: format!("`{kind}` is not a conversation type"),
+    })?;
+    let formatter = crate::chat::build(conversation, spec, info)?;
+    map_json_rows(rows, |row| formatter.render_row(row))
+}
+
+/// `apply` over JSON object rows, in parallel (rayon's global pool), then the first error in row
+/// order, as a sequential loop would report it, naming the row as the line of the file `<rows>`.
+fn map_json_rows<T: Send>(
+    rows: &[String],
+    apply: impl Fn(&Map<String, Value>) -> Result<T, FieldError> + Sync,
+) -> Result<Vec<T>> {
+    let results: Vec<Result<T>> = rows
         .par_iter()
         .enumerate()
         .map(|(index, row)| {
@@ -481,9 +507,7 @@ pub fn render_json_rows(rows: &[String], spec: &FormatSpec, info: &TokenizerInfo
             };
             let row: Map<String, Value> = serde_json::from_str(row)
                 .map_err(|error| data_error("-".into(), format!("not a JSON object: {error}")))?;
-            formatter
-                .format(&row)
-                .map_err(|error| data_error(error.field, error.message))
+            apply(&row).map_err(|error| data_error(error.field, error.message))
         })
         .collect();
     results.into_iter().collect()

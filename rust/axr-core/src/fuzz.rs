@@ -11,11 +11,12 @@ use arrow_array::{ArrayRef, Int64Array, RecordBatch, StringArray};
 use proptest::prelude::*;
 use serde_json::{Map, Value};
 
-use crate::chat::render::{ChatTemplate, TemplateMessage};
-use crate::chat::{spans, styles};
+use crate::chat::spans;
 use crate::source::{DatasetFiles, FileKind, RowReader, SourceFile};
 use crate::store::{StoreMeta, StoreReader, StoreWriter, TokenDtype};
-use crate::{FormatSpec, TokenizerInfo, format};
+use crate::template::render::{ChatTemplate, TemplateMessage};
+use crate::template::styles;
+use crate::{FormatSpec, TokenizerInfo, dataset_type};
 
 /// Pieces that make JSON, almost-JSON and the byte patterns readers stumble on.
 const JSON_PIECES: &[&str] = &[
@@ -454,11 +455,11 @@ proptest! {
 
     #[test]
     fn every_dataset_type_formats_arbitrary_rows_without_panicking(
-        kind in prop::sample::select(format::known_types()),
+        kind in prop::sample::select(dataset_type::known_types()),
         rows in prop::collection::vec(row(), 1..6),
     ) {
         let spec: FormatSpec = serde_json::from_value(serde_json::json!({"type": kind})).unwrap();
-        let Ok(formatter) = format::build(&spec, &tokenizer_info()) else {
+        let Ok(formatter) = dataset_type::build(&spec, &tokenizer_info()) else {
             return Ok(());
         };
         for row in &rows {
@@ -473,7 +474,7 @@ proptest! {
             "no_input_format": "[INST] {instruction} [/INST]", "system_prompt": "s"
         })).unwrap();
         for spec in [FormatSpec::default(), custom] {
-            let formatter = format::build(&spec, &tokenizer_info()).unwrap();
+            let formatter = dataset_type::build(&spec, &tokenizer_info()).unwrap();
             for row in &rows {
                 let _ = formatter.format(row);
             }

@@ -75,6 +75,10 @@ pub struct PreprocessOptions {
     /// Run the data doctor over every row (findings land in meta.json). Not part of the fingerprint.
     #[serde(default = "default_true")]
     pub doctor: bool,
+    /// Keep the parts of a sharded run after they are merged (by default the merged store replaces
+    /// them). Neither fingerprinted nor recorded in meta.json: the merged store is the same either way.
+    #[serde(default, skip_serializing)]
+    pub keep_parts: bool,
     /// What a row holding a special token's text does (config `special_tokens_in_text`).
     #[serde(default)]
     pub special_tokens_in_text: SpecialTokensPolicy,

@@ -23,14 +23,15 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use crate::chunk;
+use crate::dataset_type;
 use crate::doctor::{
     Doctor, DoctorReport, GenerationPrompt, RowFindings, SampleSource, SourceWriter, Tally, TemplateOutcome,
 };
 use crate::encode::{AddedTokens, Encoder};
 use crate::error::{Error, Result};
-use crate::format::{self, FormatSpec};
 use crate::options::{BadRowPolicy, DatasetOptions, ExcessLengthStrategy, PreprocessOptions, SpecialTokensPolicy};
 use crate::source::{self, DatasetFiles, RawChunk, RawRow, RowData, RowReader};
+use crate::spec::FormatSpec;
 use crate::store::{
     DATA_VERSION, FORMAT_VERSION, Fingerprinter, RawSamples, RunCounts, Staged, StoreContents, StoreMeta, StoreWriter,
     TOKENIZER_DIR, TokenDtype,
@@ -834,7 +835,7 @@ fn plan(options: &PreprocessOptions, tokenizer: &dyn PipelineTokenizer, progress
     // A dataset's template given as a file: editing the file must rebuild the store.
     for dataset in options.datasets.iter().chain(&options.test_datasets) {
         let jinja = dataset.format.get("chat_template_jinja").and_then(Value::as_str);
-        if let Some(path) = jinja.and_then(crate::chat::jinja_file) {
+        if let Some(path) = jinja.and_then(crate::template::jinja_file) {
             hasher.add("chat_template_jinja", &fs_err::read(path)?);
         }
     }
@@ -1192,19 +1193,19 @@ pub fn load_encoder(options: &PreprocessOptions) -> Result<Encoder> {
     let mut encoder = Encoder::from_dir(&options.tokenizer_dir, &added)?;
     if let Some(name) = &options.chat_template {
         let jinja = options.chat_template_jinja.as_deref();
-        encoder.set_chat_template(crate::chat::template_source(name, jinja, &encoder.info())?);
+        encoder.set_chat_template(crate::template::source(name, jinja, &encoder.info())?);
     }
     Ok(encoder)
 }
 
-/// The formatter of one dataset entry: its format keys through [`FormatSpec`] and [`format::build`],
+/// The formatter of one dataset entry: its format keys through [`FormatSpec`] and [`dataset_type::build`],
 /// with errors naming the entry (`datasets[1].type`).
 fn build_formatter(info: &TokenizerInfo, format_keys: &Value, key: &str) -> Result<Box<dyn RowFormatter>> {
     let spec: FormatSpec = serde_json::from_value(format_keys.clone()).map_err(|error| Error::Config {
         key: key.into(),
         message: error.to_string(),
     })?;
-    format::build(&spec, info).map_err(|error| match error {
+    dataset_type::build(&spec, info).map_err(|error| match error {
         Error::Config { key: inner, message } => Error::Config {
             key: format!("{key}.{inner}"),
             message,

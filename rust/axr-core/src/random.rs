@@ -10,6 +10,8 @@ pub const ITEM_STREAM: u64 = 1;
 pub const BIN_STREAM: u64 = 2;
 /// Stream of the merged-datasets shuffle of preprocessing.
 pub const MERGE_STREAM: u64 = 3;
+/// Stream of the order of length-grouped steps in a padded plan.
+pub const STEP_STREAM: u64 = 4;
 
 /// A SplitMix64 generator seeded from `(seed, epoch, stream)`.
 #[derive(Debug, Clone)]

@@ -1,6 +1,8 @@
 //! Bindings of `axr_core::pack`: lengths in as numpy (copied), bins and plans out as numpy (moved).
 
-use axr_core::pack::{self as core_pack, PackOptions, Packing, PlanOptions, Strategy};
+use axr_core::pack::{
+    self as core_pack, EpochPlan, PackOptions, Packing, PlanOptions, RowOrder, RowPlanOptions, Strategy,
+};
 use numpy::{IntoPyArray, PyArray1, PyReadonlyArray1};
 use pyo3::prelude::*;
 
@@ -110,20 +112,56 @@ fn plan_epoch<'py>(
     let plan = py
         .detach(|| core_pack::plan_epoch(&lengths, &options))
         .map_err(PyAxrError::from)?;
+    Ok(plan_arrays(py, plan))
+}
+
+/// The padded plan: one sample per row, dealt over ranks and steps like packed bins.
+#[pyfunction]
+#[pyo3(signature = (lengths, micro_batch_size, *, order = "shuffled", seed = 0, epoch = 0, world_size = 1, drop_last = true))]
+#[expect(clippy::too_many_arguments, reason = "mirrors the keyword-only Python signature")]
+#[expect(clippy::needless_pass_by_value, reason = "PyO3 extracts the array argument by value")]
+fn plan_rows<'py>(
+    py: Python<'py>,
+    lengths: PyReadonlyArray1<'py, u32>,
+    micro_batch_size: u32,
+    order: &str,
+    seed: u64,
+    epoch: u64,
+    world_size: u32,
+    drop_last: bool,
+) -> PyResult<PlanArrays<'py>> {
+    let lengths: Vec<u32> = lengths.as_array().iter().copied().collect();
+    let order: RowOrder = order.parse().map_err(PyAxrError::from)?;
+    let options = RowPlanOptions {
+        order,
+        seed,
+        epoch,
+        world_size,
+        micro_batch_size,
+        drop_last,
+    };
+    let plan = py
+        .detach(|| core_pack::plan_rows(&lengths, &options))
+        .map_err(PyAxrError::from)?;
+    Ok(plan_arrays(py, plan))
+}
+
+fn plan_arrays(py: Python<'_>, plan: EpochPlan) -> PlanArrays<'_> {
     let steps = plan.steps();
     let (packing, micro_batch_offsets, micro_batch_bins, dropped_bins, repeated_bins) = plan.into_parts();
-    Ok((
+    (
         packing_arrays(py, packing),
         steps,
         micro_batch_offsets.into_pyarray(py),
         micro_batch_bins.into_pyarray(py),
         dropped_bins.into_pyarray(py),
         repeated_bins.into_pyarray(py),
-    ))
+    )
 }
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(pack, m)?)?;
     m.add_function(wrap_pyfunction!(plan_epoch, m)?)?;
+    m.add_function(wrap_pyfunction!(plan_rows, m)?)?;
     Ok(())
 }

@@ -1,11 +1,11 @@
-//! Binding of `axr_core::format::render_prompt`: inference prompts rendered by
+//! Binding of `axr_core::prompt::render_prompt`: inference prompts rendered by
 //! the training formatters and tokenized by the training tokenizer.
 
-use axr_core::chat::render::TemplateMessage;
 use axr_core::encode::Encoder;
-use axr_core::format::{PromptRequest, render_prompt, stop_texts};
 use axr_core::options::PreprocessOptions;
 use axr_core::pipeline;
+use axr_core::prompt::{PromptRequest, render_prompt, stop_texts};
+use axr_core::template::TemplateMessage;
 use axr_core::{Error, FormatSpec, RenderedText, Sample, TokenizerInfo};
 use numpy::{IntoPyArray, PyArray1};
 use pyo3::prelude::*;

@@ -11,154 +11,18 @@
 //! The text is exactly what `tokenizer.apply_chat_template(messages)` renders,
 //! so tokenizing it once gives the ids the model sees at inference.
 
-pub mod render;
-pub mod render_memory;
 pub mod spans;
-pub mod styles;
 
 use std::collections::BTreeMap;
 use std::ops::Range;
-use std::path::Path;
 
 use serde_json::{Map, Value};
 
 use crate::doctor::{ConversationView, GenerationPrompt};
 use crate::error::{Error, Result};
 use crate::sample::{FieldError, RenderedText, RowFormatter, Sample, TokenizerInfo};
-use render::{ChatTemplate, TemplateMessage};
-
-/// The conversation dataset types.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ConversationType {
-    /// `sharegpt`: `conversations: [{from, value}]` (2024 schema).
-    ShareGpt,
-    /// `sharegpt.load_role`: `conversations: [{role, value}]`.
-    ShareGptLoadRole,
-    /// `sharegpt.load_guanaco`: `conversations: [{role: prompter|assistant, text}]`.
-    ShareGptLoadGuanaco,
-    /// `sharegpt_jokes`: top-level `title`, `text`, `explanation`.
-    ShareGptJokes,
-    /// `pygmalion`: `conversations: [{role: system|human|bot, value}]`.
-    Pygmalion,
-    /// `chat_template`: `messages: [{role, content}]` (today's schema).
-    ChatTemplate,
-}
-
-/// Every conversation `type:` name.
-pub const TYPE_NAMES: [&str; 7] = [
-    "sharegpt",
-    "sharegpt.load_role",
-    "sharegpt.load_guanaco",
-    "sharegpt_jokes",
-    "pygmalion",
-    "chat_template",
-    "messages",
-];
-
-impl ConversationType {
-    /// The type for a dataset `type:` value, if it is a conversation type.
-    pub fn from_type_name(name: &str) -> Option<Self> {
-        Some(match name {
-            "sharegpt" => Self::ShareGpt,
-            "sharegpt.load_role" => Self::ShareGptLoadRole,
-            "sharegpt.load_guanaco" => Self::ShareGptLoadGuanaco,
-            "sharegpt_jokes" => Self::ShareGptJokes,
-            "pygmalion" => Self::Pygmalion,
-            "chat_template" | "messages" => Self::ChatTemplate,
-            _ => return None,
-        })
-    }
-
-    fn is_sharegpt_family(self) -> bool {
-        matches!(
-            self,
-            Self::ShareGpt | Self::ShareGptLoadRole | Self::ShareGptLoadGuanaco | Self::ShareGptJokes
-        )
-    }
-}
-
-/// Which end-of-turn texts are trained.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum TrainOnEos {
-    /// After every trained turn (the default).
-    #[default]
-    Turn,
-    /// Only the last end-of-turn of the conversation.
-    Last,
-    /// After every turn, trained or not.
-    All,
-    /// Never.
-    None,
-}
-
-/// The dataset keys of conversation types (Axolotl names, both the 2024 and
-/// today's schema). Absent keys take the defaults of the type.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct ChatOptions {
-    /// 2024 name of the prompt style (`vicuna_v1.1`, `chatml`, ...).
-    pub conversation: Option<String>,
-    /// A style name, `tokenizer_default`, `tokenizer_default_fallback_<style>` or `jinja`.
-    pub chat_template: Option<String>,
-    /// The Jinja template (text, or a path to a file) when `chat_template = "jinja"`.
-    pub chat_template_jinja: Option<String>,
-    /// The row field holding the list of messages.
-    pub field_messages: Option<String>,
-    /// Message keys: `{role = "from", content = "value"}`.
-    pub message_property_mappings: Option<BTreeMap<String, String>>,
-    /// Legacy spelling of `message_property_mappings.role`.
-    pub message_field_role: Option<String>,
-    /// Legacy spelling of `message_property_mappings.content`.
-    pub message_field_content: Option<String>,
-    /// A per-message boolean field that overrides `roles_to_train`.
-    pub message_field_training: Option<String>,
-    /// sharegpt: the `from` value of the user (default `human`).
-    pub field_human: Option<String>,
-    /// sharegpt: the `from` value of the assistant (default `gpt`).
-    pub field_model: Option<String>,
-    /// Role mapping. Today's schema: `{target = [source, ...]}`, replacing the
-    /// default map. 2024 sharegpt: `{input = [...], output = [...]}`, extra
-    /// role names that are masked (input) or trained (output).
-    pub roles: Option<BTreeMap<String, Vec<String>>>,
-    /// Roles whose contents are trained (default `["assistant"]`).
-    pub roles_to_train: Option<Vec<String>>,
-    /// Which end-of-turn texts are trained (default `turn`).
-    pub train_on_eos: Option<TrainOnEos>,
-    /// Train every message's content, whatever its role.
-    pub train_on_inputs: Option<bool>,
-    /// Texts that end a turn (default: the style's end-of-turn and the EOS token).
-    pub eot_tokens: Option<Vec<String>>,
-    /// System message inserted when a row has none.
-    pub default_system_message: Option<String>,
-    /// Remove system messages before rendering.
-    pub drop_system_message: Option<bool>,
-}
-
-impl ChatOptions {
-    /// The conversation keys of a dataset's format spec.
-    pub fn from_format_spec(spec: &crate::format::FormatSpec) -> Self {
-        Self {
-            conversation: spec.conversation.clone(),
-            chat_template: spec.chat_template.clone(),
-            chat_template_jinja: spec.chat_template_jinja.clone(),
-            field_messages: spec.field_messages.clone(),
-            message_property_mappings: spec.message_property_mappings.clone(),
-            message_field_role: spec.message_field_role.clone(),
-            message_field_content: spec.message_field_content.clone(),
-            message_field_training: spec.message_field_training.clone(),
-            field_human: spec.field_human.clone(),
-            field_model: spec.field_model.clone(),
-            roles: spec.roles.clone(),
-            roles_to_train: spec.roles_to_train.clone(),
-            train_on_eos: spec.train_on_eos,
-            train_on_inputs: Some(spec.train_on_inputs),
-            eot_tokens: spec.eot_tokens.clone(),
-            default_system_message: spec.default_system_message.clone(),
-            drop_system_message: spec.drop_system_message,
-        }
-    }
-}
+use crate::spec::{ConversationType, FormatSpec, TrainOnEos};
+use crate::template::{self, ChatTemplate, TemplateMessage};
 
 /// One rendered turn: where its content and its end-of-turn text are.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -220,18 +84,14 @@ fn config_error(key: &str, message: impl Into<String>) -> Error {
     }
 }
 
-fn known_styles() -> String {
-    styles::names().join(", ")
-}
-
 /// Resolve the template source: a style, the tokenizer's, or inline Jinja.
 fn resolve_template(
     kind: ConversationType,
-    options: &ChatOptions,
+    options: &FormatSpec,
     tokenizer: &TokenizerInfo,
-) -> Result<(String, String, Option<&'static styles::Style>)> {
+) -> Result<(String, String, Option<&'static template::styles::Style>)> {
     if kind == ConversationType::Pygmalion {
-        let style = styles::find("pygmalion").expect("built-in style");
+        let style = template::styles::find("pygmalion").expect("built-in style");
         return Ok((style.name.to_owned(), style.source.to_owned(), Some(style)));
     }
     let (key, requested) = match (&options.chat_template, &options.conversation) {
@@ -241,77 +101,7 @@ fn resolve_template(
         (None, None) if kind.is_sharegpt_family() => ("conversation", "vicuna_v1.1".to_owned()),
         (None, None) => ("chat_template", "tokenizer_default".to_owned()),
     };
-    resolve_named(key, &requested, options.chat_template_jinja.as_deref(), tokenizer)
-}
-
-/// The Jinja source of a template named the way configs name it (a style,
-/// `tokenizer_default[_fallback_<style>]` or `jinja`), e.g. for the top-level
-/// `chat_template` that is saved with the tokenizer.
-pub fn template_source(name: &str, jinja: Option<&str>, tokenizer: &TokenizerInfo) -> Result<String> {
-    resolve_named("chat_template", name, jinja, tokenizer).map(|(_, source, _)| source)
-}
-
-/// The file a `chat_template_jinja` value names, when it names one rather than holding the
-/// template text: its contents, not its name, are what the store's fingerprint must hash.
-pub fn jinja_file(jinja: &str) -> Option<&Path> {
-    let looks_like_template = jinja.contains("{{") || jinja.contains("{%");
-    Some(Path::new(jinja)).filter(|path| !looks_like_template && path.is_file())
-}
-
-fn resolve_named(
-    key: &str,
-    requested: &str,
-    jinja: Option<&str>,
-    tokenizer: &TokenizerInfo,
-) -> Result<(String, String, Option<&'static styles::Style>)> {
-    if requested == "jinja" {
-        let Some(jinja) = jinja else {
-            return Err(config_error(
-                "chat_template_jinja",
-                "chat_template = \"jinja\" needs chat_template_jinja (the template text or a file path)",
-            ));
-        };
-        let source = match jinja_file(jinja) {
-            Some(path) => fs_err::read_to_string(path)?,
-            None => jinja.to_owned(),
-        };
-        return Ok(("chat_template_jinja".to_owned(), source, None));
-    }
-    let fallback = requested.strip_prefix("tokenizer_default_fallback_");
-    if requested == "tokenizer_default" || fallback.is_some() {
-        if let Some(source) = &tokenizer.chat_template {
-            // A built-in style saved as the tokenizer's template (the top-level chat_template)
-            // keeps its end-of-turn marker.
-            let style = styles::STYLES.iter().find(|style| style.source == source);
-            return Ok(("tokenizer_default".to_owned(), source.clone(), style));
-        }
-        let Some(style_name) = fallback else {
-            return Err(config_error(
-                key,
-                format!(
-                    "the tokenizer has no chat_template in tokenizer_config.json; name a style ({}) or use \
-                     chat_template = \"jinja\" with chat_template_jinja",
-                    known_styles()
-                ),
-            ));
-        };
-        return style_source(key, style_name);
-    }
-    style_source(key, requested)
-}
-
-fn style_source(key: &str, name: &str) -> Result<(String, String, Option<&'static styles::Style>)> {
-    let style = styles::find(name).ok_or_else(|| {
-        config_error(
-            key,
-            format!(
-                "unknown chat template `{name}`; built-in styles: {}, or tokenizer_default, \
-                 tokenizer_default_fallback_<style>, jinja",
-                known_styles()
-            ),
-        )
-    })?;
-    Ok((style.name.to_owned(), style.source.to_owned(), Some(style)))
+    template::resolve_named(key, &requested, options.chat_template_jinja.as_deref(), tokenizer)
 }
 
 fn default_role_table() -> BTreeMap<String, String> {
@@ -329,7 +119,7 @@ fn default_role_table() -> BTreeMap<String, String> {
 }
 
 /// Source role → template role, and the 2024 `roles.output` names (trained).
-fn role_table(kind: ConversationType, options: &ChatOptions) -> (BTreeMap<String, String>, Vec<String>) {
+fn role_table(kind: ConversationType, options: &FormatSpec) -> (BTreeMap<String, String>, Vec<String>) {
     let legacy_roles = kind.is_sharegpt_family()
         && options
             .roles
@@ -384,7 +174,7 @@ fn role_table(kind: ConversationType, options: &ChatOptions) -> (BTreeMap<String
 
 /// The message keys holding role and content; `None` means "detect per row"
 /// (2024 sharegpt looks at the first message's keys).
-fn message_keys(kind: ConversationType, options: &ChatOptions) -> Result<(Option<String>, Option<String>)> {
+fn message_keys(kind: ConversationType, options: &FormatSpec) -> Result<(Option<String>, Option<String>)> {
     let mappings = options.message_property_mappings.clone().unwrap_or_default();
     let role_key = mappings.get("role").or(options.message_field_role.as_ref()).cloned();
     let content_key = mappings
@@ -411,7 +201,7 @@ fn message_keys(kind: ConversationType, options: &ChatOptions) -> Result<(Option
 }
 
 /// Build the formatter of a conversation dataset.
-pub fn build(kind: ConversationType, options: &ChatOptions, tokenizer: &TokenizerInfo) -> Result<ChatFormatter> {
+pub fn build(kind: ConversationType, options: &FormatSpec, tokenizer: &TokenizerInfo) -> Result<ChatFormatter> {
     let (name, source, style) = resolve_template(kind, options, tokenizer)?;
     let bos = tokenizer.bos.clone().unwrap_or_default();
     let eos = tokenizer.eos.clone().unwrap_or_default();
@@ -474,7 +264,7 @@ pub fn build(kind: ConversationType, options: &ChatOptions, tokenizer: &Tokenize
         roles: table,
         roles_to_train,
         // Pygmalion never trains its inputs (Axolotl ignores the option there).
-        train_on_inputs: kind != ConversationType::Pygmalion && options.train_on_inputs.unwrap_or(false),
+        train_on_inputs: kind != ConversationType::Pygmalion && options.train_on_inputs,
         train_on_eos: options.train_on_eos.unwrap_or_default(),
         end_of_turn,
         default_system_message,

@@ -25,7 +25,7 @@
 
 use std::ops::Range;
 
-use super::render::{ChatTemplate, TemplateMessage};
+use crate::template::{ChatTemplate, TemplateMessage};
 
 const OPEN_BASE: u32 = 0xF_0000;
 const CLOSE_BASE: u32 = 0x10_0000;

@@ -1,4 +1,5 @@
 use super::*;
+use crate::template::styles;
 
 fn mistral_info(chat_template: Option<&str>) -> TokenizerInfo {
     TokenizerInfo {
@@ -12,7 +13,7 @@ fn row(json: &str) -> Map<String, Value> {
     serde_json::from_str(json).unwrap()
 }
 
-fn options(json: &str) -> ChatOptions {
+fn options(json: &str) -> FormatSpec {
     serde_json::from_str(json).unwrap()
 }
 
@@ -28,7 +29,7 @@ const SHAREGPT_ROW: &str = r#"{"conversations":[{"from":"human","value":"What is
 
 #[test]
 fn sharegpt_defaults_to_vicuna_and_trains_answers_with_eos() {
-    let formatter = build(ConversationType::ShareGpt, &ChatOptions::default(), &mistral_info(None)).unwrap();
+    let formatter = build(ConversationType::ShareGpt, &FormatSpec::default(), &mistral_info(None)).unwrap();
     let rendered = formatter.render_row(&row(SHAREGPT_ROW)).unwrap();
     assert_eq!(
         rendered.text,
@@ -197,7 +198,7 @@ fn tokenizer_default_and_inline_jinja() {
     let jinja = "{% for m in messages %}[{{ m.role }}]{{ m.content }}{{ eos_token }}{% endfor %}";
     let formatter = build(
         ConversationType::ChatTemplate,
-        &ChatOptions::default(),
+        &FormatSpec::default(),
         &mistral_info(Some(jinja)),
     )
     .unwrap();
@@ -211,7 +212,7 @@ fn tokenizer_default_and_inline_jinja() {
 
     let error = build(
         ConversationType::ChatTemplate,
-        &ChatOptions::default(),
+        &FormatSpec::default(),
         &mistral_info(None),
     )
     .unwrap_err();
@@ -227,9 +228,9 @@ fn tokenizer_default_and_inline_jinja() {
 
     let formatter = build(
         ConversationType::ChatTemplate,
-        &ChatOptions {
+        &FormatSpec {
             chat_template_jinja: Some(jinja.into()),
-            ..ChatOptions::default()
+            ..FormatSpec::default()
         },
         &mistral_info(None),
     )
@@ -307,7 +308,7 @@ fn template_errors_become_field_errors() {
 fn sharegpt_variants() {
     let guanaco = build(
         ConversationType::ShareGptLoadGuanaco,
-        &ChatOptions::default(),
+        &FormatSpec::default(),
         &mistral_info(None),
     )
     .unwrap();
@@ -325,7 +326,7 @@ fn sharegpt_variants() {
 
     let role = build(
         ConversationType::ShareGptLoadRole,
-        &ChatOptions::default(),
+        &FormatSpec::default(),
         &mistral_info(None),
     )
     .unwrap();
@@ -338,7 +339,7 @@ fn sharegpt_variants() {
 
     let jokes = build(
         ConversationType::ShareGptJokes,
-        &ChatOptions::default(),
+        &FormatSpec::default(),
         &mistral_info(None),
     )
     .unwrap();
@@ -356,12 +357,7 @@ fn sharegpt_variants() {
         ]
     );
 
-    let pygmalion = build(
-        ConversationType::Pygmalion,
-        &ChatOptions::default(),
-        &mistral_info(None),
-    )
-    .unwrap();
+    let pygmalion = build(ConversationType::Pygmalion, &FormatSpec::default(), &mistral_info(None)).unwrap();
     let rendered = pygmalion
         .render_row(&row(
             r#"{"conversations":[{"role":"system","value":"A friendly bot.\n<START>"},{"role":"human","value":"Hi"},{"role":"bot","value":"Hello!"}]}"#,
@@ -418,12 +414,12 @@ fn custom_roles_replace_the_default_map() {
 
 #[test]
 fn format_build_dispatches_conversation_types() {
-    let spec: crate::format::FormatSpec = serde_json::from_str(
+    let spec: FormatSpec = serde_json::from_str(
         r#"{"type":"chat_template","chat_template":"chatml","field_messages":"conversations",
             "message_property_mappings":{"role":"from","content":"value"},"train_on_eos":"none"}"#,
     )
     .unwrap();
-    let formatter = crate::format::build(&spec, &mistral_info(None)).unwrap();
+    let formatter = crate::dataset_type::build(&spec, &mistral_info(None)).unwrap();
     let sample = formatter.format(&row(SHAREGPT_ROW)).unwrap();
     let Sample::Text(rendered) = sample else {
         panic!("conversations render to text")
@@ -436,8 +432,8 @@ fn format_build_dispatches_conversation_types() {
         .collect();
     assert_eq!(trained, vec!["4.", "6."]);
 
-    let typo: crate::format::FormatSpec = serde_json::from_str(r#"{"type":"sharegtp"}"#).unwrap();
-    let error = crate::format::build(&typo, &mistral_info(None))
+    let typo: FormatSpec = serde_json::from_str(r#"{"type":"sharegtp"}"#).unwrap();
+    let error = crate::dataset_type::build(&typo, &mistral_info(None))
         .err()
         .unwrap()
         .to_string();
@@ -447,18 +443,18 @@ fn format_build_dispatches_conversation_types() {
 #[test]
 fn template_source_resolves_config_names() {
     assert_eq!(
-        template_source("chatml", None, &mistral_info(None)).unwrap(),
+        crate::template::source("chatml", None, &mistral_info(None)).unwrap(),
         styles::find("chatml").unwrap().source
     );
     assert_eq!(
-        template_source("tokenizer_default", None, &mistral_info(Some("{{ x }}"))).unwrap(),
+        crate::template::source("tokenizer_default", None, &mistral_info(Some("{{ x }}"))).unwrap(),
         "{{ x }}"
     );
     assert_eq!(
-        template_source("jinja", Some("{{ y }}"), &mistral_info(None)).unwrap(),
+        crate::template::source("jinja", Some("{{ y }}"), &mistral_info(None)).unwrap(),
         "{{ y }}"
     );
-    assert!(template_source("jinja", None, &mistral_info(None)).is_err());
+    assert!(crate::template::source("jinja", None, &mistral_info(None)).is_err());
 }
 
 #[test]
@@ -466,7 +462,7 @@ fn a_style_saved_as_the_tokenizer_template_keeps_its_end_of_turn() {
     let llama3 = styles::find("llama3").unwrap().source;
     let formatter = build(
         ConversationType::ChatTemplate,
-        &ChatOptions::default(),
+        &FormatSpec::default(),
         &mistral_info(Some(llama3)),
     )
     .unwrap();

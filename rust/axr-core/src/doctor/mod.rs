@@ -23,8 +23,9 @@ use regex::Regex;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::chat::{RenderedTurn, TrainOnEos};
+use crate::chat::RenderedTurn;
 use crate::pipeline::PipelineTokenizer;
+use crate::spec::TrainOnEos;
 use crate::{RenderedText, Sample};
 
 pub use sources::{SOURCES_FILE, SampleSource, SourceWriter, SourcesReader};
@@ -90,11 +91,21 @@ impl Default for DoctorReport {
 
 impl DoctorReport {
     fn add(&mut self, name: &str, location: impl FnOnce() -> String) {
-        let finding = self.findings.entry(name.to_owned()).or_default();
-        finding.count += 1;
-        if finding.examples.len() < EXAMPLES {
-            finding.examples.push(location());
+        // A corpus may hold a finding on every row: no key is allocated once it is there.
+        if let Some(finding) = self.findings.get_mut(name) {
+            finding.count += 1;
+            if finding.examples.len() < EXAMPLES {
+                finding.examples.push(location());
+            }
+            return;
         }
+        self.findings.insert(
+            name.to_owned(),
+            Finding {
+                count: 1,
+                examples: vec![location()],
+            },
+        );
     }
 
     /// Count a row dropped for having no trained token.
@@ -351,7 +362,7 @@ impl Doctor {
     /// special token's text, and that text.
     pub fn special_token_in(&self, row: &Map<String, Value>) -> Option<(String, String)> {
         let specials = self.specials.as_ref()?;
-        row.iter().find_map(|(key, value)| find_in_value(specials, value, key))
+        find_in_row(specials, row)
     }
 
     /// Examine one kept sample: `input_ids` as stored, `untruncated_len` the ids before the length
@@ -402,18 +413,24 @@ fn survives_truncation(
         .is_ok_and(|encoded| encoded.trainable.iter().take(kept).any(|&flag| flag))
 }
 
-fn find_in_value(specials: &Regex, value: &Value, path: &str) -> Option<(String, String)> {
+fn find_in_row(specials: &Regex, row: &Map<String, Value>) -> Option<(String, String)> {
+    row.iter()
+        .find_map(|(key, value)| find_in_value(specials, value).map(|(path, text)| (format!("{key}{path}"), text)))
+}
+
+/// The path below `value` (`[0].content`) of its first string holding a special token's text, and
+/// that text. The path is built only for a find: every row is scanned, few hold one.
+fn find_in_value(specials: &Regex, value: &Value) -> Option<(String, String)> {
     match value {
         Value::String(text) => specials
             .find(text)
-            .map(|found| (path.to_owned(), found.as_str().to_owned())),
-        Value::Array(items) => items
-            .iter()
-            .enumerate()
-            .find_map(|(index, item)| find_in_value(specials, item, &format!("{path}[{index}]"))),
+            .map(|found| (String::new(), found.as_str().to_owned())),
+        Value::Array(items) => items.iter().enumerate().find_map(|(index, item)| {
+            find_in_value(specials, item).map(|(path, text)| (format!("[{index}]{path}"), text))
+        }),
         Value::Object(map) => map
             .iter()
-            .find_map(|(key, item)| find_in_value(specials, item, &format!("{path}.{key}"))),
+            .find_map(|(key, item)| find_in_value(specials, item).map(|(path, text)| (format!(".{key}{path}"), text))),
         _ => None,
     }
 }

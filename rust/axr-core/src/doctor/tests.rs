@@ -34,12 +34,17 @@ fn special_text_is_found_in_any_nested_field_with_its_path() {
         "instruction": "plain",
         "messages": [{"role": "user", "content": "fine"}, {"role": "assistant", "content": "a <|im_start|> b"}],
     });
-    let found = row
-        .as_object()
-        .unwrap()
-        .iter()
-        .find_map(|(key, value)| find_in_value(&specials, value, key));
+    let found = find_in_row(&specials, row.as_object().unwrap());
     assert_eq!(found, Some(("messages[1].content".into(), "<|im_start|>".into())));
+    let nested = serde_json::json!({"a": {"b": [[], ["x", {"c": "<s>"}]]}, "z": "<s>"});
+    assert_eq!(
+        find_in_row(&specials, nested.as_object().unwrap()),
+        Some(("a.b[1][1].c".into(), "<s>".into()))
+    );
+    assert_eq!(
+        find_in_row(&specials, serde_json::json!({"a": ["x"]}).as_object().unwrap()),
+        None
+    );
 }
 
 #[test]

@@ -9,13 +9,18 @@
 //!
 //! Recognised pipelines:
 //! - **SentencePiece BPE** (Llama/Mistral): normalizer `Prepend("▁")` + `Replace(" ", "▁")` and
-//!   no pre-tokenizer, or `Metaspace` without `split` and no normalizer; byte fallback.
-//!   `tokenizers` runs BPE on each whole segment; cutting it before every "▁" that follows
+//!   no pre-tokenizer, or `Metaspace` (any prepend scheme, with or without `split`) and no
+//!   normalizer; byte fallback. With `split: true` `tokenizers` cuts before every "▁" and so do
+//!   we. Otherwise it runs BPE on each whole segment; cutting it before every "▁" that follows
 //!   another char cannot change the result when no vocabulary piece holds a char followed by
 //!   "▁" (checked on load), since no merge can then cross a cut.
 //! - **Byte-level BPE**: no normalizer or NFC (texts already in NFC only), `ByteLevel` with
 //!   GPT-2's regex or `Split(tekken's, Llama 3's or Qwen 2's regex)` + `ByteLevel`; the scanners
 //!   of [`scan`] split exactly like those regexes.
+//!
+//! Post-processors: `TemplateProcessing` and `ByteLevel`, alone or in a `Sequence`; a
+//! `ByteLevel` with `trim_offsets` (byte-level pipelines only) trims each token's offsets as
+//! `tokenizers`' `process_offsets` does, from the token's string.
 
 mod scan;
 #[cfg(test)]
@@ -46,8 +51,19 @@ const METASPACE: &str = "\u{2581}";
 /// How words are cut and fed to BPE.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Flavor {
-    SentencePiece(Prepend),
+    SentencePiece(Prepend, Cut),
     ByteLevel(Pattern),
+}
+
+/// Where a SentencePiece segment is cut into the words BPE sees.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Cut {
+    /// `tokenizers` runs BPE on the whole segment; cutting before each "▁" that follows another
+    /// char is exact when no vocabulary piece spans such a cut (checked on load).
+    AfterOther,
+    /// `Metaspace` with `split: true` splits before every "▁" (`MergedWithNext`), so BPE sees
+    /// exactly these words whatever the vocabulary.
+    EveryMarker,
 }
 
 /// When a SentencePiece pipeline puts "▁" before a piece of text (a piece: the text between
@@ -201,6 +217,7 @@ pub struct FastEncoder {
     normalized_added: AddedSet,
     prefix: Vec<u32>,
     suffix: Vec<u32>,
+    trim: Option<Trim>,
     byte_chars: [char; 256],
     /// The tokenizer normalizes to NFC: texts whose pieces are all NFC already are unchanged by
     /// it and encoded here; the others go to `tokenizers` ([`FastEncoder::accepts`]).
@@ -242,14 +259,25 @@ impl Hasher for WordHasher {
 
 type WordMap = HashMap<Box<str>, (u32, u32), BuildHasherDefault<WordHasher>>;
 
-/// One thread's words → tokens: `(id, end)` pairs in `tokens`, `end` in the word's own bytes
-/// (normalized bytes for SentencePiece, original bytes for byte-level).
+/// A token of a cached word.
+#[derive(Debug, Clone, Copy)]
+struct WordToken {
+    id: u32,
+    /// Where it ends in the word's own bytes (normalized bytes for SentencePiece, original bytes
+    /// for byte-level).
+    end: u32,
+    /// Its string's edge spaces ([`edge_spaces`]) when the post-processor trims offsets, else 0.
+    leading: u32,
+    trailing: u32,
+}
+
+/// One thread's words → tokens: each word's `(start, len)` range of `tokens`.
 #[derive(Default)]
 struct WordCache {
     owner: u64,
     /// Words without and with the prepended "▁" (SentencePiece's first word of a segment).
     words: [WordMap; 2],
-    tokens: Vec<(u32, u32)>,
+    tokens: Vec<WordToken>,
     hits: u64,
     misses: u64,
     bpe_nanos: u64,
@@ -305,20 +333,27 @@ fn recognise_flavor(json: &Value) -> Result<(Flavor, bool), String> {
         {"type": "Replace", "pattern": {"String": " "}, "content": METASPACE}
     ]});
     match (normalizer, pre_tokenizer) {
-        (Some(normalizer), None) if *normalizer == sentencepiece => Ok((Flavor::SentencePiece(Prepend::Every), false)),
-        // Metaspace without `split` replaces spaces and prepends as the scheme says; BPE then
-        // sees each piece whole, as with the legacy normalizer.
+        (Some(normalizer), None) if *normalizer == sentencepiece => {
+            Ok((Flavor::SentencePiece(Prepend::Every, Cut::AfterOther), false))
+        }
+        // Metaspace replaces spaces and prepends as the scheme says; without `split` BPE then
+        // sees each piece whole, as with the legacy normalizer, with it each "▁"-led word.
         (None, Some(pre))
             if pre.get("type").and_then(Value::as_str) == Some("Metaspace")
-                && pre.get("replacement").and_then(Value::as_str) == Some(METASPACE)
-                && pre.get("split").and_then(Value::as_bool) == Some(false) =>
+                && pre.get("replacement").and_then(Value::as_str) == Some(METASPACE) =>
         {
-            match pre.get("prepend_scheme").and_then(Value::as_str) {
-                Some("always") => Ok((Flavor::SentencePiece(Prepend::Always), false)),
-                Some("first") => Ok((Flavor::SentencePiece(Prepend::First), false)),
-                Some("never") => Ok((Flavor::SentencePiece(Prepend::Never), false)),
-                scheme => Err(format!("Metaspace prepend_scheme {scheme:?} is not handled")),
-            }
+            let cut = match pre.get("split").and_then(Value::as_bool) {
+                Some(false) => Cut::AfterOther,
+                Some(true) => Cut::EveryMarker,
+                None => return Err("Metaspace without `split` is not handled".into()),
+            };
+            let prepend = match pre.get("prepend_scheme").and_then(Value::as_str) {
+                Some("always") => Prepend::Always,
+                Some("first") => Prepend::First,
+                Some("never") => Prepend::Never,
+                scheme => return Err(format!("Metaspace prepend_scheme {scheme:?} is not handled")),
+            };
+            Ok((Flavor::SentencePiece(prepend, cut), false))
         }
         (None, Some(pre)) => {
             let byte_level = |value: &Value, use_regex: bool| {
@@ -352,59 +387,87 @@ fn recognise_flavor(json: &Value) -> Result<(Flavor, bool), String> {
     }
 }
 
-/// The ids the post-processor puts before and after the text, or why it is not handled.
+/// A `ByteLevel` post-processor with `trim_offsets`: each token's offsets leave out the spaces
+/// at the edges of its string (`tokenizers`' `process_offsets`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Trim {
+    /// The first token keeps one leading space (the one `add_prefix_space` would have added).
+    add_prefix_space: bool,
+    /// It runs after the template in a `Sequence`: the template's tokens count in "first".
+    after_template: bool,
+}
+
+/// What the post-processor does to a single text.
+#[derive(Debug, Default)]
+struct PostProcess {
+    /// Ids put before the text.
+    prefix: Vec<u32>,
+    /// Ids put after the text.
+    suffix: Vec<u32>,
+    trim: Option<Trim>,
+}
+
+/// What the post-processor does, or why it is not handled.
 ///
-/// Besides `TemplateProcessing`, a `ByteLevel` post-processor that does not trim offsets is
-/// taken (alone, as Qwen 2 ships it, or in a `Sequence` before the template, as Llama 3 does):
-/// it then changes neither ids nor offsets.
-fn template_ids(json: &Value) -> Result<(Vec<u32>, Vec<u32>), String> {
+/// Takes `TemplateProcessing` and `ByteLevel` (which changes only offsets, and only with
+/// `trim_offsets`), alone or in a `Sequence` with at most one of each.
+fn post_process(json: &Value) -> Result<PostProcess, String> {
     let Some(processor) = json.get("post_processor").filter(|value| !value.is_null()) else {
-        return Ok((Vec::new(), Vec::new()));
+        return Ok(PostProcess::default());
     };
-    let type_of = |value: &Value| value.get("type").and_then(Value::as_str).map(str::to_owned);
-    let inert_byte_level = |value: &Value| -> Result<bool, String> {
-        if type_of(value).as_deref() != Some("ByteLevel") {
-            return Ok(false);
-        }
-        match value.get("trim_offsets").and_then(Value::as_bool) {
-            Some(false) => Ok(true),
-            _ => Err("post-processor ByteLevel trims offsets".into()),
-        }
-    };
-    if inert_byte_level(processor)? {
-        return Ok((Vec::new(), Vec::new()));
-    }
-    if type_of(processor).as_deref() == Some("Sequence") {
-        let steps = processor
+    let steps = if processor.get("type").and_then(Value::as_str) == Some("Sequence") {
+        processor
             .get("processors")
             .and_then(Value::as_array)
-            .ok_or("post-processor Sequence without `processors`")?;
-        let mut template = None;
-        for step in steps {
-            if inert_byte_level(step)? {
-                continue;
+            .ok_or("post-processor Sequence without `processors`")?
+            .as_slice()
+    } else {
+        std::slice::from_ref(processor)
+    };
+    let mut out = PostProcess::default();
+    let mut template_seen = false;
+    for step in steps {
+        match step.get("type").and_then(Value::as_str) {
+            Some("TemplateProcessing") if !template_seen => {
+                (out.prefix, out.suffix) = template_processing_ids(step)?;
+                template_seen = true;
             }
-            if template.is_some() || type_of(step).as_deref() != Some("TemplateProcessing") {
+            Some("ByteLevel") => match step.get("trim_offsets").and_then(Value::as_bool) {
+                Some(false) => {}
+                Some(true) if out.trim.is_none() => {
+                    let add_prefix_space = step
+                        .get("add_prefix_space")
+                        .and_then(Value::as_bool)
+                        .ok_or("post-processor ByteLevel without `add_prefix_space`")?;
+                    out.trim = Some(Trim {
+                        add_prefix_space,
+                        after_template: template_seen,
+                    });
+                }
+                _ => return Err("post-processor ByteLevel trims offsets twice or without `trim_offsets`".into()),
+            },
+            _ => {
                 return Err(format!(
                     "post-processor step {} is not handled",
                     step.get("type").unwrap_or(&Value::Null)
                 ));
             }
-            template = Some(step);
         }
-        return template.map_or(Ok((Vec::new(), Vec::new())), template_processing_ids);
     }
-    template_processing_ids(processor)
+    Ok(out)
+}
+
+/// Leading and trailing chars of a token's string that the `ByteLevel` post-processor trims:
+/// "Ġ" (the byte-level space) and whitespace.
+fn edge_spaces(token: &str) -> (usize, usize) {
+    let space = |character: &char| *character == '\u{120}' || character.is_whitespace();
+    let leading = token.chars().take_while(space).count();
+    let trailing = token.chars().rev().take_while(space).count();
+    (leading, trailing)
 }
 
 /// The ids a `TemplateProcessing` puts before and after a single sequence.
 fn template_processing_ids(processor: &Value) -> Result<(Vec<u32>, Vec<u32>), String> {
-    if processor.get("type").and_then(Value::as_str) != Some("TemplateProcessing") {
-        return Err(format!(
-            "post-processor {} is not handled",
-            processor.get("type").unwrap_or(&Value::Null)
-        ));
-    }
     let single = processor
         .get("single")
         .and_then(Value::as_array)
@@ -437,6 +500,42 @@ fn template_processing_ids(processor: &Value) -> Result<(Vec<u32>, Vec<u32>), St
     Ok((prefix, suffix))
 }
 
+/// Why a SentencePiece-style BPE model cannot take the fast path, if it cannot.
+fn check_sentencepiece_model(model: &Value, bpe: &BPE, flavor: Flavor) -> Result<(), String> {
+    let not_empty = |key: &str| !empty_or_null(model.get(key));
+    if not_empty("continuing_subword_prefix") || not_empty("end_of_word_suffix") {
+        return Err("BPE subword prefix or suffix is set".into());
+    }
+    if bpe.ignore_merges {
+        return Err("BPE ignore_merges is set".into());
+    }
+    if !bpe.byte_fallback {
+        return Err("BPE without byte fallback".into());
+    }
+    let vocab = bpe.get_vocab();
+    if let Some(byte) = (0..=255u8).find(|byte| !vocab.contains_key(&format!("<0x{byte:02X}>"))) {
+        return Err(format!("byte fallback token <0x{byte:02X}> is missing"));
+    }
+    if !vocab.contains_key(METASPACE) {
+        return Err("\"▁\" is not in the vocabulary".into());
+    }
+    // Words are cut before each "▁" that follows another char: exact only when no piece
+    // could span such a cut.
+    if let Flavor::SentencePiece(_, Cut::AfterOther) = flavor
+        && let Some(piece) = vocab.keys().find(|piece| {
+            let mut previous_is_other = false;
+            piece.chars().any(|character| {
+                let crosses = character == '\u{2581}' && previous_is_other;
+                previous_is_other = character != '\u{2581}';
+                crosses
+            })
+        })
+    {
+        return Err(format!("vocabulary piece {piece:?} spans a word boundary"));
+    }
+    Ok(())
+}
+
 /// The fast encoder for `tokenizer`, or why it must not be used (then `tokenizers` runs).
 pub fn recognise(tokenizer: &Tokenizer) -> Result<FastEncoder, String> {
     let json: Value = tokenizer
@@ -458,7 +557,10 @@ pub fn recognise(tokenizer: &Tokenizer) -> Result<FastEncoder, String> {
         return Err("BPE dropout is set".into());
     }
     let (flavor, nfc) = recognise_flavor(&json)?;
-    let (prefix, suffix) = template_ids(&json)?;
+    let PostProcess { prefix, suffix, trim } = post_process(&json)?;
+    if trim.is_some() && matches!(flavor, Flavor::SentencePiece(..)) {
+        return Err("post-processor ByteLevel trims offsets of a SentencePiece pipeline".into());
+    }
 
     let mut raw = Vec::new();
     let mut normalized = Vec::new();
@@ -483,7 +585,7 @@ pub fn recognise(tokenizer: &Tokenizer) -> Result<FastEncoder, String> {
             rstrip: flag("rstrip"),
         };
         if flag("normalized") {
-            if matches!(flavor, Flavor::SentencePiece(_)) {
+            if matches!(flavor, Flavor::SentencePiece(..)) {
                 return Err(format!(
                     "added token {content:?} is matched after normalization (normalized: true)"
                 ));
@@ -494,36 +596,8 @@ pub fn recognise(tokenizer: &Tokenizer) -> Result<FastEncoder, String> {
         }
     }
 
-    if matches!(flavor, Flavor::SentencePiece(_)) {
-        let not_empty = |key: &str| !empty_or_null(model.get(key));
-        if not_empty("continuing_subword_prefix") || not_empty("end_of_word_suffix") {
-            return Err("BPE subword prefix or suffix is set".into());
-        }
-        if bpe.ignore_merges {
-            return Err("BPE ignore_merges is set".into());
-        }
-        if !bpe.byte_fallback {
-            return Err("BPE without byte fallback".into());
-        }
-        let vocab = bpe.get_vocab();
-        if let Some(byte) = (0..=255u8).find(|byte| !vocab.contains_key(&format!("<0x{byte:02X}>"))) {
-            return Err(format!("byte fallback token <0x{byte:02X}> is missing"));
-        }
-        if !vocab.contains_key(METASPACE) {
-            return Err("\"▁\" is not in the vocabulary".into());
-        }
-        // Words are cut before each "▁" that follows another char: exact only when no piece
-        // could span such a cut.
-        if let Some(piece) = vocab.keys().find(|piece| {
-            let mut previous_is_other = false;
-            piece.chars().any(|character| {
-                let crosses = character == '\u{2581}' && previous_is_other;
-                previous_is_other = character != '\u{2581}';
-                crosses
-            })
-        }) {
-            return Err(format!("vocabulary piece {piece:?} spans a word boundary"));
-        }
+    if matches!(flavor, Flavor::SentencePiece(..)) {
+        check_sentencepiece_model(model, bpe, flavor)?;
     }
 
     Ok(FastEncoder {
@@ -534,6 +608,7 @@ pub fn recognise(tokenizer: &Tokenizer) -> Result<FastEncoder, String> {
         normalized_added: AddedSet::new(normalized)?,
         prefix,
         suffix,
+        trim,
         byte_chars: byte_level_alphabet(),
         nfc,
         description: describe(flavor, nfc),
@@ -544,8 +619,9 @@ pub fn recognise(tokenizer: &Tokenizer) -> Result<FastEncoder, String> {
 /// The pipeline's name in the summary.
 fn describe(flavor: Flavor, nfc: bool) -> String {
     let name = match flavor {
-        Flavor::SentencePiece(Prepend::Every) => "SentencePiece BPE (Prepend/Replace \"▁\", byte fallback)",
-        Flavor::SentencePiece(_) => "SentencePiece BPE (Metaspace \"▁\", byte fallback)",
+        Flavor::SentencePiece(Prepend::Every, _) => "SentencePiece BPE (Prepend/Replace \"▁\", byte fallback)",
+        Flavor::SentencePiece(_, Cut::AfterOther) => "SentencePiece BPE (Metaspace \"▁\", byte fallback)",
+        Flavor::SentencePiece(_, Cut::EveryMarker) => "SentencePiece BPE (Metaspace \"▁\" split, byte fallback)",
         Flavor::ByteLevel(Pattern::Gpt2) => "byte-level BPE, GPT-2 split",
         Flavor::ByteLevel(Pattern::Tekken) => "byte-level BPE, tekken split",
         Flavor::ByteLevel(Pattern::Llama3) => "byte-level BPE, Llama 3 split",
@@ -624,6 +700,12 @@ impl FastEncoder {
             out.offsets.resize(self.prefix.len(), (0, 0));
         }
         let content_start = out.ids.len();
+        // A trimming post-processor after the template sees the template's tokens first.
+        let first_index = if self.trim.is_some_and(|trim| trim.after_template) {
+            0
+        } else {
+            content_start
+        };
         let mut pieces = Vec::new();
         self.raw_added.split(text, 0..text.len(), &mut pieces);
         let result = CACHE.with(|cell| {
@@ -638,8 +720,8 @@ impl FastEncoder {
             for piece in pieces {
                 match piece {
                     Piece::Added(id, range) => {
-                        out.ids.push(id);
-                        out.offsets.push((range.start, range.end));
+                        let spaces = self.added_spaces(&text[range.clone()]);
+                        self.push_trimmed(&mut out, first_index, id, (range.start, range.end), spaces);
                     }
                     Piece::Text(range) => {
                         inner.clear();
@@ -647,15 +729,15 @@ impl FastEncoder {
                         for piece in inner.drain(..) {
                             match piece {
                                 Piece::Added(id, range) => {
-                                    out.ids.push(id);
-                                    out.offsets.push((range.start, range.end));
+                                    let spaces = self.added_spaces(&text[range.clone()]);
+                                    self.push_trimmed(&mut out, first_index, id, (range.start, range.end), spaces);
                                 }
                                 Piece::Text(range) if !range.is_empty() => match self.flavor {
-                                    Flavor::SentencePiece(prepend) => {
-                                        self.sentencepiece(&mut cache, prepend, text, range, &mut out)?;
+                                    Flavor::SentencePiece(prepend, cut) => {
+                                        self.sentencepiece(&mut cache, prepend, cut, text, range, &mut out)?;
                                     }
                                     Flavor::ByteLevel(pattern) => {
-                                        self.byte_level(&mut cache, pattern, text, range, &mut out)?;
+                                        self.byte_level(&mut cache, pattern, text, range, first_index, &mut out)?;
                                     }
                                 },
                                 Piece::Text(_) => {}
@@ -689,7 +771,17 @@ impl FastEncoder {
         Ok(out)
     }
 
-    /// The cached `(id, end)` tokens of `word`, encoding `bpe_input()` on a miss.
+    /// The [`edge_spaces`] of an added token matched as `matched` (its string in the encoding,
+    /// stripped spaces included), when the post-processor trims offsets.
+    fn added_spaces(&self, matched: &str) -> (usize, usize) {
+        if self.trim.is_some() {
+            edge_spaces(matched)
+        } else {
+            (0, 0)
+        }
+    }
+
+    /// The cached tokens of `word`, encoding `bpe_input()` on a miss.
     fn lookup<'c>(
         &self,
         cache: &'c mut WordCache,
@@ -697,7 +789,7 @@ impl FastEncoder {
         word: &str,
         bpe_input: impl FnOnce() -> String,
         end_of: impl Fn(&str, usize) -> usize,
-    ) -> Result<&'c [(u32, u32)], String> {
+    ) -> Result<&'c [WordToken], String> {
         if let Some(&(start, len)) = cache.words[table].get(word) {
             cache.hits += 1;
             return Ok(&cache.tokens[start as usize..(start + len) as usize]);
@@ -715,7 +807,17 @@ impl FastEncoder {
             .map_err(|error| format!("tokenizer failed: {error}"))?;
         let start = cache.tokens.len();
         for token in &tokens {
-            cache.tokens.push((token.id, end_of(&input, token.offsets.1) as u32));
+            let (leading, trailing) = if self.trim.is_some() {
+                edge_spaces(&token.value)
+            } else {
+                (0, 0)
+            };
+            cache.tokens.push(WordToken {
+                id: token.id,
+                end: end_of(&input, token.offsets.1) as u32,
+                leading: leading as u32,
+                trailing: trailing as u32,
+            });
         }
         cache.bpe_nanos += started.elapsed().as_nanos() as u64;
         let len = cache.tokens.len() - start;
@@ -728,6 +830,7 @@ impl FastEncoder {
         &self,
         cache: &mut WordCache,
         prepend: Prepend,
+        cut: Cut,
         text: &str,
         segment: Range<usize>,
         out: &mut FastEncoding,
@@ -747,7 +850,11 @@ impl FastEncoder {
         let mut after_other = false;
         while at <= segment.end {
             let marker = if at < segment.end { marker_len(bytes, at) } else { 0 };
-            if at == segment.end || (marker > 0 && after_other) {
+            let cut_here = match cut {
+                Cut::AfterOther => after_other,
+                Cut::EveryMarker => at > word_start,
+            };
+            if at == segment.end || (marker > 0 && cut_here) {
                 let word = &text[word_start..at];
                 let first = prepend && word_start == segment.start;
                 let tokens = self.lookup(
@@ -790,8 +897,8 @@ impl FastEncoder {
                 }
                 let lead = 3 * lead_units;
                 let mut begin = 0usize;
-                for &(id, end) in tokens {
-                    let end = end as usize;
+                for token in tokens {
+                    let end = token.end as usize;
                     let from = if begin < lead {
                         unit(begin / 3).0
                     } else {
@@ -802,7 +909,7 @@ impl FastEncoder {
                     } else {
                         ceil_char(text, tail + end - lead)
                     };
-                    out.ids.push(id);
+                    out.ids.push(token.id);
                     out.offsets.push((from, to));
                     begin = end;
                 }
@@ -822,6 +929,33 @@ impl FastEncoder {
         Ok(())
     }
 
+    /// Push a token of the text, its offsets trimmed as the post-processor does (`tokenizers`'
+    /// `process_offsets`): `first_index` is the length of `out` at which the post-processor
+    /// counts a token as the first, `spaces` the token's [`edge_spaces`].
+    fn push_trimmed(
+        &self,
+        out: &mut FastEncoding,
+        first_index: usize,
+        id: u32,
+        (mut from, mut to): (usize, usize),
+        (mut leading, trailing): (usize, usize),
+    ) {
+        if let Some(trim) = self.trim {
+            if leading > 0 {
+                let first = out.ids.len() == first_index || from == 0;
+                if first && trim.add_prefix_space && leading == 1 {
+                    leading = 0;
+                }
+                from = (from + leading).min(to);
+            }
+            if trailing > 0 && to >= trailing {
+                to = (to - trailing).max(from);
+            }
+        }
+        out.ids.push(id);
+        out.offsets.push((from, to));
+    }
+
     /// A text segment through the split scanner + byte-level BPE, word by word.
     fn byte_level(
         &self,
@@ -829,6 +963,7 @@ impl FastEncoder {
         pattern: Pattern,
         text: &str,
         segment: Range<usize>,
+        first_index: usize,
         out: &mut FastEncoding,
     ) -> Result<(), String> {
         let piece = &text[segment.clone()];
@@ -846,11 +981,11 @@ impl FastEncoder {
             )?;
             let word_start = segment.start + at;
             let mut begin = 0usize;
-            for &(id, end) in tokens {
-                let end = end as usize;
-                out.ids.push(id);
-                out.offsets
-                    .push((floor_char(text, word_start + begin), ceil_char(text, word_start + end)));
+            for token in tokens {
+                let end = token.end as usize;
+                let offsets = (floor_char(text, word_start + begin), ceil_char(text, word_start + end));
+                let spaces = (token.leading as usize, token.trailing as usize);
+                self.push_trimmed(out, first_index, token.id, offsets, spaces);
                 begin = end;
             }
             at = end;

@@ -64,10 +64,22 @@ fn sentencepiece_json() -> Value {
 
 /// The same vocabulary with the `Metaspace` pre-tokenizer (no normalizer), as tokenizer.json
 /// files converted by recent transformers have it.
-fn metaspace_json(scheme: &str) -> Value {
+fn metaspace_json(scheme: &str, split: bool) -> Value {
     let mut json = sentencepiece_json();
     json["normalizer"] = Value::Null;
-    json["pre_tokenizer"] = json!({"type": "Metaspace", "replacement": "▁", "prepend_scheme": scheme, "split": false});
+    json["pre_tokenizer"] = json!({"type": "Metaspace", "replacement": "▁", "prepend_scheme": scheme, "split": split});
+    if split {
+        // Pieces that hold a char then "▁" are fine when `tokenizers` splits before each "▁";
+        // merged across the split they would change the result if the encoder cut elsewhere.
+        let pieces = [("a", "▁"), ("▁", "▁"), ("d", "▁▁"), ("▁", "b")];
+        let vocab = json["model"]["vocab"].as_object_mut().unwrap();
+        for (left, right) in pieces {
+            let next = vocab.len();
+            vocab.entry(format!("{left}{right}")).or_insert(Value::from(next));
+        }
+        let merges = json["model"]["merges"].as_array_mut().unwrap();
+        merges.extend(pieces.iter().map(|(left, right)| json!([left, right])));
+    }
     json
 }
 
@@ -120,6 +132,44 @@ fn byte_level_json(pre_tokenizer: &Value) -> Value {
             "merges": merges.iter().map(|(left, right)| vec![left.clone(), right.clone()]).collect::<Vec<_>>()
         }
     })
+}
+
+/// GPT-2's own layout: the GPT-2 split and a `ByteLevel` post-processor that trims offsets,
+/// alone or in a `Sequence` before or after a template that adds `<|endoftext|>` as BOS; plus
+/// whitespace added tokens (one multi-byte), whose strings the trim also counts.
+fn trimming_json(add_prefix_space: bool, template: Option<&str>) -> Value {
+    let mut json = byte_level_json(&gpt2_pre_tokenizer());
+    let byte_level =
+        json!({"type": "ByteLevel", "add_prefix_space": add_prefix_space, "trim_offsets": true, "use_regex": true});
+    let bos = json["added_tokens"][0]["id"].clone();
+    let template_step = json!({"type": "TemplateProcessing",
+         "single": [{"SpecialToken": {"id": "<|endoftext|>", "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}}],
+         "pair": [{"Sequence": {"id": "A", "type_id": 0}}, {"Sequence": {"id": "B", "type_id": 1}}],
+         "special_tokens": {"<|endoftext|>": {"id": "<|endoftext|>", "ids": [bos], "tokens": ["<|endoftext|>"]}}});
+    json["post_processor"] = match template {
+        None => byte_level,
+        Some("before") => json!({"type": "Sequence", "processors": [byte_level, template_step]}),
+        Some(_) => json!({"type": "Sequence", "processors": [template_step, byte_level]}),
+    };
+    let next = json["model"]["vocab"].as_object().unwrap().len() + 3;
+    let added = json["added_tokens"].as_array_mut().unwrap();
+    for (index, content) in [" \u{3000}", "\t\t"].into_iter().enumerate() {
+        added.push(json!({"id": next + index, "content": content, "single_word": false, "lstrip": false, "rstrip": false, "normalized": false, "special": false}));
+    }
+    json
+}
+
+fn trimming_jsons() -> Vec<Value> {
+    [
+        (false, None),
+        (true, None),
+        (true, Some("before")),
+        (true, Some("after")),
+        (false, Some("after")),
+    ]
+    .into_iter()
+    .map(|(add_prefix_space, template)| trimming_json(add_prefix_space, template))
+    .collect()
 }
 
 fn gpt2_pre_tokenizer() -> Value {
@@ -215,6 +265,9 @@ const AWKWARD: &[&str] = &[
     "it's don't WE'LL they're 'S 'ſ 'Re",
     "<|endoftext|>x <|im_start|>  y  <|im_start|>z",
     "a word, words, sword word",
+    " a\t\tb \u{3000} c  \u{3000}\t\t \u{3000}",
+    "\t\tx\t\t",
+    " x ",
 ];
 
 fn assert_same(fast: &FastEncoder, reference: &Tokenizer, text: &str) {
@@ -248,17 +301,30 @@ fn sentencepiece_matches_tokenizers_on_awkward_text() {
 
 #[test]
 fn metaspace_matches_tokenizers_on_awkward_text() {
-    for scheme in ["first", "always", "never"] {
-        let reference = tokenizer(&metaspace_json(scheme));
-        let fast = recognise(&reference).unwrap();
-        assert!(fast.description().contains("Metaspace"), "{}", fast.description());
-        for text in AWKWARD.iter().map(ToString::to_string).chain(long_texts()) {
-            assert_same(&fast, &reference, &text);
+    for split in [false, true] {
+        for scheme in ["first", "always", "never"] {
+            let reference = tokenizer(&metaspace_json(scheme, split));
+            let fast = recognise(&reference).unwrap();
+            let name = if split {
+                "Metaspace \"▁\" split"
+            } else {
+                "Metaspace \"▁\","
+            };
+            assert!(fast.description().contains(name), "{}", fast.description());
+            for text in AWKWARD.iter().map(ToString::to_string).chain(long_texts()) {
+                assert_same(&fast, &reference, &text);
+            }
         }
     }
-    let mut split = metaspace_json("first");
-    split["pre_tokenizer"]["split"] = Value::from(true);
-    assert!(recognise(&tokenizer(&split)).unwrap_err().contains("Metaspace"));
+    // The pieces across "▁" that make the split layout exact are what the unsplit one refuses.
+    let unsplit = metaspace_json("first", true);
+    let mut unsplit = unsplit;
+    unsplit["pre_tokenizer"]["split"] = Value::from(false);
+    assert!(
+        recognise(&tokenizer(&unsplit))
+            .unwrap_err()
+            .contains("spans a word boundary")
+    );
 }
 
 #[test]
@@ -269,7 +335,7 @@ fn byte_level_matches_tokenizers_on_awkward_text() {
         llama3_json(),
         qwen2_json(),
     ];
-    for json in jsons {
+    for json in jsons.into_iter().chain(trimming_jsons()) {
         let reference = tokenizer(&json);
         let fast = recognise(&reference).unwrap();
         assert!(fast.description().contains("byte-level"));
@@ -321,10 +387,18 @@ fn unrecognised_pipelines_fall_back_with_a_reason() {
     json["pre_tokenizer"]["pretokenizers"][0]["pattern"]["Regex"] = Value::from(r"\w+|\s+");
     assert!(recognise(&tokenizer(&json)).unwrap_err().contains("has no scanner"));
 
-    let mut json = byte_level_json(&gpt2_pre_tokenizer());
+    let mut json = trimming_json(true, Some("before"));
+    json["post_processor"]["processors"][1] = json["post_processor"]["processors"][0].clone();
+    assert!(
+        recognise(&tokenizer(&json))
+            .unwrap_err()
+            .contains("trims offsets twice")
+    );
+
+    let mut json = metaspace_json("first", true);
     json["post_processor"] =
         json!({"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true});
-    assert!(recognise(&tokenizer(&json)).unwrap_err().contains("trims offsets"));
+    assert!(recognise(&tokenizer(&json)).unwrap_err().contains("SentencePiece"));
 
     let mut json = llama3_json();
     json["post_processor"]["processors"][0] = json!({"type": "BertProcessing", "sep": ["</s>", 2], "cls": ["<s>", 1]});
@@ -336,7 +410,7 @@ fn unrecognised_pipelines_fall_back_with_a_reason() {
 }
 
 fn fuzz_text() -> impl Strategy<Value = String> {
-    "(\\PC|[ \t\r\n\u{2028}\u{301}\u{2581}']|</s>|<\\|endoftext\\|>|<\\|im_start\\|>| word |hello|the|ing|'[sSrRlL]{1,2}|[0-9]{1,5}|  +){0,30}"
+    "(\\PC|[ \t\r\n\u{2028}\u{3000}\u{301}\u{2581}']|</s>|<\\|endoftext\\|>|<\\|im_start\\|>| word |hello|the|ing|'[sSrRlL]{1,2}|[0-9]{1,5}|  +|\t\t| \u{3000}){0,30}"
 }
 
 proptest! {
@@ -347,13 +421,19 @@ proptest! {
         thread_local! {
             static ENCODERS: Vec<(Tokenizer, FastEncoder)> = [
                 sentencepiece_json(),
-                metaspace_json("first"),
-                metaspace_json("always"),
+                metaspace_json("first", false),
+                metaspace_json("always", false),
+                metaspace_json("first", true),
+                metaspace_json("always", true),
+                metaspace_json("never", true),
                 byte_level_json(&gpt2_pre_tokenizer()),
                 byte_level_json(&tekken_pre_tokenizer()),
                 llama3_json(),
                 qwen2_json(),
             ]
+            .into_iter()
+            .chain(trimming_jsons())
+            .collect::<Vec<_>>()
             .iter()
             .map(|json| {
                 let reference = tokenizer(json);

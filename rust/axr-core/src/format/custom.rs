@@ -8,7 +8,7 @@ use crate::{Error, Result, TokenizerInfo};
 
 /// The formatter for a custom format spec; format strings are checked here,
 /// so a typo in a placeholder is a config error before any row is read.
-pub(super) fn build(spec: &FormatSpec, tokenizer: &TokenizerInfo) -> Result<InstructionFormatter> {
+pub(crate) fn build(spec: &FormatSpec, tokenizer: &TokenizerInfo) -> Result<InstructionFormatter> {
     let parse = |key: &str, source: &str, allowed: &[&str]| {
         Template::parse(source, allowed).map_err(|message| Error::Config {
             key: key.into(),

@@ -647,7 +647,7 @@ fn style(name: &str, key: &str) -> Result<Layout> {
 }
 
 /// The formatter for `kind` if the table has it (`NAME` or `NAME:STYLE`), `None` otherwise.
-pub(super) fn lookup(kind: &str, spec: &FormatSpec, tokenizer: &TokenizerInfo) -> Result<Option<InstructionFormatter>> {
+pub(crate) fn lookup(kind: &str, spec: &FormatSpec, tokenizer: &TokenizerInfo) -> Result<Option<InstructionFormatter>> {
     let find = |name: &str| TABLE.iter().find(|format| format.name == name);
     let (format, layout) = if let Some(format) = find(kind) {
         let layout = match (format.prompt, format.style_suffix) {
@@ -686,7 +686,7 @@ pub(super) fn lookup(kind: &str, spec: &FormatSpec, tokenizer: &TokenizerInfo) -
 
 /// Where a variable's value comes from, at run time.
 #[derive(Debug, Clone)]
-pub(super) enum VariableSource {
+pub(crate) enum VariableSource {
     Field(String),
     OptionalField(String),
     Choices(String),
@@ -697,7 +697,7 @@ pub(super) enum VariableSource {
 
 /// The system text, at run time.
 #[derive(Debug, Clone)]
-pub(super) enum SystemSource {
+pub(crate) enum SystemSource {
     Fixed {
         with_input: String,
         no_input: String,
@@ -713,8 +713,8 @@ pub(super) enum SystemSource {
 /// The one renderer of every instruction format (table rows and the custom format).
 #[derive(Debug, Clone)]
 pub struct InstructionFormatter {
-    pub(super) variables: Vec<(String, VariableSource)>,
-    pub(super) system: SystemSource,
+    pub(crate) variables: Vec<(String, VariableSource)>,
+    pub(crate) system: SystemSource,
     pub(super) system_format: Template,
     pub(super) turn_format: Option<Template>,
     pub(super) turn_no_input_format: Template,

@@ -4,7 +4,7 @@
 //! ```text
 //! chat_template.default        messages (prompt) + chosen/rejected (message or text), the chat template
 //! chat_template.argilla_chat   chosen/rejected: whole conversations sharing the prompt turns
-//! chatml.* / llama3.*          intel, argilla, prompt_pairs, ultra, icr: Axolotl's fixed prompt strings
+//! chatml.* / llama3.*          intel, argilla, argilla_chat, prompt_pairs, ultra, icr: Axolotl's fixed prompt strings
 //! user_defined.default         field_* and prompt_format/chosen_format/rejected_format (KTO: completion_*)
 //! ```
 //!
@@ -20,11 +20,11 @@ use rayon::prelude::*;
 use serde_json::{Map, Value};
 
 use crate::Encoder;
-use crate::chat::render::{ChatTemplate, TemplateMessage};
 use crate::error::{Error, Result};
 use crate::options::SourceOptions;
 use crate::sample::{Encoded, FieldError, RenderedText, Sample, TokenizerInfo};
 use crate::source::{DatasetFiles, RowData, RowReader, SourceFile};
+use crate::template::{ChatTemplate, TemplateMessage};
 
 /// The preference keys of one `datasets` entry (Axolotl's names; the `type:` map's keys included).
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -138,6 +138,8 @@ enum Layout {
     Ultra,
     /// `input`, `chosen`, `rejected`.
     Icr,
+    /// `chosen[0].content` (the prompt), `chosen[1].content`, `rejected[1].content`; no system.
+    ArgillaChat,
 }
 
 impl Layout {
@@ -147,6 +149,7 @@ impl Layout {
             Self::Argilla => "instruction",
             Self::PromptPairs | Self::Ultra => "prompt",
             Self::Icr => "input",
+            Self::ArgillaChat => "chosen",
         }
     }
 
@@ -175,7 +178,7 @@ pub struct PreferenceFormatter {
 }
 
 /// Every preference `type:` name of pair data.
-pub const PAIR_TYPES: [&str; 14] = [
+pub const PAIR_TYPES: [&str; 16] = [
     "chat_template.default",
     "chat_template.argilla_chat",
     "chatml.intel",
@@ -183,11 +186,13 @@ pub const PAIR_TYPES: [&str; 14] = [
     "chatml.prompt_pairs",
     "chatml.ultra",
     "chatml.icr",
+    "chatml.argilla_chat",
     "llama3.intel",
     "llama3.argilla",
     "llama3.prompt_pairs",
     "llama3.ultra",
     "llama3.icr",
+    "llama3.argilla_chat",
     "user_defined.default",
     "chat_template",
 ];
@@ -236,6 +241,7 @@ fn shape_of(name: &str, kind: PreferenceKind) -> Option<Shape> {
                 "argilla" => Layout::Argilla,
                 "prompt_pairs" => Layout::PromptPairs,
                 "ultra" => Layout::Ultra,
+                "argilla_chat" => Layout::ArgillaChat,
                 _ => Layout::Icr,
             };
             Shape::Fixed(markup, layout)
@@ -335,7 +341,7 @@ impl PreferenceFormatter {
         let template = match shape {
             Shape::ChatDefault | Shape::ChatArgilla => {
                 let name = spec.chat_template.as_deref().unwrap_or("tokenizer_default");
-                let source = crate::chat::template_source(name, spec.chat_template_jinja.as_deref(), tokenizer)?;
+                let source = crate::template::source(name, spec.chat_template_jinja.as_deref(), tokenizer)?;
                 let bos = tokenizer.bos.clone().unwrap_or_default();
                 let eos = tokenizer.eos.clone().unwrap_or_default();
                 Some(
@@ -363,10 +369,14 @@ impl PreferenceFormatter {
             (Shape::ChatDefault, _) => self.chat_default(row),
             (Shape::ChatArgilla, _) => self.chat_argilla(row),
             (Shape::Fixed(markup, layout), PreferenceKind::Pairs) => {
-                let prompt = markup.prompt(optional_text(row, "system")?, text(row, layout.prompt_field())?);
+                let prompt = if *layout == Layout::ArgillaChat {
+                    markup.prompt("", turn(row, layout.prompt_field(), 0)?)
+                } else {
+                    markup.prompt(optional_text(row, "system")?, text(row, layout.prompt_field())?)
+                };
                 let (chosen_field, rejected_field) = layout.answer_fields();
-                let (chosen, rejected) = if *layout == Layout::Ultra {
-                    (ultra_answer(row, chosen_field)?, ultra_answer(row, rejected_field)?)
+                let (chosen, rejected) = if matches!(layout, Layout::Ultra | Layout::ArgillaChat) {
+                    (turn(row, chosen_field, 1)?, turn(row, rejected_field, 1)?)
                 } else {
                     (answer(row, chosen_field)?, answer(row, rejected_field)?)
                 };
@@ -556,19 +566,24 @@ impl PreferenceFormatter {
     }
 }
 
-fn ultra_answer<'row>(row: &'row Map<String, Value>, field: &str) -> Result<&'row str, FieldError> {
+/// The text of message `index` of the conversation in `field` (ultra and argilla_chat layouts).
+fn turn<'row>(row: &'row Map<String, Value>, field: &str, index: usize) -> Result<&'row str, FieldError> {
     let content = row
         .get(field)
         .and_then(Value::as_array)
-        .and_then(|messages| messages.get(1))
+        .and_then(|messages| messages.get(index))
         .and_then(Value::as_object)
         .and_then(|message| message.get("content"));
+    let at = format!("{field}[{index}].content");
     match content {
         Some(Value::String(text)) if !text.trim().is_empty() => Ok(text),
-        Some(Value::String(_)) => Err(FieldError::new(format!("{field}[1].content"), "empty answer")),
+        Some(Value::String(_)) => Err(FieldError::new(
+            at,
+            if index == 0 { "empty prompt" } else { "empty answer" },
+        )),
         _ => Err(FieldError::new(
-            format!("{field}[1].content"),
-            "missing; expected a conversation whose second message holds the answer",
+            at,
+            format!("missing; expected a conversation with a message at position {index}"),
         )),
     }
 }
@@ -744,6 +759,27 @@ mod tests {
                 .starts_with("<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n")
         );
         assert!(trained(&chosen).starts_with("hello<|im_end|>"), "{}", trained(&chosen));
+    }
+
+    #[test]
+    fn argilla_chat_takes_the_first_turn_as_prompt_and_the_second_as_answers() {
+        let formatter = PreferenceFormatter::new(&spec("llama3.argilla_chat"), PreferenceKind::Pairs, &info()).unwrap();
+        let pair = row(r#"{"system": "ignored, as in Axolotl",
+            "chosen": [{"role": "user", "content": "2+2?"}, {"role": "assistant", "content": "4"}],
+            "rejected": [{"role": "user", "content": "2+2?"}, {"role": "assistant", "content": "5"}]}"#);
+        let PreferenceRow::Pair { chosen, rejected } = formatter.format(&pair).unwrap() else {
+            panic!("pairs");
+        };
+        let prompt = "<|start_header_id|>user<|end_header_id|>\n\n2+2?<|eot_id|>\
+                      <|start_header_id|>assistant<|end_header_id|>\n\n";
+        assert_eq!(chosen.text, format!("{prompt}4<|eot_id|>"));
+        assert_eq!(trained(&rejected), "5<|eot_id|>");
+        let short = formatter
+            .format(&row(
+                r#"{"chosen": [{"role": "user", "content": "q"}], "rejected": []}"#,
+            ))
+            .unwrap_err();
+        assert_eq!(short.field, "chosen[1].content");
     }
 
     #[test]

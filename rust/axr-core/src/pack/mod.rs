@@ -31,7 +31,7 @@ use std::str::FromStr;
 
 use crate::error::{Error, Result};
 
-pub use plan::{EpochPlan, Imbalance, PlanOptions, plan_epoch};
+pub use plan::{EpochPlan, Imbalance, PlanOptions, RowOrder, RowPlanOptions, plan_epoch, plan_rows};
 
 /// Largest supported bin capacity in tokens (best-fit keeps an index over every free-space value).
 pub const MAX_CAPACITY: u32 = 1 << 24;
@@ -221,6 +221,27 @@ impl Packing {
             return 1.0;
         }
         self.total_tokens as f64 / (self.num_bins() as f64 * f64::from(self.capacity))
+    }
+
+    /// One item per bin, in item order: the rows of a padded (unpacked) batch. The capacity is the
+    /// longest item (at least 1), so [`Packing::efficiency`] is the share of real tokens in rows
+    /// padded to the longest.
+    pub fn one_per_bin(lengths: &[u32]) -> Result<Self> {
+        let count = u32::try_from(lengths.len()).map_err(|_| {
+            Error::Invalid(format!(
+                "cannot plan {} items: at most {} are supported",
+                lengths.len(),
+                u32::MAX
+            ))
+        })?;
+        Ok(Self {
+            capacity: lengths.iter().copied().max().unwrap_or(0).max(1),
+            bin_offsets: (0..=u64::from(count)).collect(),
+            items: (0..count).collect(),
+            bin_tokens: lengths.to_vec(),
+            dropped: Vec::new(),
+            total_tokens: lengths.iter().map(|&length| u64::from(length)).sum(),
+        })
     }
 
     /// The flat arrays `(bin_offsets, items, bin_tokens, dropped)`, moved out without copying.

@@ -19,13 +19,18 @@
 //! micro-batches may be smaller, and when fewer bins than ranks remain, bins
 //! from the start of the epoch are repeated so no rank is idle (listed in
 //! [`EpochPlan::repeated_bins`]). The `sequential` strategy keeps bins in order.
+//!
+//! Without packing ([`plan_rows`]) every bin holds one sample and the same
+//! dealing applies, so padded and packed runs share the step count and the
+//! last-step rule.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
+use std::str::FromStr;
 
 use super::{PackOptions, Packing, Strategy, pack};
 use crate::error::{Error, Result};
-use crate::random::{BIN_STREAM, shuffled};
+use crate::random::{BIN_STREAM, STEP_STREAM, shuffled};
 
 /// Everything an epoch plan depends on besides the lengths.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,6 +56,67 @@ impl PlanOptions {
         Ok(())
     }
 }
+
+/// Order of the rows of a padded plan before they are dealt into steps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RowOrder {
+    /// Dataset order (evaluation).
+    Dataset,
+    /// A permutation of (seed, epoch).
+    Shuffled,
+    /// Shuffled, then each window of 64 steps sorted by length so a step's rows need little
+    /// padding, then the steps shuffled so lengths do not decrease through the epoch.
+    GroupedByLength,
+}
+
+impl RowOrder {
+    /// Every order, in the order the docs list them.
+    pub const ALL: [RowOrder; 3] = [RowOrder::Dataset, RowOrder::Shuffled, RowOrder::GroupedByLength];
+
+    /// The short name used in the Python API.
+    pub fn name(self) -> &'static str {
+        match self {
+            RowOrder::Dataset => "dataset",
+            RowOrder::Shuffled => "shuffled",
+            RowOrder::GroupedByLength => "grouped_by_length",
+        }
+    }
+}
+
+impl FromStr for RowOrder {
+    type Err = Error;
+
+    fn from_str(name: &str) -> Result<Self> {
+        RowOrder::ALL
+            .into_iter()
+            .find(|order| order.name() == name)
+            .ok_or_else(|| {
+                Error::Invalid(format!(
+                    "unknown row order {name:?}; expected one of \"dataset\", \"shuffled\", \"grouped_by_length\""
+                ))
+            })
+    }
+}
+
+/// Everything a padded (one sample per row) epoch plan depends on besides the lengths.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RowPlanOptions {
+    /// How rows are ordered before dealing.
+    pub order: RowOrder,
+    /// Seed of the shuffles.
+    pub seed: u64,
+    /// Epoch mixed into the shuffles.
+    pub epoch: u64,
+    /// Number of data-parallel ranks.
+    pub world_size: u32,
+    /// Rows per micro-batch on each rank.
+    pub micro_batch_size: u32,
+    /// Leave out the rows that do not fill a whole step instead of running a short last step.
+    pub drop_last: bool,
+}
+
+/// Steps per window sorted together by [`RowOrder::GroupedByLength`].
+const GROUP_WINDOW_STEPS: usize = 64;
 
 /// Per-step imbalance between ranks: `max(rank cost) / mean(rank cost) − 1`, 0 when perfect.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -88,47 +154,102 @@ pub fn plan_epoch(lengths: &[u32], options: &PlanOptions) -> Result<EpochPlan> {
 /// steps, so a caller can reuse one `ffd`/`bfd` packing for every epoch.
 pub fn distribute(packing: Packing, options: &PlanOptions) -> Result<EpochPlan> {
     options.validate()?;
-    let world_size = options.world_size as usize;
-    let per_step = world_size * options.micro_batch_size as usize;
-    let num_bins = packing.num_bins() as u32;
-    let mut order: Vec<u32> = (0..num_bins).collect();
+    let mut order: Vec<u32> = (0..packing.num_bins() as u32).collect();
     if options.pack.strategy != Strategy::Sequential {
         order = shuffled(order, options.pack.seed, options.pack.epoch, BIN_STREAM);
     }
+    Ok(deal(
+        packing,
+        order,
+        options.world_size,
+        options.micro_batch_size,
+        options.drop_last,
+    ))
+}
+
+/// The padded plan: one sample per row (bin), dealt like packed bins.
+pub fn plan_rows(lengths: &[u32], options: &RowPlanOptions) -> Result<EpochPlan> {
+    if options.world_size == 0 {
+        return Err(Error::Invalid("world_size must be at least 1".into()));
+    }
+    if options.micro_batch_size == 0 {
+        return Err(Error::Invalid("micro_batch_size must be at least 1 row".into()));
+    }
+    let packing = Packing::one_per_bin(lengths)?;
+    let rows: Vec<u32> = (0..lengths.len() as u32).collect();
+    let per_step = options.world_size as usize * options.micro_batch_size as usize;
+    let order = match options.order {
+        RowOrder::Dataset => rows,
+        RowOrder::Shuffled => shuffled(rows, options.seed, options.epoch, BIN_STREAM),
+        RowOrder::GroupedByLength => grouped_by_length(
+            shuffled(rows, options.seed, options.epoch, BIN_STREAM),
+            lengths,
+            per_step,
+            options.seed,
+            options.epoch,
+        ),
+    };
+    Ok(deal(
+        packing,
+        order,
+        options.world_size,
+        options.micro_batch_size,
+        options.drop_last,
+    ))
+}
+
+/// Sorts each window of [`GROUP_WINDOW_STEPS`] full steps longest first, then shuffles the full
+/// steps. Rows past the last full step stay at the end, where `deal` drops or runs them.
+fn grouped_by_length(mut order: Vec<u32>, lengths: &[u32], per_step: usize, seed: u64, epoch: u64) -> Vec<u32> {
+    let full = order.len() / per_step * per_step;
+    for window in order[..full].chunks_mut(per_step * GROUP_WINDOW_STEPS) {
+        window.sort_by_key(|&row| Reverse(lengths[row as usize]));
+    }
+    let steps: Vec<&[u32]> = order[..full].chunks(per_step).collect();
+    let mut grouped: Vec<u32> = shuffled(steps, seed, epoch, STEP_STREAM).concat();
+    grouped.extend_from_slice(&order[full..]);
+    grouped
+}
+
+/// Cuts `order` (bin indices) into steps of `world_size × micro_batch_size` bins, drops or repeats
+/// bins for the last step, and deals each step's bins to ranks.
+fn deal(packing: Packing, mut order: Vec<u32>, world_size: u32, micro_batch_size: u32, drop_last: bool) -> EpochPlan {
+    let ranks = world_size as usize;
+    let per_step = ranks * micro_batch_size as usize;
     let mut dropped_bins = Vec::new();
     let mut repeated_bins = Vec::new();
     let steps;
-    if options.drop_last {
+    if drop_last {
         steps = order.len() / per_step;
         dropped_bins = order.split_off(steps * per_step);
     } else {
         steps = order.len().div_ceil(per_step);
         let in_last_step = order.len() - steps.saturating_sub(1) * per_step;
-        if steps > 0 && in_last_step < world_size {
-            repeated_bins = (0..world_size - in_last_step).map(|k| order[k % order.len()]).collect();
+        if steps > 0 && in_last_step < ranks {
+            repeated_bins = (0..ranks - in_last_step).map(|k| order[k % order.len()]).collect();
             order.extend_from_slice(&repeated_bins);
         }
     }
-    let mut micro_batch_offsets = Vec::with_capacity(steps * world_size + 1);
+    let mut micro_batch_offsets = Vec::with_capacity(steps * ranks + 1);
     micro_batch_offsets.push(0);
     let mut micro_batch_bins = Vec::with_capacity(order.len());
-    let mut per_rank: Vec<Vec<u32>> = vec![Vec::new(); world_size];
+    let mut per_rank: Vec<Vec<u32>> = vec![Vec::new(); ranks];
     for step_bins in order.chunks(per_step) {
-        deal_largest_first(step_bins, packing.bin_tokens(), options.micro_batch_size, &mut per_rank);
+        deal_largest_first(step_bins, packing.bin_tokens(), micro_batch_size, &mut per_rank);
         for rank_bins in &mut per_rank {
             micro_batch_bins.append(rank_bins);
             micro_batch_offsets.push(micro_batch_bins.len() as u64);
         }
     }
-    Ok(EpochPlan {
+    EpochPlan {
         packing,
-        world_size: options.world_size,
+        world_size,
         steps,
         micro_batch_offsets,
         micro_batch_bins,
         dropped_bins,
         repeated_bins,
-    })
+    }
 }
 
 /// Longest-processing-time-first: each bin, largest first, goes to the rank

@@ -410,3 +410,111 @@ fn large_inputs_match_the_reference() {
         );
     }
 }
+
+fn row_options(order: RowOrder, world_size: u32, micro_batch_size: u32, drop_last: bool) -> RowPlanOptions {
+    RowPlanOptions {
+        order,
+        seed: 3,
+        epoch: 0,
+        world_size,
+        micro_batch_size,
+        drop_last,
+    }
+}
+
+#[test]
+fn row_plan_puts_one_sample_in_each_bin() {
+    let lengths: Vec<u32> = (1..=50).collect();
+    let plan = plan_rows(&lengths, &row_options(RowOrder::Shuffled, 3, 4, true)).unwrap();
+    assert!(plan.packing().bins().all(|bin| bin.len() == 1));
+    assert_eq!(plan.packing().capacity(), 50);
+    // 50 rows, 3 ranks × 4 rows per step: 4 steps, 2 rows dropped (listed, not silent).
+    assert_eq!(plan.steps(), 4);
+    assert_eq!(plan.dropped_bins().len(), 2);
+    check_plan(&plan, 4, true);
+}
+
+#[test]
+fn row_plan_in_dataset_order_repeats_rows_like_the_packed_plan() {
+    // 2 rows for 3 ranks: one step, the third rank gets a copy of the first row.
+    let plan = plan_rows(&[4, 5], &row_options(RowOrder::Dataset, 3, 1, false)).unwrap();
+    assert_eq!(plan.steps(), 1);
+    assert_eq!(plan.repeated_bins(), [0]);
+    check_plan(&plan, 1, false);
+    let rows: Vec<Vec<Vec<u32>>> = (0..3).map(|rank| plan.rank_batches(rank)[0].clone()).collect();
+    let mut firsts: Vec<u32> = rows.iter().map(|batch| batch[0][0]).collect();
+    firsts.sort_unstable();
+    assert_eq!(firsts, [0, 0, 1]);
+}
+
+#[test]
+fn row_plan_grouped_by_length_gives_steps_of_similar_lengths() {
+    let mut random = crate::random::SplitMix64::new(0, 0, 0);
+    let lengths: Vec<u32> = (0..512).map(|_| 1 + random.below(1000) as u32).collect();
+    let spread = |order| {
+        let plan = plan_rows(&lengths, &row_options(order, 1, 8, true)).unwrap();
+        let spreads: Vec<u32> = plan
+            .rank_batches(0)
+            .iter()
+            .map(|batch| {
+                let batch_lengths: Vec<u32> = batch.iter().map(|bin| lengths[bin[0] as usize]).collect();
+                batch_lengths.iter().max().unwrap() - batch_lengths.iter().min().unwrap()
+            })
+            .collect();
+        f64::from(spreads.iter().sum::<u32>()) / spreads.len() as f64
+    };
+    assert!(spread(RowOrder::GroupedByLength) < spread(RowOrder::Shuffled) / 4.0);
+    // The steps are shuffled: lengths do not simply decrease through the epoch.
+    let plan = plan_rows(&lengths, &row_options(RowOrder::GroupedByLength, 1, 8, true)).unwrap();
+    let firsts: Vec<u32> = plan
+        .rank_batches(0)
+        .iter()
+        .map(|batch| lengths[batch[0][0] as usize])
+        .collect();
+    assert!(firsts.windows(2).any(|pair| pair[0] < pair[1]));
+}
+
+#[test]
+fn row_plan_epochs_reshuffle_and_replay() {
+    let lengths: Vec<u32> = (1..=40).collect();
+    let mut options = row_options(RowOrder::Shuffled, 1, 4, true);
+    let zero = plan_rows(&lengths, &options).unwrap();
+    options.epoch = 1;
+    let one = plan_rows(&lengths, &options).unwrap();
+    assert_ne!(zero.micro_batch_bins(), one.micro_batch_bins());
+    let mut sorted = one.micro_batch_bins().to_vec();
+    sorted.sort_unstable();
+    assert_eq!(sorted, (0..40).collect::<Vec<u32>>());
+    options.epoch = 0;
+    assert_eq!(plan_rows(&lengths, &options).unwrap(), zero);
+}
+
+#[test]
+fn row_plan_rejects_zero_ranks_or_rows_and_unknown_orders() {
+    assert!(plan_rows(&[1], &row_options(RowOrder::Dataset, 0, 1, true)).is_err());
+    assert!(plan_rows(&[1], &row_options(RowOrder::Dataset, 1, 0, true)).is_err());
+    assert!("by_length".parse::<RowOrder>().is_err());
+    for order in RowOrder::ALL {
+        assert_eq!(order.name().parse::<RowOrder>().unwrap(), order);
+    }
+}
+
+proptest! {
+    /// The padded plan keeps the packed plan's guarantees: deterministic, disjoint ranks, equal steps.
+    #[test]
+    fn row_plans_are_deterministic_disjoint_and_even(
+        lengths in prop::collection::vec(1_u32..=64, 0..300),
+        order in prop::sample::select(RowOrder::ALL.to_vec()),
+        world_size in 1_u32..6,
+        micro_batch_size in 1_u32..4,
+        drop_last in any::<bool>(),
+        epoch in 0_u64..4,
+    ) {
+        let mut options = row_options(order, world_size, micro_batch_size, drop_last);
+        options.epoch = epoch;
+        let plan = plan_rows(&lengths, &options).unwrap();
+        prop_assert_eq!(&plan_rows(&lengths, &options).unwrap(), &plan);
+        prop_assert!(plan.packing().bins().all(|bin| bin.len() == 1));
+        check_plan(&plan, micro_batch_size, drop_last);
+    }
+}

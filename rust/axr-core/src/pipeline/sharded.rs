@@ -660,7 +660,8 @@ fn complete_set(prepared_dir: &Path, key: &str) -> Result<std::result::Result<Ve
             let Some((count, parts)) = found.iter().max_by_key(|(_, parts)| parts.len()) else {
                 let mut message = format!(
                     "no parts of this config under {}: run `axr preprocess CONFIG --shard I/N` for every I from 0 to \
-                     N-1 first",
+                     N-1 first (a merge deletes the parts it joined: if this config was merged already, `axr \
+                     train` finds its store)",
                     dir.display()
                 );
                 if parts_root.is_dir() && fs_err::read_dir(&parts_root)?.next().is_some() {
@@ -1079,6 +1080,9 @@ fn merge_set(
         })?;
         (stores, false)
     };
+    if !options.keep_parts {
+        remove_parts(&options.prepared_dir, set.0)?;
+    }
     Ok(Prepared {
         root,
         fingerprint,
@@ -1088,6 +1092,22 @@ fn merge_set(
         warnings,
         encoder: None,
     })
+}
+
+/// Deletes merged parts: the merged store holds all they hold, and keeping them would double the
+/// disk a huge corpus takes. Their set's folder goes too when nothing else is left in it, and so
+/// does the parts folder.
+fn remove_parts(prepared_dir: &Path, parts: &[(PathBuf, PartManifest)]) -> Result<()> {
+    for (dir, _) in parts {
+        fs_err::remove_dir_all(dir)?;
+    }
+    let parts_root = prepared_dir.join(PARTS_DIR);
+    let set_dirs = parts.iter().filter_map(|(dir, _)| dir.parent());
+    for dir in set_dirs.chain([parts_root.as_path()]) {
+        // Not empty (another config's parts, a part still being written): it stays.
+        let _ = std::fs::remove_dir(dir);
+    }
+    Ok(())
 }
 
 /// `axr preprocess CONFIG --merge` with a given tokenizer: join the parts of this config into the

@@ -107,6 +107,7 @@ fn options(dir: &Path, files: &[&Path]) -> PreprocessOptions {
         chat_template: None,
         chat_template_jinja: None,
         doctor: true,
+        keep_parts: false,
         special_tokens_in_text: SpecialTokensPolicy::Report,
         verify_encoder: 0,
         dataset_shard_num: None,

@@ -1,17 +1,20 @@
-//! Parquet files and Arrow IPC files (what `datasets` `save_to_disk` writes) → JSON lines,
-//! one record batch at a time, so their rows join the JSON-lines path unchanged. Null
-//! values are left out of a row, so they read as missing keys.
+//! Parquet files and Arrow IPC files (what `datasets` `save_to_disk` writes) → rows as JSON
+//! objects, one record batch at a time. String columns are taken from the Arrow arrays directly;
+//! only other types go through arrow-json, one column at a time, so every value reads as it would
+//! from the file written as JSON lines. Null values are left out of a row, so they read as
+//! missing keys.
 
 use std::io::{BufReader, Read};
-use std::ops::Range;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use arrow_array::RecordBatch;
+use arrow_array::cast::AsArray;
+use arrow_array::{GenericStringArray, RecordBatch, StringViewArray};
 use arrow_ipc::reader::{FileReader, StreamReader};
-use arrow_json::LineDelimitedWriter;
+use arrow_json::writer::{EncoderOptions, NullableEncoder, make_encoder};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use serde_json::{Map, Value};
 
 use crate::error::{Error, Result};
 
@@ -155,37 +158,93 @@ impl BatchRows {
         }
     }
 
-    /// Appends the next batch's rows to `out` as JSON lines and returns their byte ranges,
-    /// or `None` after the last batch. An error message names the batch's first row.
-    pub(super) fn next_lines(&mut self, out: &mut Vec<u8>) -> Result<Option<Vec<Range<usize>>>, (u64, String)> {
+    /// The next batch's rows, each a JSON object as the formatters take it, and about how many
+    /// bytes of text they hold; `None` after the last batch. An error names the row it is about.
+    pub(super) fn next_rows(&mut self) -> Result<Option<RowsAndBytes>, RowError> {
         let first_row = self.rows_done + 1;
         let Some(batch) = guarded(|| self.batches.next()).map_err(|message| (first_row, message))? else {
             return Ok(None);
         };
         let batch = batch.map_err(|message| (first_row, message))?;
-        let start = out.len();
-        guarded(|| {
-            let mut writer = LineDelimitedWriter::new(&mut *out);
-            writer.write(&batch)?;
-            writer.finish()
-        })
-        .map_err(|message| (first_row, message))?
-        .map_err(|error| (first_row, error.to_string()))?;
-        let mut ranges = Vec::with_capacity(batch.num_rows());
-        let mut line_start = start;
-        for (offset, &byte) in out[start..].iter().enumerate() {
-            if byte == b'\n' {
-                ranges.push(line_start..start + offset);
-                line_start = start + offset + 1;
-            }
-        }
-        if ranges.len() != batch.num_rows() {
-            return Err((
-                first_row,
-                format!("{} rows became {} JSON lines", batch.num_rows(), ranges.len()),
-            ));
-        }
-        self.rows_done += ranges.len() as u64;
-        Ok(Some(ranges))
+        let rows = guarded(|| batch_rows(&batch, first_row)).map_err(|message| (first_row, message))??;
+        self.rows_done += rows.0.len() as u64;
+        Ok(Some(rows))
     }
+}
+
+/// A batch's rows as JSON objects, and the bytes of text they hold.
+type RowsAndBytes = (Vec<Map<String, Value>>, usize);
+/// The row (1-based) an error is about, and the message.
+type RowError = (u64, String);
+
+/// How one column's values become JSON values.
+enum Column<'a> {
+    /// Strings are taken from the array as they are: no JSON text in between.
+    Utf8(&'a GenericStringArray<i32>),
+    LargeUtf8(&'a GenericStringArray<i64>),
+    Utf8View(&'a StringViewArray),
+    /// Any other type (numbers, lists of structs such as `messages`, dates) is written by
+    /// arrow-json, one value at a time, and parsed back: the values arrow-json gives a whole
+    /// record batch, for this column only.
+    Encoded(NullableEncoder<'a>),
+}
+
+/// The rows of `batch` as JSON objects; a null value is left out of its row, as arrow-json does.
+fn batch_rows(batch: &RecordBatch, first_row: u64) -> Result<RowsAndBytes, RowError> {
+    let schema = batch.schema();
+    let options = EncoderOptions::default();
+    let mut columns = Vec::with_capacity(batch.num_columns());
+    for (field, array) in schema.fields().iter().zip(batch.columns()) {
+        let column = if let Some(strings) = array.as_string_opt::<i32>() {
+            Column::Utf8(strings)
+        } else if let Some(strings) = array.as_string_opt::<i64>() {
+            Column::LargeUtf8(strings)
+        } else if let Some(strings) = array.as_string_view_opt() {
+            Column::Utf8View(strings)
+        } else {
+            Column::Encoded(
+                make_encoder(field, array.as_ref(), &options).map_err(|error| (first_row, error.to_string()))?,
+            )
+        };
+        columns.push((field.name(), array.as_ref(), column));
+    }
+    let mut rows = Vec::with_capacity(batch.num_rows());
+    let mut text_bytes = 0;
+    let mut encoded = Vec::new();
+    for index in 0..batch.num_rows() {
+        let mut row = Map::new();
+        for (name, array, column) in &mut columns {
+            let null = match column {
+                Column::Encoded(values) => values.is_null(index),
+                _ => array.is_null(index),
+            };
+            if null {
+                continue;
+            }
+            let value = match column {
+                Column::Utf8(strings) => text(strings.value(index), &mut text_bytes),
+                Column::LargeUtf8(strings) => text(strings.value(index), &mut text_bytes),
+                Column::Utf8View(strings) => text(strings.value(index), &mut text_bytes),
+                Column::Encoded(values) => {
+                    encoded.clear();
+                    values.encode(index, &mut encoded);
+                    text_bytes += encoded.len();
+                    serde_json::from_slice(&encoded).map_err(|error| {
+                        (
+                            first_row + index as u64,
+                            format!("column `{name}`: arrow-json wrote a value serde_json cannot read: {error}"),
+                        )
+                    })?
+                }
+            };
+            row.insert((*name).clone(), value);
+        }
+        rows.push(row);
+    }
+    Ok((rows, text_bytes))
+}
+
+fn text(value: &str, bytes: &mut usize) -> Value {
+    *bytes += value.len();
+    Value::String(value.to_owned())
 }

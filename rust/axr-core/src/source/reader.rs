@@ -23,7 +23,7 @@ pub enum RowData {
     JsonLine(Range<usize>),
     /// A plain text line (ds_type text): a byte range of [`RawChunk::bytes`].
     TextLine(Range<usize>),
-    /// A row already parsed (kept for callers that build rows themselves).
+    /// A row already parsed: a parquet or Arrow row, or one a caller built itself.
     Parsed(Map<String, Value>),
 }
 
@@ -240,6 +240,9 @@ pub struct RowReader {
     empty_ranges: Arc<Mutex<Vec<usize>>>,
     /// Per file read as a byte range: the lines it read (blank ones included), filled while reading.
     lines_read: Arc<Mutex<Vec<(usize, u64)>>>,
+    /// Text bytes of the parquet and Arrow rows of the chunk being filled (they hold their values
+    /// outside `RawChunk::bytes`), so `chunk_bytes` bounds them too.
+    parsed_bytes: usize,
 }
 
 fn data_error(file: &SourceFile, line: u64, message: impl Into<String>) -> Error {
@@ -277,6 +280,7 @@ impl RowReader {
             ranges: Vec::new(),
             empty_ranges: Arc::default(),
             lines_read: Arc::default(),
+            parsed_bytes: 0,
         }
     }
 
@@ -441,7 +445,8 @@ impl RowReader {
     /// The next chunk, or `None` at the end of all files.
     pub fn next_chunk(&mut self) -> Result<Option<RawChunk>> {
         let mut chunk = RawChunk::default();
-        while chunk.rows.len() < self.chunk_rows && chunk.bytes.len() < self.chunk_bytes {
+        self.parsed_bytes = 0;
+        while chunk.rows.len() < self.chunk_rows && chunk.bytes.len() + self.parsed_bytes < self.chunk_bytes {
             if self.current.is_none() && !self.open_next()? {
                 break;
             }
@@ -536,21 +541,22 @@ impl RowReader {
             }
             Mode::ArrayNext => self.read_array_element(file_index, chunk),
             Mode::Batches(ref mut batches) => {
-                let ranges = match batches.next_lines(&mut chunk.bytes) {
-                    Ok(Some(ranges)) => ranges,
+                let (rows, text_bytes) = match batches.next_rows() {
+                    Ok(Some(rows)) => rows,
                     Ok(None) => return Ok(false),
                     Err((row, message)) => return Err(data_error(&self.files[file_index], row, message)),
                 };
+                self.parsed_bytes += text_bytes;
                 let first_line = open.rows + 1;
-                open.rows += ranges.len() as u64;
-                for (offset, range) in ranges.into_iter().enumerate() {
+                open.rows += rows.len() as u64;
+                for (offset, row) in rows.into_iter().enumerate() {
                     if self.in_shard(dataset) {
                         let line = first_line + offset as u64;
                         chunk.rows.push(RawRow {
                             dataset,
                             file: file_index,
                             line,
-                            data: RowData::JsonLine(range),
+                            data: RowData::Parsed(row),
                         });
                     } else {
                         chunk.rows_outside_shard += 1;
@@ -910,10 +916,10 @@ mod columnar_tests {
         let mut rows = Vec::new();
         while let Some(chunk) = reader.next_chunk().unwrap() {
             for row in chunk.rows {
-                let RowData::JsonLine(range) = row.data else {
-                    panic!("columnar rows are JSON lines")
+                let RowData::Parsed(map) = row.data else {
+                    panic!("columnar rows come parsed")
                 };
-                rows.push((row.line, serde_json::from_slice(&chunk.bytes[range]).unwrap()));
+                rows.push((row.line, Value::Object(map)));
             }
         }
         rows
@@ -946,6 +952,49 @@ mod columnar_tests {
         writer.write(&batch(1500, 20)).unwrap();
         writer.close().unwrap();
         assert_eq!(rows_of(&path, None), expected(1520));
+    }
+
+    /// The rows read from Arrow arrays equal the rows of the same batch written as JSON lines by
+    /// arrow-json (how the reader worked before): strings with escapes and line separators,
+    /// nested lists of structs, numbers, booleans, nulls inside and outside structs.
+    #[test]
+    fn parquet_rows_equal_the_batch_written_as_json_lines() {
+        let lines = concat!(
+            r#"{"text":"a \"q\"\n\t\u2028 ü <s>","messages":[{"role":"user","content":"hi"},{"role":"assistant","content":null}],"n":3,"x":1.5,"ok":true,"tags":["a","b"]}"#,
+            "\n",
+            r#"{"messages":[],"n":-1,"x":0.1,"ok":false,"tags":null,"meta":{"k":"v","z":null}}"#,
+            "\n",
+            r#"{"text":"","n":9007199254740993,"x":-2e-300,"meta":{"k":"w","z":4}}"#,
+            "\n",
+        );
+        let (schema, _) = arrow_json::reader::infer_json_schema(lines.as_bytes(), None).unwrap();
+        let schema = Arc::new(schema);
+        let batch = arrow_json::ReaderBuilder::new(Arc::clone(&schema))
+            .build(lines.as_bytes())
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap();
+        let mut written = Vec::new();
+        let mut writer = arrow_json::LineDelimitedWriter::new(&mut written);
+        writer.write(&batch).unwrap();
+        writer.finish().unwrap();
+        let expected: Vec<(u64, Value)> = written
+            .split(|&byte| byte == b'\n')
+            .filter(|line| !line.is_empty())
+            .enumerate()
+            .map(|(index, line)| (index as u64 + 1, serde_json::from_slice(line).unwrap()))
+            .collect();
+        assert_eq!(expected.len(), 3);
+        assert_eq!(expected[0].1["messages"][1], serde_json::json!({"role": "assistant"}));
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("data.parquet");
+        let file = fs_err::File::create(&path).unwrap().into_parts().0;
+        let mut parquet_writer = parquet::arrow::ArrowWriter::try_new(file, schema, None).unwrap();
+        parquet_writer.write(&batch).unwrap();
+        parquet_writer.close().unwrap();
+        assert_eq!(rows_of(&path, None), expected);
     }
 
     #[test]

@@ -98,6 +98,7 @@ fn options(dir: &Path, datasets: Vec<DatasetOptions>, prepared: &str) -> Preproc
         chat_template: None,
         chat_template_jinja: None,
         doctor: true,
+        keep_parts: false,
         special_tokens_in_text: SpecialTokensPolicy::Report,
         verify_encoder: 0,
         dataset_shard_num: None,
@@ -316,6 +317,7 @@ fn bad_rows_name_the_files_own_line_in_every_part() {
     assert!(error.contains("data.jsonl:313: text: missing"), "{error}");
 
     options.on_bad_row = BadRowPolicy::Skip;
+    options.keep_parts = true; // merged twice below
     let parts = build_parts(&options, 4);
     assert_eq!(parts[0].train.skipped_examples.len(), 1);
     assert!(parts[0].train.skipped_examples[0].contains("data.jsonl:58:"));
@@ -336,7 +338,8 @@ fn a_missing_part_a_foreign_part_and_a_bad_index_are_clear_errors() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("data.jsonl");
     fs_err::write(&path, jsonl(80, 3)).unwrap();
-    let options = options(dir.path(), vec![dataset(&path, None)], "prepared");
+    let mut options = options(dir.path(), vec![dataset(&path, None)], "prepared");
+    options.keep_parts = true; // merged twice below
     let error = ShardSpec::new(4, 4).unwrap_err().to_string();
     assert!(error.contains("--shard") && error.contains("4/4"), "{error}");
 
@@ -488,4 +491,31 @@ fn doctor_findings_and_sources_of_the_merge_are_the_single_runs() {
     assert!(error.contains("built with the doctor off"), "{error}");
     // With the doctor off on both sides, the merge equals a single run without it.
     assert_merge_equals_single(&off, 3);
+}
+
+#[test]
+fn the_merge_deletes_its_parts_unless_asked_to_keep_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("data.jsonl");
+    fs_err::write(&path, jsonl(60, 5)).unwrap();
+    let mut options = options(dir.path(), vec![dataset(&path, None)], "prepared");
+    let parts_root = options.prepared_dir.join(PARTS_DIR);
+    // Another config's parts share the parts folder and are left alone.
+    let foreign = parts_root.join("other-key").join("00000-of-00002");
+    fs_err::create_dir_all(&foreign).unwrap();
+
+    options.keep_parts = true;
+    let parts = build_parts(&options, 3);
+    let kept = merge(&options).unwrap();
+    assert!(parts.iter().all(|part| part.dir.is_dir()), "kept when asked");
+
+    fs_err::remove_dir_all(&kept.root).unwrap();
+    options.keep_parts = false;
+    let merged = merge(&options).unwrap();
+    assert!(!merged.reused);
+    assert!(parts.iter().all(|part| !part.dir.exists()), "deleted after the merge");
+    assert!(!parts[0].dir.parent().unwrap().exists(), "their empty set folder too");
+    assert!(foreign.is_dir(), "another config's parts stay");
+    let meta = StoreMeta::read(&merged.root.join("train")).unwrap();
+    assert_eq!(meta.counts.rows_read, 60);
 }

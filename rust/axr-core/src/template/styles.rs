@@ -266,7 +266,7 @@ pub fn names() -> Vec<&'static str> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::chat::render::{ChatTemplate, TemplateMessage};
+    use crate::template::render::{ChatTemplate, TemplateMessage};
 
     #[test]
     fn every_style_compiles_and_renders() {

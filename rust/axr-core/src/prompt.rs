@@ -14,10 +14,12 @@
 
 use serde_json::{Map, Value};
 
-use super::instruction::{InstructionFormatter, SystemSource, VariableSource};
-use super::{FormatSpec, build, custom, instruction};
-use crate::chat::render::TemplateMessage;
-use crate::chat::{self, ChatFormatter, ChatOptions, ConversationType};
+use crate::chat::{self, ChatFormatter};
+use crate::dataset_type::build;
+use crate::format::instruction::{self, InstructionFormatter, SystemSource, VariableSource};
+use crate::format::{custom, required_str};
+use crate::spec::{ConversationType, FormatSpec};
+use crate::template::TemplateMessage;
 use crate::{Error, FieldError, Result, Sample, TokenizerInfo};
 
 /// What to build a prompt from.
@@ -87,7 +89,7 @@ pub fn render_prompt(spec: &FormatSpec, tokenizer: &TokenizerInfo, request: &Pro
         }),
         (PromptFormatter::Completion { field }, request) => {
             let text = match request {
-                PromptRequest::Row(row) => super::required_str(row, field).map_err(field_error)?.to_owned(),
+                PromptRequest::Row(row) => required_str(row, field).map_err(field_error)?.to_owned(),
                 PromptRequest::Text(text) => text.clone(),
                 PromptRequest::Messages(_) => unreachable!("handled above"),
             };
@@ -170,10 +172,9 @@ fn prompt_formatter(spec: &FormatSpec, tokenizer: &TokenizerInfo) -> Result<Prom
         });
     };
     if let Some(conversation) = ConversationType::from_type_name(kind) {
-        let options = ChatOptions::from_format_spec(&spec);
         return Ok(PromptFormatter::Chat(Box::new(chat::build(
             conversation,
-            &options,
+            &spec,
             tokenizer,
         )?)));
     }
