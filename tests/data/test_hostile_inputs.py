@@ -17,6 +17,7 @@ import pytest
 from axr.cli import main
 from axr.config import load_config
 from axr.data import preprocess
+from axr.errors import AxrError, ConfigError
 from preprocess_support import PreprocessWorkspace, alpaca_rows
 
 
@@ -94,6 +95,47 @@ def test_runaway_templates_stop_at_their_budget_naming_template_and_row(
     assert limit in err, err
     assert peak_kib < peak_mib * 1024, f"peak RSS {peak_kib} KiB"
     assert not list(preprocess_workspace.prepared.glob("*.tmp-*"))
+
+
+def test_chat_template_limits_are_configurable_per_row(preprocess_workspace: PreprocessWorkspace) -> None:
+    # ~6,000 instructions, a 4 MiB value built and dropped, and 2 MiB written: each fits the
+    # defaults and passes a limit set lower, which names itself and the row.
+    looping = "{% for i in range(3000) %}{% endfor %}"
+    growing = (
+        "{% set ns = namespace(s='x') %}{% for i in range(22) %}{% set ns.s = ns.s ~ ns.s %}{% endfor %}"
+    )
+    writing = "{{ 'x' * (2 * 1024 * 1024) }}"
+    messages = "{% for m in messages %}{{ m.content }}{% endfor %}"
+    for template, limits, message in [
+        (looping, "instructions = 1000", "budget of 1000 instructions"),
+        (growing, "memory_mib = 1", "more than 1 MiB of memory"),
+        (writing, "output_mib = 1", "passed 1 MiB of output"),
+    ]:
+        # Only the first row (three messages) runs the costly part: skipped alone under "skip".
+        costly = "{% if messages | length == 3 %}" + template + "{% endif %}"
+        config = _chat_config(preprocess_workspace, 3, costly + messages)
+        rows = [
+            json.loads(line) for line in (preprocess_workspace.root / "chats.jsonl").read_text().splitlines()
+        ]
+        rows[0]["messages"].insert(0, {"role": "system", "content": "be brief"})
+        preprocess_workspace.write_rows("chats.jsonl", rows)
+        # Under the defaults no row fails (the 2 MiB one is then dropped as longer than sequence_len).
+        counts = preprocess(load_config(config), progress=False).metas["train"]["counts"]
+        assert counts["rows_read"] == 3, counts
+        assert not counts.get("skipped_bad_rows"), counts
+        limited = config.read_text().replace(
+            "[[datasets]]", f"chat_template_limits = {{ {limits} }}\n[[datasets]]"
+        )
+        config.write_text(limited)
+        with pytest.raises(AxrError, match=r"chats\.jsonl:1: .*" + message) as raised:
+            preprocess(load_config(config), progress=False)
+        assert "chat_template_limits" in str(raised.value)
+        config.write_text(limited.replace("[[datasets]]", 'on_bad_row = "skip"\n[[datasets]]'))
+        counts = preprocess(load_config(config), progress=False).metas["train"]["counts"]
+        assert counts["skipped_bad_rows"] == 1
+    config.write_text(limited.replace("output_mib", "output_megabytes"))
+    with pytest.raises(ConfigError, match=r"chat_template_limits\.output_megabytes"):
+        load_config(config)
 
 
 def test_a_value_grown_without_coming_back_to_axr_ends_the_process_at_four_times_the_budget(
@@ -270,8 +312,6 @@ def test_a_damaged_arrow_file_that_panics_the_reader_is_one_clean_error(
     import io
 
     import pyarrow as pa
-
-    from axr.errors import AxrError
 
     buffer = io.BytesIO()
     table = pa.table({"text": ["a", "b"]})

@@ -35,6 +35,7 @@ pub struct ChatTemplate {
     name: String,
     bos_token: String,
     eos_token: String,
+    limits: RenderLimits,
 }
 
 impl std::fmt::Debug for ChatTemplate {
@@ -48,17 +49,7 @@ impl std::fmt::Debug for ChatTemplate {
 
 const TEMPLATE_KEY: &str = "chat";
 
-/// Instructions one render may execute. Real chat templates spend a few dozen per message
-/// (~20,000 for a 500-turn conversation); this is the budget of a template gone wrong.
-pub const RENDER_FUEL: u64 = 20_000_000;
-
-/// Bytes one render may write: far beyond any sequence_len (64 MiB is millions of tokens),
-/// far below what would exhaust memory.
-pub const RENDER_MAX_BYTES: usize = 64 << 20;
-
-/// Bytes one render may hold at once (what it allocates minus what it frees): room for a
-/// render at the output cap plus copies of its messages, far below what would exhaust memory.
-pub const RENDER_MAX_MEMORY: usize = 256 << 20;
+pub use crate::spec::{RENDER_FUEL, RENDER_MAX_BYTES, RENDER_MAX_MEMORY, RenderLimits};
 
 /// Collects a render's output and refuses to grow past its cap.
 struct BoundedWriter {
@@ -275,7 +266,7 @@ impl ChatTemplate {
         environment.set_trim_blocks(true);
         environment.set_lstrip_blocks(true);
         environment.set_keep_trailing_newline(false);
-        environment.set_fuel(Some(RENDER_FUEL));
+        environment.set_fuel(Some(RenderLimits::default().instructions));
         environment.set_unknown_method_callback(budgeted_method);
         environment.add_function("range", budgeted_range);
         environment.add_filter("indent", budgeted_indent);
@@ -292,7 +283,16 @@ impl ChatTemplate {
             name: name.to_owned(),
             bos_token: bos_token.to_owned(),
             eos_token: eos_token.to_owned(),
+            limits: RenderLimits::default(),
         })
+    }
+
+    /// The same template with other limits per render.
+    #[must_use]
+    pub fn with_limits(mut self, limits: RenderLimits) -> Self {
+        self.environment.set_fuel(Some(limits.instructions));
+        self.limits = limits;
+        self
     }
 
     /// Name of the template, for messages.
@@ -307,7 +307,8 @@ impl ChatTemplate {
             .environment
             .get_template(TEMPLATE_KEY)
             .map_err(|error| format!("chat template `{}`: {}", self.name, describe(&error)))?;
-        let budget = RenderBudget::start(&self.name, RENDER_MAX_MEMORY);
+        let limits = self.limits;
+        let budget = RenderBudget::start(&self.name, limits.memory_bytes());
         let context = minijinja::context! {
             messages => Value::from_serialize(messages),
             add_generation_prompt => add_generation_prompt,
@@ -316,7 +317,7 @@ impl ChatTemplate {
         };
         let mut writer = BoundedWriter {
             buffer: Vec::new(),
-            cap: RENDER_MAX_BYTES,
+            cap: limits.output_bytes(),
             exceeded: false,
         };
         let rendered = template.render_captured_to(context, &mut writer).map(drop);
@@ -325,22 +326,20 @@ impl ChatTemplate {
         match rendered {
             _ if passed_memory => Err(format!(
                 "chat template `{}`: the render held more than {} MiB of memory, the limit per row (a template \
-                 that builds a huge value?)",
-                self.name,
-                RENDER_MAX_MEMORY >> 20
+                 that builds a huge value?; `chat_template_limits.memory_mib` raises it)",
+                self.name, limits.memory_mib
             )),
             Ok(()) => String::from_utf8(writer.buffer)
                 .map_err(|error| format!("chat template `{}`: the render is not UTF-8: {error}", self.name)),
             Err(_) if writer.exceeded => Err(format!(
                 "chat template `{}`: the render passed {} MiB of output, the limit per row (a template that \
-                 repeats text without end?)",
-                self.name,
-                RENDER_MAX_BYTES >> 20
+                 repeats text without end?; `chat_template_limits.output_mib` raises it)",
+                self.name, limits.output_mib
             )),
             Err(error) if error.kind() == ErrorKind::OutOfFuel => Err(format!(
-                "chat template `{}`: the render used up its budget of {RENDER_FUEL} instructions per row \
-                 (a template that loops without end?)",
-                self.name
+                "chat template `{}`: the render used up its budget of {} instructions per row \
+                 (a template that loops without end?; `chat_template_limits.instructions` raises it)",
+                self.name, limits.instructions
             )),
             Err(error) => Err(format!("chat template `{}`: {}", self.name, describe(&error))),
         }
