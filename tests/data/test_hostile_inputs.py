@@ -17,6 +17,7 @@ import pytest
 from axr.cli import main
 from axr.config import load_config
 from axr.data import preprocess
+from axr.errors import AxrError, ConfigError
 from preprocess_support import PreprocessWorkspace, alpaca_rows
 
 
@@ -60,17 +61,28 @@ def _measured_cli(args: list[str], timeout: float) -> tuple[int, int, float, str
 
 
 LOOPING = "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}"
-DOUBLING = (
-    "{% set ns = namespace(s='x') %}{% for i in range(28) %}{% set ns.s = ns.s ~ ns.s %}{% endfor %}"
-    "{{ ns.s }}{% for m in messages %}{{ m.content }}{% endfor %}"
-)
 
 
-# Memory allowed to the looping render's run: the interpreter, the tokenizer and two workers.
-# The doubling is not held to it: its 256 MiB string is built before it is written out, and
-# minijinja has no hook to refuse such an intermediate value (docs/chat.md, Limits).
+def _doubling(times: int) -> str:
+    """A string doubled TIMES times through a namespace before anything is written (issue 20)."""
+    return (
+        "{% set ns = namespace(s='x') %}{% for i in range(" + str(times) + ") %}{% set ns.s = ns.s ~ ns.s %}"
+        "{% endfor %}{{ ns.s }}{% for m in messages %}{{ m.content }}{% endfor %}"
+    )
+
+
+# Memory allowed to each run: the interpreter, the tokenizer and two workers, plus, for the
+# templates that build huge values, what the renders may hold before the 256 MiB budget per
+# render stops them (docs/chat.md, Limits).
 @pytest.mark.parametrize(
-    ("template", "limit", "peak_mib"), [(LOOPING, "instructions", 300), (DOUBLING, "MiB of output", None)]
+    ("template", "limit", "peak_mib"),
+    [
+        (LOOPING, "instructions", 300),
+        (_doubling(28), "MiB of memory", 1000),
+        (_doubling(34), "MiB of memory", 1000),
+        ("{{ 'x' | indent(10**10) }}", "MiB of memory", 300),
+    ],
+    ids=["looping", "doubling-28", "doubling-34", "indent"],
 )
 def test_runaway_templates_stop_at_their_budget_naming_template_and_row(
     preprocess_workspace: PreprocessWorkspace, template: str, limit: str, peak_mib: int | None
@@ -81,9 +93,77 @@ def test_runaway_templates_stop_at_their_budget_naming_template_and_row(
     assert "chats.jsonl:1:" in err, err
     assert "chat_template_jinja" in err, err
     assert limit in err, err
-    if peak_mib is not None:
-        assert peak_kib < peak_mib * 1024, f"peak RSS {peak_kib} KiB"
+    assert peak_kib < peak_mib * 1024, f"peak RSS {peak_kib} KiB"
     assert not list(preprocess_workspace.prepared.glob("*.tmp-*"))
+
+
+def test_chat_template_limits_are_configurable_per_row(preprocess_workspace: PreprocessWorkspace) -> None:
+    # ~6,000 instructions, a 4 MiB value built and dropped, and 2 MiB written: each fits the
+    # defaults and passes a limit set lower, which names itself and the row.
+    looping = "{% for i in range(3000) %}{% endfor %}"
+    growing = (
+        "{% set ns = namespace(s='x') %}{% for i in range(22) %}{% set ns.s = ns.s ~ ns.s %}{% endfor %}"
+    )
+    writing = "{{ 'x' * (2 * 1024 * 1024) }}"
+    messages = "{% for m in messages %}{{ m.content }}{% endfor %}"
+    for template, limits, message in [
+        (looping, "instructions = 1000", "budget of 1000 instructions"),
+        (growing, "memory_mib = 1", "more than 1 MiB of memory"),
+        (writing, "output_mib = 1", "passed 1 MiB of output"),
+    ]:
+        # Only the first row (three messages) runs the costly part: skipped alone under "skip".
+        costly = "{% if messages | length == 3 %}" + template + "{% endif %}"
+        config = _chat_config(preprocess_workspace, 3, costly + messages)
+        rows = [
+            json.loads(line) for line in (preprocess_workspace.root / "chats.jsonl").read_text().splitlines()
+        ]
+        rows[0]["messages"].insert(0, {"role": "system", "content": "be brief"})
+        preprocess_workspace.write_rows("chats.jsonl", rows)
+        # Under the defaults no row fails (the 2 MiB one is then dropped as longer than sequence_len).
+        counts = preprocess(load_config(config), progress=False).metas["train"]["counts"]
+        assert counts["rows_read"] == 3, counts
+        assert not counts.get("skipped_bad_rows"), counts
+        limited = config.read_text().replace(
+            "[[datasets]]", f"chat_template_limits = {{ {limits} }}\n[[datasets]]"
+        )
+        config.write_text(limited)
+        with pytest.raises(AxrError, match=r"chats\.jsonl:1: .*" + message) as raised:
+            preprocess(load_config(config), progress=False)
+        assert "chat_template_limits" in str(raised.value)
+        config.write_text(limited.replace("[[datasets]]", 'on_bad_row = "skip"\n[[datasets]]'))
+        counts = preprocess(load_config(config), progress=False).metas["train"]["counts"]
+        assert counts["skipped_bad_rows"] == 1
+    config.write_text(limited.replace("output_mib", "output_megabytes"))
+    with pytest.raises(ConfigError, match=r"chat_template_limits\.output_megabytes"):
+        load_config(config)
+
+
+def test_a_value_grown_without_coming_back_to_axr_ends_the_process_at_four_times_the_budget(
+    preprocess_workspace: PreprocessWorkspace,
+) -> None:
+    # A recursive macro doubles its argument: no range step, filter or write of axr's runs in
+    # between, so the last line of defence (docs/chat.md, Limits) ends the process.
+    template = (
+        "{% macro grow(s, n) %}{% if n > 0 %}{{ grow(s ~ s, n - 1) }}{% else %}{{ s | length }}{% endif %}"
+        "{% endmacro %}{{ grow('x', 34) }}"
+    )
+    config = _chat_config(preprocess_workspace, 3, template)
+    child = subprocess.Popen(
+        [sys.executable, "-m", "axr.cli", "preprocess", str(config), "--no-progress", "--no-doctor"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert child.stderr is not None
+    err = child.stderr.read().decode()
+    # wait4 gives this child's own peak (KiB); it can only overstate it (exec keeps the peak).
+    # Each of the two workers may reach four times the 256 MiB budget before the stop.
+    _, status, usage = os.wait4(child.pid, 0)
+    child.returncode = os.waitstatus_to_exitcode(status)
+    assert child.returncode != 0, err
+    assert "chat template `chat_template_jinja`" in err, err
+    assert "stopping the process" in err, err
+    assert usage.ru_maxrss < 2400 * 1024, f"peak RSS {usage.ru_maxrss} KiB"
 
 
 def test_ctrl_c_during_a_long_render_stops_promptly_and_leaves_no_temporary_folder(
@@ -232,8 +312,6 @@ def test_a_damaged_arrow_file_that_panics_the_reader_is_one_clean_error(
     import io
 
     import pyarrow as pa
-
-    from axr.errors import AxrError
 
     buffer = io.BytesIO()
     table = pa.table({"text": ["a", "b"]})

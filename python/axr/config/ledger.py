@@ -730,6 +730,10 @@ TOP_LEVEL: dict[str, Entry] = {
         "tests/chat/test_doctor.py::test_findings_on_each_dataset_type_are_counted_over_the_whole_corpus",
     ),
     "packing_strategy": used("train.batches.build_plan", f"{_EFFECTS}::test_loop_keys"),
+    "chat_template_limits": used(
+        "data.preprocess._dataset_options → rust/axr-core/src/template/render.rs",
+        "tests/data/test_hostile_inputs.py::test_chat_template_limits_are_configurable_per_row",
+    ),
 }
 
 DATASET_ENTRY: dict[str, Entry] = {

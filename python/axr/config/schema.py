@@ -329,6 +329,19 @@ class SpecialTokensConfig(BaseModel):
     """Extra special tokens (never split, never trained as pieces)."""
 
 
+class ChatTemplateLimits(BaseModel):
+    """(axr) The limits of one chat-template render; each unset field keeps its default."""
+
+    model_config = _STRICT
+
+    instructions: PositiveInt = 20_000_000
+    """Jinja instructions one render may run (a real template spends a few dozen per message)."""
+    output_mib: PositiveInt = 64
+    """MiB of text one render may write."""
+    memory_mib: PositiveInt = 256
+    """MiB of memory one render may hold at once (values built without being written out)."""
+
+
 class BnbConfigKwargs(BaseModel):
     """Options of the bitsandbytes quantization config (``BitsAndBytesConfig``)."""
 
@@ -841,6 +854,10 @@ class AxrConfig(BaseModel):
     ``<|im_end|>``) tokenizes as that control token. ``report``: the data doctor counts such rows;
     ``error``: preprocessing stops at the first one, naming file, line and field (checked once, when the
     store is built). (No ``escape``: no escaping keeps the ids exact.)"""
+    chat_template_limits: ChatTemplateLimits | None = None
+    """(axr) Per-row limits of chat-template renders (templates arrive with downloaded models):
+    ``{instructions = 20000000, output_mib = 64, memory_mib = 256}`` by default; a render past one
+    is an error naming the template and the row (skipped and counted under ``on_bad_row = "skip"``)."""
     packing_strategy: Literal["bfd", "ffd", "shuffle", "sequential"] = "bfd"
     """(axr) How samples are packed into bins: best-fit-decreasing, first-fit-decreasing, shuffled
     first-fit, or in order."""

@@ -164,6 +164,9 @@ def _dataset_options(
             continue
         format_keys[name] = value
     format_keys.setdefault("train_on_inputs", train_on_inputs)
+    if cfg is not None and cfg.chat_template_limits is not None:
+        # Only when set, so that a config without it keeps its store's fingerprint.
+        format_keys["template_limits"] = cfg.chat_template_limits.model_dump()
     if cfg is not None and _is_conversation(format_keys.get("type")):
         # Top-level conversation settings apply to every conversation dataset that sets none.
         for top_key in ("eot_tokens", "default_system_message"):

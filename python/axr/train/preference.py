@@ -61,6 +61,7 @@ _SPEC_KEYS = {
     "message_property_mappings",
     "chat_template",
     "chat_template_jinja",
+    "template_limits",
 }
 _PREFERENCE_KEYS = set(PREFERENCE_KEYS)
 # Filled in for every entry by the schema or the SFT options; meaningless for preference rows.
@@ -165,7 +166,7 @@ def _spec(format_keys: dict[str, Any], key: str, cfg: Any) -> dict[str, Any]:
     if unknown:
         raise ConfigError(
             f"{key}.{unknown[0]}: not used by preference datasets (rl: {cfg.rl}); the keys they read are "
-            + ", ".join(sorted(_SPEC_KEYS))
+            + ", ".join(sorted(_SPEC_KEYS - {"template_limits"}))
         )
     spec = {name: value for name, value in format_keys.items() if name in _SPEC_KEYS}
     if "type" not in spec:

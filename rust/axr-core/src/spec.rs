@@ -49,6 +49,10 @@ pub struct FormatSpec {
     /// Conversation types: the Jinja template text or file, with `chat_template = "jinja"`.
     #[serde(default)]
     pub chat_template_jinja: Option<String>,
+    /// Chat templates: the limits of each render (the top-level `chat_template_limits`, filled in
+    /// by the caller; absent: the defaults).
+    #[serde(default)]
+    pub template_limits: Option<RenderLimits>,
     /// Conversation types: the row field holding the messages.
     #[serde(default)]
     pub field_messages: Option<String>,
@@ -192,5 +196,52 @@ mod tests {
         for name in ["alpaca", "completion", "chat_template.default", "sharegpt:chat", ""] {
             assert_eq!(ConversationType::from_type_name(name), None, "{name}");
         }
+    }
+}
+
+/// Instructions one render may execute by default. Real chat templates spend a few dozen per
+/// message (~20,000 for a 500-turn conversation); this is the budget of a template gone wrong.
+pub const RENDER_FUEL: u64 = 20_000_000;
+
+/// Bytes one render may write: far beyond any sequence_len (64 MiB is millions of tokens),
+/// far below what would exhaust memory.
+pub const RENDER_MAX_BYTES: usize = 64 << 20;
+
+/// Bytes one render may hold at once (what it allocates minus what it frees): room for a
+/// render at the output cap plus copies of its messages, far below what would exhaust memory.
+pub const RENDER_MAX_MEMORY: usize = 256 << 20;
+
+/// The limits of one render (the config's `chat_template_limits`; each absent field keeps its
+/// default: [`RENDER_FUEL`], [`RENDER_MAX_BYTES`], [`RENDER_MAX_MEMORY`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RenderLimits {
+    /// Jinja instructions per render.
+    pub instructions: u64,
+    /// MiB of output per render.
+    pub output_mib: usize,
+    /// MiB of memory one render may hold at once.
+    pub memory_mib: usize,
+}
+
+impl Default for RenderLimits {
+    fn default() -> Self {
+        Self {
+            instructions: RENDER_FUEL,
+            output_mib: RENDER_MAX_BYTES >> 20,
+            memory_mib: RENDER_MAX_MEMORY >> 20,
+        }
+    }
+}
+
+impl RenderLimits {
+    /// The output cap in bytes.
+    pub fn output_bytes(self) -> usize {
+        self.output_mib.saturating_mul(1 << 20)
+    }
+
+    /// The memory budget in bytes.
+    pub fn memory_bytes(self) -> usize {
+        self.memory_mib.saturating_mul(1 << 20)
     }
 }

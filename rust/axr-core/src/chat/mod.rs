@@ -205,14 +205,16 @@ pub fn build(kind: ConversationType, options: &FormatSpec, tokenizer: &Tokenizer
     let (name, source, style) = resolve_template(kind, options, tokenizer)?;
     let bos = tokenizer.bos.clone().unwrap_or_default();
     let eos = tokenizer.eos.clone().unwrap_or_default();
-    let template = ChatTemplate::new(&name, &source, &bos, &eos).map_err(|message| {
-        let key = if name == "chat_template_jinja" {
-            "chat_template_jinja"
-        } else {
-            "chat_template"
-        };
-        config_error(key, message)
-    })?;
+    let template = ChatTemplate::new(&name, &source, &bos, &eos)
+        .map_err(|message| {
+            let key = if name == "chat_template_jinja" {
+                "chat_template_jinja"
+            } else {
+                "chat_template"
+            };
+            config_error(key, message)
+        })?
+        .with_limits(options.template_limits.unwrap_or_default());
 
     let (table, extra_output_roles) = role_table(kind, options);
 

@@ -61,6 +61,8 @@ pub struct PreferenceSpec {
     pub chat_template: Option<String>,
     /// Chat types: the Jinja template with `chat_template = "jinja"`.
     pub chat_template_jinja: Option<String>,
+    /// The limits of each chat-template render (the top-level `chat_template_limits`).
+    pub template_limits: Option<crate::spec::RenderLimits>,
 }
 
 /// Which kind of training the rows feed.
@@ -346,7 +348,8 @@ impl PreferenceFormatter {
                 let eos = tokenizer.eos.clone().unwrap_or_default();
                 Some(
                     ChatTemplate::new(name, &source, &bos, &eos)
-                        .map_err(|message| config_error("chat_template", message))?,
+                        .map_err(|message| config_error("chat_template", message))?
+                        .with_limits(spec.template_limits.unwrap_or_default()),
                 )
             }
             _ => None,

@@ -3,6 +3,7 @@
 //! formats, preference formats and the tokenizer's saved template all read templates from here.
 
 pub mod render;
+pub mod render_memory;
 pub mod styles;
 
 use std::path::Path;

@@ -9,12 +9,16 @@
 //!
 //! Templates arrive with downloaded models, so every render is bounded: a fuel
 //! budget of [`RENDER_FUEL`] instructions (a loop that never ends stops there,
-//! in well under a second or two) and [`RENDER_MAX_BYTES`] of output (the
-//! render writes into a writer that refuses more). Either limit ends the render
-//! with an error the pipeline reports with the row's file and line.
+//! in well under a second or two), [`RENDER_MAX_BYTES`] of output (the
+//! render writes into a writer that refuses more) and [`RENDER_MAX_MEMORY`] of
+//! memory held at once (values built without being written out; see
+//! [`super::render_memory`]). Each limit ends the render with an error the
+//! pipeline reports with the row's file and line.
 
-use minijinja::value::{Kwargs, Value};
-use minijinja::{Environment, ErrorKind};
+use minijinja::value::{Kwargs, StringInput, Value};
+use minijinja::{Environment, ErrorKind, State};
+
+use super::render_memory::{self, RenderBudget};
 
 /// One message as the template sees it: `{"role": ..., "content": ...}`.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -31,6 +35,7 @@ pub struct ChatTemplate {
     name: String,
     bos_token: String,
     eos_token: String,
+    limits: RenderLimits,
 }
 
 impl std::fmt::Debug for ChatTemplate {
@@ -44,13 +49,7 @@ impl std::fmt::Debug for ChatTemplate {
 
 const TEMPLATE_KEY: &str = "chat";
 
-/// Instructions one render may execute. Real chat templates spend a few dozen per message
-/// (~20,000 for a 500-turn conversation); this is the budget of a template gone wrong.
-pub const RENDER_FUEL: u64 = 20_000_000;
-
-/// Bytes one render may write: far beyond any sequence_len (64 MiB is millions of tokens),
-/// far below what would exhaust memory.
-pub const RENDER_MAX_BYTES: usize = 64 << 20;
+pub use crate::spec::{RENDER_FUEL, RENDER_MAX_BYTES, RENDER_MAX_MEMORY, RenderLimits};
 
 /// Collects a render's output and refuses to grow past its cap.
 struct BoundedWriter {
@@ -61,6 +60,9 @@ struct BoundedWriter {
 
 impl std::io::Write for BoundedWriter {
     fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        if render_memory::passed() {
+            return Err(std::io::Error::other("render memory budget passed"));
+        }
         if self.buffer.len() + bytes.len() > self.cap {
             self.exceeded = true;
             return Err(std::io::Error::other("render output cap reached"));
@@ -72,6 +74,116 @@ impl std::io::Write for BoundedWriter {
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
     }
+}
+
+/// The steps of a `range`, each first checking the render's memory budget: the loop is where
+/// a template grows a value without calling anything else of axr's. The size hint stays the
+/// range's own, so `length` and `loop.last` work as before.
+struct BudgetedSteps(Option<minijinja::value::ValueIter>);
+
+impl Iterator for BudgetedSteps {
+    type Item = Value;
+
+    fn next(&mut self) -> Option<Value> {
+        if render_memory::passed() {
+            return None;
+        }
+        self.0.as_mut()?.next()
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        self.0.as_ref().map_or((0, Some(0)), Iterator::size_hint)
+    }
+}
+
+fn budgeted_range(lower: isize, upper: Option<isize>, step: Option<isize>) -> Result<Value, minijinja::Error> {
+    let steps = minijinja::functions::range(lower, upper, step)?;
+    steps.try_iter()?; // an iterable, checked here so that iterating it cannot fail
+    Ok(Value::make_iterable(move || BudgetedSteps(steps.try_iter().ok())))
+}
+
+/// `indent`, refused before it builds a value larger than the render's memory budget allows.
+fn budgeted_indent(
+    value: StringInput<'_>,
+    width: Option<usize>,
+    indent_first_line: Option<bool>,
+    indent_blank_lines: Option<bool>,
+    kwargs: Kwargs,
+) -> Result<Value, minijinja::Error> {
+    let width = match width {
+        Some(width) => Some(width),
+        None => kwargs.peek::<Option<usize>>("width")?,
+    };
+    let lines = value.as_str().bytes().filter(|&byte| byte == b'\n').count() + 1;
+    render_memory::reserve(
+        width
+            .unwrap_or(4)
+            .saturating_add(1)
+            .saturating_mul(lines)
+            .saturating_add(value.as_str().len()),
+    )?;
+    minijinja::filters::indent(value, width, indent_first_line, indent_blank_lines, kwargs)
+}
+
+/// Size of `text` with every `from` replaced by `to` (at most `count` of them).
+fn replaced_len(text: &str, from: &str, to: &str, count: Option<usize>) -> usize {
+    if to.len() <= from.len() {
+        return text.len();
+    }
+    let matches = if from.is_empty() {
+        text.chars().count() + 1
+    } else {
+        text.matches(from).count()
+    };
+    let matches = count.map_or(matches, |count| count.min(matches));
+    text.len().saturating_add(matches.saturating_mul(to.len() - from.len()))
+}
+
+/// `replace`, refused before it builds a value larger than the render's memory budget allows.
+fn budgeted_replace(
+    state: &State,
+    value: StringInput<'_>,
+    from: StringInput<'_>,
+    to: StringInput<'_>,
+) -> Result<Value, minijinja::Error> {
+    render_memory::reserve(replaced_len(value.as_str(), from.as_str(), to.as_str(), None))?;
+    minijinja::filters::replace(state, value, from, to)
+}
+
+/// Bytes the separators of joining `items` with `joiner` add (the items exist already).
+fn joined_len(items: &Value, joiner: &str) -> Result<usize, minijinja::Error> {
+    let count = match items.len() {
+        Some(count) => count,
+        None => items.try_iter()?.count(),
+    };
+    Ok(count.saturating_sub(1).saturating_mul(joiner.len()))
+}
+
+/// `join`, refused before it builds a value larger than the render's memory budget allows.
+fn budgeted_join(state: &State, value: &Value, joiner: Option<StringInput<'_>>) -> Result<Value, minijinja::Error> {
+    if !value.is_undefined() && !value.is_none() && value.as_str().is_none() {
+        render_memory::reserve(joined_len(value, joiner.as_ref().map_or("", StringInput::as_str))?)?;
+    }
+    minijinja::filters::join(state, value, joiner)
+}
+
+/// Python's string methods (minijinja-contrib's pycompat), each a point where a render past
+/// its memory budget ends, and `replace`/`join` refused before they build too large a value.
+fn budgeted_method(state: &State, value: &Value, method: &str, args: &[Value]) -> Result<Value, minijinja::Error> {
+    render_memory::check()?;
+    if let Some(text) = value.as_str() {
+        match (method, args) {
+            ("replace", [from, to, rest @ ..]) => {
+                if let (Some(from), Some(to)) = (from.as_str(), to.as_str()) {
+                    let count = rest.first().and_then(|count| usize::try_from(count.clone()).ok());
+                    render_memory::reserve(replaced_len(text, from, to, count))?;
+                }
+            }
+            ("join", [items]) if items.as_str().is_none() => render_memory::reserve(joined_len(items, text)?)?,
+            _ => {}
+        }
+    }
+    minijinja_contrib::pycompat::unknown_method_callback(state, value, method, args)
 }
 
 fn raise_exception(message: String) -> Result<Value, minijinja::Error> {
@@ -154,8 +266,12 @@ impl ChatTemplate {
         environment.set_trim_blocks(true);
         environment.set_lstrip_blocks(true);
         environment.set_keep_trailing_newline(false);
-        environment.set_fuel(Some(RENDER_FUEL));
-        environment.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
+        environment.set_fuel(Some(RenderLimits::default().instructions));
+        environment.set_unknown_method_callback(budgeted_method);
+        environment.add_function("range", budgeted_range);
+        environment.add_filter("indent", budgeted_indent);
+        environment.add_filter("replace", budgeted_replace);
+        environment.add_filter("join", budgeted_join);
         environment.add_function("raise_exception", raise_exception);
         environment.add_function("strftime_now", strftime_now);
         environment.add_filter("tojson", tojson);
@@ -167,7 +283,16 @@ impl ChatTemplate {
             name: name.to_owned(),
             bos_token: bos_token.to_owned(),
             eos_token: eos_token.to_owned(),
+            limits: RenderLimits::default(),
         })
+    }
+
+    /// The same template with other limits per render.
+    #[must_use]
+    pub fn with_limits(mut self, limits: RenderLimits) -> Self {
+        self.environment.set_fuel(Some(limits.instructions));
+        self.limits = limits;
+        self
     }
 
     /// Name of the template, for messages.
@@ -182,6 +307,8 @@ impl ChatTemplate {
             .environment
             .get_template(TEMPLATE_KEY)
             .map_err(|error| format!("chat template `{}`: {}", self.name, describe(&error)))?;
+        let limits = self.limits;
+        let budget = RenderBudget::start(&self.name, limits.memory_bytes());
         let context = minijinja::context! {
             messages => Value::from_serialize(messages),
             add_generation_prompt => add_generation_prompt,
@@ -190,22 +317,29 @@ impl ChatTemplate {
         };
         let mut writer = BoundedWriter {
             buffer: Vec::new(),
-            cap: RENDER_MAX_BYTES,
+            cap: limits.output_bytes(),
             exceeded: false,
         };
-        match template.render_captured_to(context, &mut writer) {
-            Ok(_) => String::from_utf8(writer.buffer)
+        let rendered = template.render_captured_to(context, &mut writer).map(drop);
+        let passed_memory = budget.passed();
+        drop(budget);
+        match rendered {
+            _ if passed_memory => Err(format!(
+                "chat template `{}`: the render held more than {} MiB of memory, the limit per row (a template \
+                 that builds a huge value?; `chat_template_limits.memory_mib` raises it)",
+                self.name, limits.memory_mib
+            )),
+            Ok(()) => String::from_utf8(writer.buffer)
                 .map_err(|error| format!("chat template `{}`: the render is not UTF-8: {error}", self.name)),
             Err(_) if writer.exceeded => Err(format!(
                 "chat template `{}`: the render passed {} MiB of output, the limit per row (a template that \
-                 repeats text without end?)",
-                self.name,
-                RENDER_MAX_BYTES >> 20
+                 repeats text without end?; `chat_template_limits.output_mib` raises it)",
+                self.name, limits.output_mib
             )),
             Err(error) if error.kind() == ErrorKind::OutOfFuel => Err(format!(
-                "chat template `{}`: the render used up its budget of {RENDER_FUEL} instructions per row \
-                 (a template that loops without end?)",
-                self.name
+                "chat template `{}`: the render used up its budget of {} instructions per row \
+                 (a template that loops without end?; `chat_template_limits.instructions` raises it)",
+                self.name, limits.instructions
             )),
             Err(error) => Err(format!("chat template `{}`: {}", self.name, describe(&error))),
         }
@@ -282,6 +416,65 @@ mod tests {
         let template = ChatTemplate::new("literal", &literal, "", "").unwrap();
         let error = template.render(&[], false).unwrap_err();
         assert!(error.contains("literal") && error.contains("MiB of output"), "{error}");
+    }
+
+    /// A string doubled `times` times through a namespace and never written out (issue 20).
+    fn doubling(times: u32) -> String {
+        format!(
+            "{{% set ns = namespace(s='x') %}}{{% for i in range({times}) %}}{{% set ns.s = ns.s ~ ns.s %}}\
+             {{% endfor %}}{{{{ ns.s | length }}}}"
+        )
+    }
+
+    #[test]
+    fn values_built_without_output_stop_at_the_memory_budget() {
+        for times in [28, 34] {
+            let template = ChatTemplate::new("doubling", &doubling(times), "", "").unwrap();
+            let error = template.render(&[], false).unwrap_err();
+            assert!(
+                error.contains("doubling") && error.contains("MiB of memory"),
+                "{times}: {error}"
+            );
+        }
+        // Under the budget the same template renders, and the next render starts afresh.
+        let template = ChatTemplate::new("doubling", &doubling(20), "", "").unwrap();
+        assert_eq!(template.render(&[], false).unwrap(), (1 << 20).to_string());
+    }
+
+    #[test]
+    fn amplifying_filters_and_methods_are_refused_before_they_allocate() {
+        for (source, amplifier) in [
+            ("{{ 'x' | indent(10**10) }}", "indent"),
+            ("{{ ('x' * 10**7) | replace('x', 'x' * 10**7) }}", "replace filter"),
+            ("{{ ('x' * 10**7).replace('x', 'x' * 10**7) }}", "replace method"),
+            ("{{ range(100000) | join('x' * 10**7) }}", "join filter"),
+            ("{{ ('x' * 10**7).join(range(100000)) }}", "join method"),
+        ] {
+            let template = ChatTemplate::new("amplifier", source, "", "").unwrap();
+            let error = template.render(&[], false).unwrap_err();
+            assert!(error.contains("MiB of memory"), "{amplifier}: {error}");
+        }
+        // `center`, a Jinja2 filter, is not one of minijinja's: an error here, never an allocation.
+        let template = ChatTemplate::new("center", "{{ 'x' | center(10**10) }}", "", "").unwrap();
+        assert!(
+            template
+                .render(&[], false)
+                .unwrap_err()
+                .contains("filter center is unknown")
+        );
+    }
+
+    #[test]
+    fn budgeted_built_ins_render_as_minijinja_does() {
+        let source = "{% for i in range(1, 7, 2) %}{{ i }}{% if loop.last %}.{{ loop.length }}{% endif %}\
+                      {% endfor %}{{ range(4) | length }}|{{ 'a\nb' | indent(2, true) }}|\
+                      {{ 'aXa' | replace('a', 'bc') }}|{{ [1, 2] | join('-') }}|{{ '+'.join(['x', 'y']) }}|\
+                      {{ 'aaa'.replace('a', 'b', 2) }}";
+        let template = ChatTemplate::new("t", source, "", "").unwrap();
+        assert_eq!(
+            template.render(&[], false).unwrap(),
+            "135.34|  a\n  b|bcXbc|1-2|x+y|bba"
+        );
     }
 
     #[test]
