@@ -237,6 +237,35 @@ fn config_error(key: &str, message: impl Into<String>) -> Error {
     }
 }
 
+/// Whether `name` is a dataset type of `kind` training; the error lists the known ones. Cheap, so a
+/// config's types can be checked before any input is read.
+pub fn check_type(name: &str, kind: PreferenceKind) -> Result<()> {
+    let known = known_types(kind);
+    if known.contains(&name) {
+        return Ok(());
+    }
+    // Axolotl loads this name from its ORPO strategies only; under dpo it fails to import it.
+    if kind == PreferenceKind::Pairs && ORPO_TYPES.contains(&name) {
+        return Err(config_error(
+            "type",
+            format!(
+                "'{name}' is Axolotl's ORPO dataset type: it needs rl: orpo (Axolotl refuses it with \
+                 dpo, ipo and simpo); chat_template.argilla_chat reads chosen/rejected conversations \
+                 for those"
+            ),
+        ));
+    }
+    let training = if kind == PreferenceKind::Kto {
+        "KTO"
+    } else {
+        "preference"
+    };
+    Err(config_error(
+        "type",
+        format!("'{name}' is not a {training} dataset type; known: {}", known.join(", ")),
+    ))
+}
+
 fn shape_of(name: &str, kind: PreferenceKind) -> Option<Shape> {
     if !known_types(kind).contains(&name) {
         return None;
@@ -329,30 +358,8 @@ fn fill(template: &str, values: &[(&str, &str)]) -> String {
 impl PreferenceFormatter {
     /// The formatter of `spec.kind` for `kind` training; an unknown type lists the known ones.
     pub fn new(spec: &PreferenceSpec, kind: PreferenceKind, tokenizer: &TokenizerInfo) -> Result<Self> {
-        let Some(shape) = shape_of(&spec.kind, kind) else {
-            // Axolotl loads this name from its ORPO strategies only; under dpo it fails to import it.
-            if kind == PreferenceKind::Pairs && ORPO_TYPES.contains(&spec.kind.as_str()) {
-                return Err(config_error(
-                    "type",
-                    format!(
-                        "'{}' is Axolotl's ORPO dataset type: it needs rl: orpo (Axolotl refuses it with \
-                         dpo, ipo and simpo); chat_template.argilla_chat reads chosen/rejected conversations \
-                         for those",
-                        spec.kind
-                    ),
-                ));
-            }
-            let known = known_types(kind).join(", ");
-            let training = if kind == PreferenceKind::Kto {
-                "KTO"
-            } else {
-                "preference"
-            };
-            return Err(config_error(
-                "type",
-                format!("'{}' is not a {training} dataset type; known: {known}", spec.kind),
-            ));
-        };
+        check_type(&spec.kind, kind)?;
+        let shape = shape_of(&spec.kind, kind).expect("check_type accepted the type");
         if let Some(unknown) = spec
             .message_property_mappings
             .iter()
@@ -604,7 +611,7 @@ impl PreferenceFormatter {
         if !matches!(row.get(prompt_field), None | Some(Value::Null)) {
             let question = text(row, prompt_field)?;
             if let Some(last_user_turn) = prompt.last_mut() {
-                last_user_turn.content = question.to_owned();
+                question.clone_into(&mut last_user_turn.content);
             }
         }
         self.chat_pair(&prompt, chosen_answer, rejected_answer, chosen_field)
@@ -664,7 +671,7 @@ fn alternating(messages: &[TemplateMessage], field: &str) -> Result<(), FieldErr
             ));
         }
     }
-    if messages.is_empty() || messages.len() % 2 != 0 {
+    if messages.is_empty() || !messages.len().is_multiple_of(2) {
         return Err(FieldError::new(
             field,
             format!(
@@ -706,9 +713,13 @@ fn llama3_conversation<'row>(row: &'row Map<String, Value>, field: &str) -> Resu
     for (index, message) in history.iter().enumerate() {
         let role = part(index, message, "role")?;
         let content = part(index, message, "content")?;
-        prompt.push_str(&format!(
-            "<|start_header_id|>{role}<|end_header_id|>\n\n{content}<|eot_id|>"
-        ));
+        prompt.extend([
+            "<|start_header_id|>",
+            role,
+            "<|end_header_id|>\n\n",
+            content,
+            "<|eot_id|>",
+        ]);
     }
     prompt.push_str("<|start_header_id|>assistant<|end_header_id|>\n\n");
     let completion = part(history.len(), last, "content")?;
