@@ -67,7 +67,7 @@ def run_axr(path: Path, tokenizer_dir: Path) -> tuple[float, int]:
     source = json.dumps({"path": str(path), "key": "datasets[0]"})
     spec = json.dumps({"type": "chat_template.default", "chat_template": "chatml"})
     began = time.perf_counter()
-    ids, _, _, _, _ = encode_preference(source, spec, str(tokenizer_dir), False)
+    ids, _, _, _, _ = encode_preference(source, spec, str(tokenizer_dir), "dpo")
     return time.perf_counter() - began, len(ids)
 
 

@@ -81,8 +81,9 @@ class Encoder:
     def vocab_size(self) -> int: ...
 
 # --- preference datasets (rust/axr-py/src/preference.rs); source and spec are JSON strings ---
+def check_preference_type(kind: str, rl: str, key: str) -> None: ...
 def encode_preference(
-    source: str, spec: str, tokenizer_dir: str, kto: bool, added_tokens: str = "{}"
+    source: str, spec: str, tokenizer_dir: str, rl: str, added_tokens: str = "{}"
 ) -> tuple[NDArray[np.uint32], NDArray[np.bool_], NDArray[np.uint64], NDArray[np.bool_], list[str]]: ...
 
 # --- preprocessing (rust/axr-py/src/preprocess.rs); options and report are JSON strings ---

@@ -197,6 +197,15 @@ def test_a_second_run_reuses_the_store_and_changes_rebuild_it(
         roots.add(result.root)
 
 
+def test_kto_pair_fails_before_rendering(tmp_path: Path, mistral_tokenizer_dir: Path) -> None:
+    from axr.errors import ConfigError
+
+    config = _config(tmp_path, mistral_tokenizer_dir, _write(tmp_path / "rows.jsonl", _rows("dpo")))
+    with pytest.raises(ConfigError, match="rl: kto_pair is not supported"):
+        preprocess(load_config(config, ["--rl=kto_pair"]))
+    assert not (tmp_path / "prepared").exists() or not any((tmp_path / "prepared").iterdir())
+
+
 def test_cli_preprocess_summary_and_inspect_show_a_pair(
     tmp_path: Path, mistral_tokenizer_dir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

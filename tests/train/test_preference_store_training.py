@@ -58,3 +58,42 @@ def test_preprocess_then_train_reads_the_store_without_rendering(
     assert all(math.isfinite(record["loss"]) for record in steps)
     assert any("eval_rewards/accuracies" in record for record in records)
     assert (tmp_path / "out" / "adapter_model.safetensors").is_file()
+
+
+def test_orpo_argilla_config_preprocesses_and_trains(
+    tmp_path: Path, tiny_llama_dir: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An Axolotl ORPO config (rl: orpo, type: chat_template.argilla) runs end to end: preprocess
+    writes the pairs, train reads them and takes ORPO steps."""
+
+    def conversation(question: str, answer: str) -> list[dict[str, str]]:
+        return [{"role": "user", "content": question}, {"role": "assistant", "content": answer}]
+
+    rows = [
+        {
+            "prompt": f"Is the {w} good?",
+            "chosen": conversation(f"Is the {w} good?", f"Yes, the {w} is good."),
+            "rejected": conversation(f"Is the {w} good?", f"No no {w} bad."),
+        }
+        for w in WORDS
+    ]
+    data = tmp_path / "orpo.jsonl"
+    data.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    config = tmp_path / "config.toml"
+    config.write_text(
+        f'base_model = "{tiny_llama_dir}"\noutput_dir = "{tmp_path / "out"}"\n'
+        f'dataset_prepared_path = "{tmp_path / "prepared"}"\nrl = "orpo"\norpo_alpha = 0.1\n'
+        'chat_template = "chatml"\nsequence_len = 128\nmicro_batch_size = 2\nmax_steps = 2\n'
+        'learning_rate = 1e-3\nadapter = "lora"\nlora_r = 4\nlora_alpha = 8\n'
+        'lora_target_modules = ["q_proj", "v_proj"]\nsample_packing = true\nsave_strategy = "no"\n'
+        f'[[datasets]]\npath = "{data}"\ntype = "chat_template.argilla"\n'
+    )
+    assert main(["preprocess", str(config), "--no-progress"]) == 0
+    assert "train  8 pairs (16 sequences)" in capsys.readouterr().out
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    assert main(["train", str(config)]) == 0
+    assert "(reused)" in capsys.readouterr().err
+    records = [json.loads(line) for line in (tmp_path / "out" / "metrics.jsonl").read_text().splitlines()]
+    steps = [record for record in records if "log_odds_ratio" in record]
+    assert len(steps) == 2
+    assert all(math.isfinite(record["loss"]) and math.isfinite(record["nll_loss"]) for record in steps)

@@ -143,6 +143,36 @@ def _texts(tokenizer: Any, data: preference.PreferenceSet, sequence: int) -> tup
             ("Q: Why?\nA: ", "Yes"),
         ),
         (
+            {"type": "chatml.argilla_chat"},
+            {
+                "completion": [
+                    {"role": "user", "content": "Why?"},
+                    {"role": "assistant", "content": "Yes."},
+                ],
+                "label": True,
+            },
+            "kto",
+            ("<|im_start|>user\nWhy?<|im_end|>\n<|im_start|>assistant\n", "Yes.<|im_end|>"),
+        ),
+        (
+            {"type": "llama3.argilla_chat"},
+            {
+                "completion": [
+                    {"role": "system", "content": "Be kind."},
+                    {"role": "user", "content": "Why?"},
+                    {"role": "assistant", "content": "Yes."},
+                ],
+                "label": True,
+            },
+            "kto",
+            (
+                "<|start_header_id|>system<|end_header_id|>\n\nBe kind.<|eot_id|>"
+                "<|start_header_id|>user<|end_header_id|>\n\nWhy?<|eot_id|>"
+                "<|start_header_id|>assistant<|end_header_id|>\n\n",
+                "Yes.<|eot_id|>",
+            ),
+        ),
+        (
             {
                 "type": "user_defined.default",
                 "field_completion": "answer",
@@ -261,6 +291,117 @@ def test_argilla_chat_pairs_equal_transformers_chat_template(tmp_path: Path, tin
     _write(path, [row])
     with pytest.raises(AxrError, match=r"argilla\.jsonl:1: bad: the turns before the last"):
         preference.open_preference_data(_config(tmp_path, tiny_llama_dir, dataset))
+
+
+def _conversation(*turns: str) -> list[dict[str, str]]:
+    return [{"role": ("user", "assistant")[i % 2], "content": turn} for i, turn in enumerate(turns)]
+
+
+def test_orpo_argilla_pairs_equal_transformers_chat_template(tmp_path: Path, tiny_llama_dir: Path) -> None:
+    """ORPO's chat_template.argilla: the prompt is `system`, then chosen's turns before its answer with
+    `prompt` as the last user turn; each sequence is exactly apply_chat_template(prompt + answer),
+    trained after apply_chat_template(prompt, generation prompt). Axolotl accepts it only under orpo."""
+    rows = [
+        {
+            "system": "Be brief.",
+            "prompt": "Name a fruit.",
+            "chosen": _conversation("Name a fruit, please.", "An apple."),
+            "rejected": _conversation("Name a fruit, please.", "I will not."),
+        },
+        {
+            "system": "",
+            "chosen": _conversation("Hi there", "Hello.", "Name a fruit.", "A pear."),
+            "rejected": _conversation("Hi there", "Hello.", "Name a fruit.", "No."),
+        },
+    ]
+    path = _write(tmp_path / "orpo.jsonl", rows)
+    dataset = {"path": str(path), "type": "chat_template.argilla"}
+    # Axolotl reads this type's template from the top-level chat_template.
+    config = _config(tmp_path, tiny_llama_dir, dataset, rl="orpo", sequence_len=256, chat_template="chatml")
+    data = preference.open_preference_data(config).train
+    assert len(data) == 2
+    tokenizer = AutoTokenizer.from_pretrained(tiny_llama_dir)
+    from axr._native import chat_style_source
+
+    tokenizer.chat_template = chat_style_source("chatml")
+    prompts = [
+        [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Name a fruit."}],
+        _conversation("Hi there", "Hello.", "Name a fruit."),
+    ]
+    answers = [("An apple.", "I will not."), ("A pear.", "No.")]
+    for unit, (prompt, pair) in enumerate(zip(prompts, answers, strict=True)):
+        head = tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
+        for sequence, answer in zip(data.sequences_of(unit), pair, strict=True):
+            full = tokenizer.apply_chat_template(
+                [*prompt, {"role": "assistant", "content": answer}], tokenize=False
+            )
+            ids, labels = data.sample(sequence)
+            assert ids.tolist() == tokenizer(full, add_special_tokens=False)["input_ids"]
+            assert tokenizer.decode(ids[labels != -100]) == full[len(head) :]
+
+    # Checked before the inputs are hashed: the orpo store of the same rows is not reused under dpo.
+    refused = r"^config: datasets\[0\]\.type: 'chat_template.argilla' is Axolotl's ORPO dataset type: "
+    with pytest.raises(AxrError, match=refused):
+        preference.open_preference_data(
+            _config(tmp_path, tiny_llama_dir, dataset, sequence_len=256, chat_template="chatml")
+        )
+
+
+@pytest.mark.parametrize(
+    ("kind", "rl", "good", "bad", "field", "message"),
+    [
+        (
+            "chat_template.argilla",
+            "orpo",
+            {"chosen": _conversation("q", "a"), "rejected": _conversation("q", "b")},
+            {"chosen": [{"role": "system", "content": "s"}, *_conversation("q", "a")], "rejected": []},
+            r"chosen\[0\]",
+            "role `system`, expected `user`",
+        ),
+        (
+            "chat_template.argilla",
+            "orpo",
+            {"chosen": _conversation("q", "a"), "rejected": _conversation("q", "b")},
+            {
+                "chosen": _conversation("q", "a"),
+                "rejected": [{"role": "user"}, {"role": "assistant", "content": "b"}],
+            },
+            r"rejected\[0\]\.content",
+            "missing",
+        ),
+        (
+            "chatml.argilla_chat",
+            "kto",
+            {"completion": _conversation("q", "a"), "label": True},
+            {"completion": _conversation("q"), "label": False},
+            r"completion\[1\]\.content",
+            "missing",
+        ),
+        (
+            "llama3.argilla_chat",
+            "kto",
+            {"completion": _conversation("q", "a"), "label": True},
+            {"completion": "q", "label": False},
+            "completion",
+            "expected a list of messages",
+        ),
+    ],
+)
+def test_bad_conversation_rows_name_file_line_and_field(
+    tmp_path: Path,
+    tiny_llama_dir: Path,
+    kind: str,
+    rl: str,
+    good: dict[str, Any],
+    bad: dict[str, Any],
+    field: str,
+    message: str,
+) -> None:
+    path = _write(tmp_path / "bad.jsonl", [good, good, bad])
+    dataset = {"path": str(path), "type": kind}
+    cfg = _config(tmp_path, tiny_llama_dir, dataset, rl=rl, chat_template="chatml")
+    with pytest.raises(AxrError, match=rf"bad\.jsonl:3: {field}: .*{message}"):
+        preference.open_preference_data(cfg)
 
 
 @pytest.mark.parametrize(

@@ -49,6 +49,11 @@ def is_preference_store(meta: dict[str, Any]) -> bool:
 
 def check_supported(cfg: Any) -> None:
     """Settings the preference store does not apply yet are errors, never silently ignored."""
+    from axr.train.preference import method_of
+
+    # The method picks the dataset types the rows are read with: one that cannot train (kto_pair,
+    # a key it does not read) fails here, before any row is rendered.
+    method_of(cfg)
     if cfg.on_bad_row != "error":
         raise ConfigError(
             f"on_bad_row: {cfg.on_bad_row!r} is not supported yet with rl (a bad preference row is an error)"

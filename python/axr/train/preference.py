@@ -179,8 +179,16 @@ def _spec(format_keys: dict[str, Any], key: str, cfg: Any) -> dict[str, Any]:
 
 
 def spec_of(entry: dict[str, Any], cfg: Any) -> dict[str, Any]:
-    """The preference spec of one ``options_from_config`` dataset entry (a ConfigError names a bad key)."""
-    return _spec(entry["format"], entry["source"]["key"], cfg)
+    """The preference spec of one ``options_from_config`` dataset entry (a ConfigError names a bad key
+    or a type that ``cfg.rl`` does not read)."""
+    from axr._native import check_preference_type
+
+    key = entry["source"]["key"]
+    spec = _spec(entry["format"], key, cfg)
+    # dpo and orpo share a store for the same pairs, so ORPO's own type must be refused under dpo
+    # here, before a store built under orpo could be reused.
+    check_preference_type(spec["type"], cfg.rl, key)
+    return spec
 
 
 def encode_entries(cfg: Any, entries: list[dict[str, Any]], options: dict[str, Any]) -> PreferenceSet:
@@ -194,7 +202,7 @@ def encode_entries(cfg: Any, entries: list[dict[str, Any]], options: dict[str, A
         key = entry["source"]["key"]
         spec = _spec(entry["format"], key, cfg)
         ids, trainable, offsets, desirable, warnings = encode_preference(
-            json.dumps(entry["source"]), json.dumps(spec), options["tokenizer_dir"], kto, added
+            json.dumps(entry["source"]), json.dumps(spec), options["tokenizer_dir"], cfg.rl, added
         )
         for warning in warnings:
             print(f"axr: warning: {warning}", file=sys.stderr)

@@ -27,28 +27,55 @@ fn config_error(key: &str, error: &serde_json::Error) -> PyAxrError {
     })
 }
 
-/// Every completion of a preference (or, with `kto`, KTO) dataset tokenized once with its prompt.
-/// Pairs: sequence `2i` is the chosen completion of row `i`, `2i + 1` the rejected one.
+/// The method decides which dataset types exist: Axolotl loads KTO and ORPO types from their own
+/// modules.
+fn kind_of(rl: &str) -> Result<PreferenceKind, PyAxrError> {
+    match rl {
+        "kto" => Ok(PreferenceKind::Kto),
+        "orpo" => Ok(PreferenceKind::Orpo),
+        "dpo" | "ipo" | "simpo" => Ok(PreferenceKind::Pairs),
+        other => Err(PyAxrError(Error::Config {
+            key: "rl".into(),
+            message: format!("'{other}' is not a preference method; known: dpo, ipo, kto, orpo, simpo"),
+        })),
+    }
+}
+
+/// Refuse a dataset `type:` that method `rl` does not read, before any input is hashed or read;
+/// `key` is the dataset's key (`datasets[0]`), which the error names.
 #[pyfunction]
-#[pyo3(signature = (source, spec, tokenizer_dir, kto, added_tokens = "{}"))]
+fn check_preference_type(kind: &str, rl: &str, key: &str) -> PyResult<()> {
+    preference::check_type(kind, kind_of(rl)?).map_err(|error| {
+        let error = match error {
+            Error::Config { key: inner, message } => Error::Config {
+                key: format!("{key}.{inner}"),
+                message,
+            },
+            other => other,
+        };
+        PyAxrError(error).into()
+    })
+}
+
+/// Every completion of a preference dataset for method `rl` (Axolotl's `rl` value) tokenized once
+/// with its prompt. Pairs: sequence `2i` is the chosen completion of row `i`, `2i + 1` the rejected
+/// one; KTO: one sequence per row.
+#[pyfunction]
+#[pyo3(signature = (source, spec, tokenizer_dir, rl, added_tokens = "{}"))]
 fn encode_preference<'py>(
     py: Python<'py>,
     source: &str,
     spec: &str,
     tokenizer_dir: &str,
-    kto: bool,
+    rl: &str,
     added_tokens: &str,
 ) -> PyResult<PreferenceArrays<'py>> {
+    let kind = kind_of(rl)?;
     let source: SourceOptions = serde_json::from_str(source).map_err(|error| config_error("datasets", &error))?;
     let spec: PreferenceSpec = serde_json::from_str(spec).map_err(|error| config_error("datasets", &error))?;
     let added: AddedTokens =
         serde_json::from_str(added_tokens).map_err(|error| config_error("added_tokens", &error))?;
     let encoder = Encoder::from_dir(&PathBuf::from(tokenizer_dir), &added).map_err(PyAxrError::from)?;
-    let kind = if kto {
-        PreferenceKind::Kto
-    } else {
-        PreferenceKind::Pairs
-    };
     let (rows, warnings) = py
         .detach(|| preference::encode_preference_dataset(&source, &spec, kind, &encoder))
         .map_err(PyAxrError::from)?;
@@ -62,6 +89,7 @@ fn encode_preference<'py>(
 }
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(check_preference_type, m)?)?;
     m.add_function(wrap_pyfunction!(encode_preference, m)?)?;
     Ok(())
 }

@@ -4,7 +4,9 @@
 //! ```text
 //! chat_template.default        messages (prompt) + chosen/rejected (message or text), the chat template
 //! chat_template.argilla_chat   chosen/rejected: whole conversations sharing the prompt turns
+//! chat_template.argilla        ORPO only: user/assistant conversations, optional system and prompt
 //! chatml.* / llama3.*          intel, argilla, argilla_chat, prompt_pairs, ultra, icr: Axolotl's fixed prompt strings
+//!                              (KTO: intel, argilla, argilla_chat, prompt_pairs, ultra)
 //! user_defined.default         field_* and prompt_format/chosen_format/rejected_format (KTO: completion_*)
 //! ```
 //!
@@ -68,8 +70,10 @@ pub struct PreferenceSpec {
 /// Which kind of training the rows feed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PreferenceKind {
-    /// DPO, IPO, SimPO, ORPO: a chosen and a rejected completion per prompt.
+    /// DPO, IPO, SimPO: a chosen and a rejected completion per prompt.
     Pairs,
+    /// ORPO: pairs as [`PreferenceKind::Pairs`]; Axolotl's ORPO-only types ([`ORPO_TYPES`]) too.
+    Orpo,
     /// KTO: one completion per row and whether it is desirable.
     Kto,
 }
@@ -141,6 +145,8 @@ enum Layout {
     /// `input`, `chosen`, `rejected`.
     Icr,
     /// `chosen[0].content` (the prompt), `chosen[1].content`, `rejected[1].content`; no system.
+    /// KTO: the conversation in `completion` (chatml: its messages 0 and 1; llama3: every message
+    /// before the last is the prompt, with its own role).
     ArgillaChat,
 }
 
@@ -167,6 +173,7 @@ impl Layout {
 enum Shape {
     ChatDefault,
     ChatArgilla,
+    OrpoArgilla,
     Fixed(Markup, Layout),
     UserDefined,
 }
@@ -199,18 +206,31 @@ pub const PAIR_TYPES: [&str; 16] = [
     "chat_template",
 ];
 
+/// The `type:` names that Axolotl accepts only with `rl: orpo` (its `prompt_strategies.orpo`).
+pub const ORPO_TYPES: [&str; 1] = ["chat_template.argilla"];
+
 /// Every KTO `type:` name.
-pub const KTO_TYPES: [&str; 9] = [
+pub const KTO_TYPES: [&str; 11] = [
     "chatml.argilla",
+    "chatml.argilla_chat",
     "chatml.intel",
     "chatml.prompt_pairs",
     "chatml.ultra",
     "llama3.argilla",
+    "llama3.argilla_chat",
     "llama3.intel",
     "llama3.prompt_pairs",
     "llama3.ultra",
     "user_defined.default",
 ];
+
+fn known_types(kind: PreferenceKind) -> Vec<&'static str> {
+    match kind {
+        PreferenceKind::Pairs => PAIR_TYPES.to_vec(),
+        PreferenceKind::Orpo => [PAIR_TYPES.as_slice(), ORPO_TYPES.as_slice()].concat(),
+        PreferenceKind::Kto => KTO_TYPES.to_vec(),
+    }
+}
 
 fn config_error(key: &str, message: impl Into<String>) -> Error {
     Error::Config {
@@ -219,17 +239,43 @@ fn config_error(key: &str, message: impl Into<String>) -> Error {
     }
 }
 
-fn shape_of(name: &str, kind: PreferenceKind) -> Option<Shape> {
-    let known = match kind {
-        PreferenceKind::Pairs => PAIR_TYPES.as_slice(),
-        PreferenceKind::Kto => KTO_TYPES.as_slice(),
+/// Whether `name` is a dataset type of `kind` training; the error lists the known ones. Cheap, so a
+/// config's types can be checked before any input is read.
+pub fn check_type(name: &str, kind: PreferenceKind) -> Result<()> {
+    let known = known_types(kind);
+    if known.contains(&name) {
+        return Ok(());
+    }
+    // Axolotl loads this name from its ORPO strategies only; under dpo it fails to import it.
+    if kind == PreferenceKind::Pairs && ORPO_TYPES.contains(&name) {
+        return Err(config_error(
+            "type",
+            format!(
+                "'{name}' is Axolotl's ORPO dataset type: it needs rl: orpo (Axolotl refuses it with \
+                 dpo, ipo and simpo); chat_template.argilla_chat reads chosen/rejected conversations \
+                 for those"
+            ),
+        ));
+    }
+    let training = if kind == PreferenceKind::Kto {
+        "KTO"
+    } else {
+        "preference"
     };
-    if !known.contains(&name) {
+    Err(config_error(
+        "type",
+        format!("'{name}' is not a {training} dataset type; known: {}", known.join(", ")),
+    ))
+}
+
+fn shape_of(name: &str, kind: PreferenceKind) -> Option<Shape> {
+    if !known_types(kind).contains(&name) {
         return None;
     }
     Some(match name {
         "chat_template.default" | "chat_template" => Shape::ChatDefault,
         "chat_template.argilla_chat" => Shape::ChatArgilla,
+        "chat_template.argilla" => Shape::OrpoArgilla,
         "user_defined.default" => Shape::UserDefined,
         _ => {
             let (markup, layout) = name.split_once('.')?;
@@ -314,21 +360,8 @@ fn fill(template: &str, values: &[(&str, &str)]) -> String {
 impl PreferenceFormatter {
     /// The formatter of `spec.kind` for `kind` training; an unknown type lists the known ones.
     pub fn new(spec: &PreferenceSpec, kind: PreferenceKind, tokenizer: &TokenizerInfo) -> Result<Self> {
-        let Some(shape) = shape_of(&spec.kind, kind) else {
-            let known = match kind {
-                PreferenceKind::Pairs => PAIR_TYPES.join(", "),
-                PreferenceKind::Kto => KTO_TYPES.join(", "),
-            };
-            let training = if kind == PreferenceKind::Kto {
-                "KTO"
-            } else {
-                "preference"
-            };
-            return Err(config_error(
-                "type",
-                format!("'{}' is not a {training} dataset type; known: {known}", spec.kind),
-            ));
-        };
+        check_type(&spec.kind, kind)?;
+        let shape = shape_of(&spec.kind, kind).expect("check_type accepted the type");
         if let Some(unknown) = spec
             .message_property_mappings
             .iter()
@@ -341,7 +374,7 @@ impl PreferenceFormatter {
             ));
         }
         let template = match shape {
-            Shape::ChatDefault | Shape::ChatArgilla => {
+            Shape::ChatDefault | Shape::ChatArgilla | Shape::OrpoArgilla => {
                 let name = spec.chat_template.as_deref().unwrap_or("tokenizer_default");
                 let source = crate::template::source(name, spec.chat_template_jinja.as_deref(), tokenizer)?;
                 let bos = tokenizer.bos.clone().unwrap_or_default();
@@ -371,7 +404,8 @@ impl PreferenceFormatter {
         match (&self.shape, self.kind) {
             (Shape::ChatDefault, _) => self.chat_default(row),
             (Shape::ChatArgilla, _) => self.chat_argilla(row),
-            (Shape::Fixed(markup, layout), PreferenceKind::Pairs) => {
+            (Shape::OrpoArgilla, _) => self.orpo_argilla(row),
+            (Shape::Fixed(markup, layout), PreferenceKind::Pairs | PreferenceKind::Orpo) => {
                 let prompt = if *layout == Layout::ArgillaChat {
                     markup.prompt("", turn(row, layout.prompt_field(), 0)?)
                 } else {
@@ -390,8 +424,17 @@ impl PreferenceFormatter {
                 })
             }
             (Shape::Fixed(markup, layout), PreferenceKind::Kto) => {
-                let prompt = markup.prompt(optional_text(row, "system")?, text(row, layout.prompt_field())?);
-                let completion = answer(row, "completion")?;
+                let (prompt, completion) = match (layout, markup) {
+                    (Layout::ArgillaChat, Markup::Chatml) => (
+                        markup.prompt("", turn(row, "completion", 0)?),
+                        turn(row, "completion", 1)?,
+                    ),
+                    (Layout::ArgillaChat, Markup::Llama3) => llama3_conversation(row, "completion")?,
+                    _ => (
+                        markup.prompt(optional_text(row, "system")?, text(row, layout.prompt_field())?),
+                        answer(row, "completion")?,
+                    ),
+                };
                 Ok(PreferenceRow::Labelled {
                     completion: joined(&prompt, &format!("{completion}{}", markup.end_of_turn()), true),
                     desirable: label(row, "label")?,
@@ -416,7 +459,7 @@ impl PreferenceFormatter {
             fill(&prompt_format, &[("prompt", text(row, prompt_field)?)])
         };
         match kind {
-            PreferenceKind::Pairs => {
+            PreferenceKind::Pairs | PreferenceKind::Orpo => {
                 let chosen_field = Self::key(spec.field_chosen.as_deref(), "chosen");
                 let rejected_field = Self::key(spec.field_rejected.as_deref(), "rejected");
                 let chosen = fill(
@@ -531,6 +574,52 @@ impl PreferenceFormatter {
         self.chat_pair(&chosen, chosen_answer, rejected_answer, chosen_field)
     }
 
+    /// ORPO's `chat_template.argilla`: `chosen` and `rejected` alternate user and assistant turns and
+    /// end with their answer. The prompt is `system` (when set) and `chosen`'s turns before its
+    /// answer, with `prompt` (when set) as the last user turn, as in Axolotl's single-turn rows.
+    fn orpo_argilla(&self, row: &Map<String, Value>) -> Result<PreferenceRow, FieldError> {
+        let spec = &self.spec;
+        let chosen_field = Self::key(spec.field_chosen.as_deref(), "chosen");
+        let rejected_field = Self::key(spec.field_rejected.as_deref(), "rejected");
+        let mut chosen = self.messages(row, chosen_field)?;
+        let mut rejected = self.messages(row, rejected_field)?;
+        alternating(&chosen, chosen_field)?;
+        alternating(&rejected, rejected_field)?;
+        let (Some(chosen_answer), Some(rejected_answer)) = (chosen.pop(), rejected.pop()) else {
+            unreachable!("alternating conversations hold at least two turns");
+        };
+        // Axolotl builds both prompts from `chosen`: a `rejected` that answers other turns would
+        // be trained as the answer to a prompt it never saw.
+        if chosen != rejected {
+            return Err(FieldError::new(
+                rejected_field,
+                format!("the turns before the last must equal those of `{chosen_field}` (the shared prompt)"),
+            ));
+        }
+        for (field, answer) in [(chosen_field, &chosen_answer), (rejected_field, &rejected_answer)] {
+            if answer.content.trim().is_empty() {
+                return Err(FieldError::new(format!("{field}[{}]", chosen.len()), "empty answer"));
+            }
+        }
+        let mut prompt = Vec::with_capacity(chosen.len() + 1);
+        let system = optional_text(row, Self::key(spec.field_system.as_deref(), "system"))?;
+        if !system.is_empty() {
+            prompt.push(TemplateMessage {
+                role: "system".to_owned(),
+                content: system.to_owned(),
+            });
+        }
+        prompt.extend(chosen);
+        let prompt_field = Self::key(spec.field_prompt.as_deref(), "prompt");
+        if !matches!(row.get(prompt_field), None | Some(Value::Null)) {
+            let question = text(row, prompt_field)?;
+            if let Some(last_user_turn) = prompt.last_mut() {
+                question.clone_into(&mut last_user_turn.content);
+            }
+        }
+        self.chat_pair(&prompt, chosen_answer, rejected_answer, chosen_field)
+    }
+
     fn chat_pair(
         &self,
         prompt: &[TemplateMessage],
@@ -567,6 +656,83 @@ impl PreferenceFormatter {
             rejected: completion(rejected)?,
         })
     }
+}
+
+/// Axolotl's ORPO reads the turns by position (user, assistant, ..., assistant): a conversation of
+/// another shape would be rendered with the wrong speakers.
+fn alternating(messages: &[TemplateMessage], field: &str) -> Result<(), FieldError> {
+    for (index, message) in messages.iter().enumerate() {
+        let expected = if index % 2 == 0 { "user" } else { "assistant" };
+        if message.role != expected {
+            return Err(FieldError::new(
+                format!("{field}[{index}]"),
+                format!(
+                    "role `{}`, expected `{expected}`: the turns alternate user and assistant \
+                     (a system prompt goes in the row's `system` field)",
+                    message.role
+                ),
+            ));
+        }
+    }
+    if messages.is_empty() || !messages.len().is_multiple_of(2) {
+        return Err(FieldError::new(
+            field,
+            format!(
+                "expected user and assistant turns ending with the answer, found {} messages",
+                messages.len()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// KTO `llama3.argilla_chat`: the messages of `field` before the last are the prompt, each under
+/// its own role's header (Axolotl's strings); the last message's content is the completion.
+fn llama3_conversation<'row>(row: &'row Map<String, Value>, field: &str) -> Result<(String, &'row str), FieldError> {
+    let messages = match row.get(field) {
+        Some(Value::Array(items)) => items,
+        None | Some(Value::Null) => return Err(FieldError::new(field, "missing; expected a list of messages")),
+        Some(other) => {
+            return Err(FieldError::new(
+                field,
+                format!("expected a list of messages, found {}", super::json_kind(other)),
+            ));
+        }
+    };
+    let Some((last, history)) = messages.split_last() else {
+        return Err(FieldError::new(field, "the conversation has no messages"));
+    };
+    let part = |index: usize, message: &'row Value, key: &str| -> Result<&'row str, FieldError> {
+        let at = format!("{field}[{index}]");
+        let Some(message) = message.as_object() else {
+            return Err(FieldError::new(
+                at,
+                format!("expected a message object, found {}", super::json_kind(message)),
+            ));
+        };
+        text(message, key).map_err(|error| FieldError::new(format!("{at}.{}", error.field), error.message))
+    };
+    let mut prompt = String::new();
+    for (index, message) in history.iter().enumerate() {
+        let role = part(index, message, "role")?;
+        let content = part(index, message, "content")?;
+        prompt.extend([
+            "<|start_header_id|>",
+            role,
+            "<|end_header_id|>\n\n",
+            content,
+            "<|eot_id|>",
+        ]);
+    }
+    prompt.push_str("<|start_header_id|>assistant<|end_header_id|>\n\n");
+    let completion = part(history.len(), last, "content")?;
+    if completion.trim().is_empty() {
+        return Err(FieldError::new(
+            format!("{field}[{}].content", history.len()),
+            "empty answer",
+        ));
+    }
+    Ok((prompt, completion))
 }
 
 /// The text of message `index` of the conversation in `field` (ultra and argilla_chat layouts).
@@ -783,6 +949,159 @@ mod tests {
             ))
             .unwrap_err();
         assert_eq!(short.field, "chosen[1].content");
+    }
+
+    fn orpo_argilla() -> PreferenceFormatter {
+        let mut spec = spec("chat_template.argilla");
+        spec.chat_template = Some("chatml".into());
+        PreferenceFormatter::new(&spec, PreferenceKind::Orpo, &info()).unwrap()
+    }
+
+    #[test]
+    fn orpo_argilla_prompts_with_system_and_prompt_and_trains_the_last_turns() {
+        let formatter = orpo_argilla();
+        let PreferenceRow::Pair { chosen, rejected } = formatter
+            .format(&row(r#"{"system": "Be brief.", "prompt": "2+2?",
+                "chosen": [{"role": "user", "content": "two plus two?"}, {"role": "assistant", "content": "4"}],
+                "rejected": [{"role": "user", "content": "two plus two?"}, {"role": "assistant", "content": "5"}]}"#))
+            .unwrap()
+        else {
+            panic!("pairs");
+        };
+        let prompt = "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\n2+2?<|im_end|>\n\
+                      <|im_start|>assistant\n";
+        assert_eq!(chosen.text, format!("{prompt}4<|im_end|>\n"));
+        assert_eq!(trained(&chosen), "4<|im_end|>\n");
+        assert_eq!(rejected.text, format!("{prompt}5<|im_end|>\n"));
+        assert_eq!(trained(&rejected), "5<|im_end|>\n");
+
+        // No system, no prompt field: the earlier turns of `chosen` are the prompt.
+        let PreferenceRow::Pair { chosen, .. } = formatter
+            .format(&row(r#"{"system": "",
+                "chosen": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"},
+                           {"role": "user", "content": "2+2?"}, {"role": "assistant", "content": "4"}],
+                "rejected": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"},
+                             {"role": "user", "content": "2+2?"}, {"role": "assistant", "content": "5"}]}"#))
+            .unwrap()
+        else {
+            panic!("pairs");
+        };
+        assert!(
+            chosen.text.starts_with(
+                "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\nhello<|im_end|>\n\
+                 <|im_start|>user\n2+2?<|im_end|>\n<|im_start|>assistant\n4"
+            ),
+            "{}",
+            chosen.text
+        );
+        assert_eq!(trained(&chosen), "4<|im_end|>\n");
+    }
+
+    #[test]
+    fn orpo_argilla_is_refused_outside_orpo_and_names_bad_turns() {
+        let mut dpo = spec("chat_template.argilla");
+        dpo.chat_template = Some("chatml".into());
+        let error = PreferenceFormatter::new(&dpo, PreferenceKind::Pairs, &info())
+            .err()
+            .expect("chat_template.argilla is ORPO's");
+        assert!(error.to_string().contains("needs rl: orpo"), "{error}");
+        let kto = PreferenceFormatter::new(&dpo, PreferenceKind::Kto, &info())
+            .err()
+            .expect("no KTO type");
+        assert!(kto.to_string().contains("not a KTO dataset type"), "{kto}");
+
+        let formatter = orpo_argilla();
+        let bad = |json: &str| {
+            let error = formatter.format(&row(json)).unwrap_err();
+            (error.field, error.message)
+        };
+        let user = r#"{"role": "user", "content": "q"}"#;
+        let (field, message) = bad(&format!(
+            r#"{{"chosen": [{{"role": "system", "content": "s"}}, {user}, {{"role": "assistant", "content": "a"}}],
+                "rejected": [{user}, {{"role": "assistant", "content": "b"}}]}}"#
+        ));
+        assert_eq!(field, "chosen[0]");
+        assert!(message.contains("role `system`, expected `user`"), "{message}");
+        let (field, message) = bad(&format!(r#"{{"chosen": [{user}], "rejected": [{user}]}}"#));
+        assert_eq!(field, "chosen");
+        assert!(message.contains("found 1 messages"), "{message}");
+        let (field, _) = bad(&format!(
+            r#"{{"chosen": [{user}, {{"role": "assistant", "content": "a"}}], "rejected": "b"}}"#
+        ));
+        assert_eq!(field, "rejected");
+        let (field, message) = bad(&format!(
+            r#"{{"chosen": [{user}, {{"role": "assistant", "content": "a"}}],
+                "rejected": [{{"role": "user", "content": "other"}}, {{"role": "assistant", "content": "b"}}]}}"#
+        ));
+        assert_eq!(field, "rejected");
+        assert!(message.contains("the shared prompt"), "{message}");
+        let (field, message) = bad(&format!(
+            r#"{{"chosen": [{user}, {{"role": "assistant", "content": "a"}}],
+                "rejected": [{user}, {{"role": "assistant", "content": " "}}]}}"#
+        ));
+        assert_eq!((field.as_str(), message.as_str()), ("rejected[1]", "empty answer"));
+        let (field, _) = bad(&format!(
+            r#"{{"prompt": 3, "chosen": [{user}, {{"role": "assistant", "content": "a"}}],
+                "rejected": [{user}, {{"role": "assistant", "content": "b"}}]}}"#
+        ));
+        assert_eq!(field, "prompt");
+        let (field, _) = bad(&format!(
+            r#"{{"chosen": [{user}, {{"role": "assistant"}}], "rejected": [{user}, {{"role": "assistant", "content": "b"}}]}}"#
+        ));
+        assert_eq!(field, "chosen[1].content");
+    }
+
+    fn labelled(kind: &str, json: &str) -> (RenderedText, bool) {
+        let formatter = PreferenceFormatter::new(&spec(kind), PreferenceKind::Kto, &info()).unwrap();
+        match formatter.format(&row(json)).unwrap() {
+            PreferenceRow::Labelled { completion, desirable } => (completion, desirable),
+            PreferenceRow::Pair { .. } => panic!("KTO rows are labelled"),
+        }
+    }
+
+    #[test]
+    fn kto_argilla_chat_uses_axolotls_strings() {
+        let conversation = r#"{"label": false, "system": "ignored, as in Axolotl", "completion": [
+            {"role": "system", "content": "Be brief."}, {"role": "user", "content": "2+2?"},
+            {"role": "assistant", "content": "5"}]}"#;
+        // chatml: messages 0 and 1, whatever their roles and however many follow.
+        let (chatml, desirable) = labelled("chatml.argilla_chat", conversation);
+        assert!(!desirable);
+        assert_eq!(
+            chatml.text,
+            "<|im_start|>user\nBe brief.<|im_end|>\n<|im_start|>assistant\n2+2?<|im_end|>"
+        );
+        assert_eq!(trained(&chatml), "2+2?<|im_end|>");
+        // llama3: every message before the last under its own role, the last one trained.
+        let (llama3, _) = labelled("llama3.argilla_chat", conversation);
+        let prompt = "<|start_header_id|>system<|end_header_id|>\n\nBe brief.<|eot_id|>\
+                      <|start_header_id|>user<|end_header_id|>\n\n2+2?<|eot_id|>\
+                      <|start_header_id|>assistant<|end_header_id|>\n\n";
+        assert_eq!(llama3.text, format!("{prompt}5<|eot_id|>"));
+        assert_eq!(trained(&llama3), "5<|eot_id|>");
+
+        let kto = PreferenceFormatter::new(&spec("llama3.argilla_chat"), PreferenceKind::Kto, &info()).unwrap();
+        let field = |json: &str| kto.format(&row(json)).unwrap_err().field;
+        assert_eq!(field(r#"{"completion": [], "label": true}"#), "completion");
+        assert_eq!(
+            field(r#"{"completion": [{"content": "q"}, {"role": "assistant", "content": "a"}], "label": true}"#),
+            "completion[0].role"
+        );
+        assert_eq!(
+            field(r#"{"completion": [{"role": "user", "content": "q"}, "a"], "label": true}"#),
+            "completion[1]"
+        );
+        assert_eq!(
+            field(r#"{"completion": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}"#),
+            "label"
+        );
+        let chatml = PreferenceFormatter::new(&spec("chatml.argilla_chat"), PreferenceKind::Kto, &info()).unwrap();
+        let short = chatml
+            .format(&row(
+                r#"{"completion": [{"role": "user", "content": "q"}], "label": true}"#,
+            ))
+            .unwrap_err();
+        assert_eq!(short.field, "completion[1].content");
     }
 
     #[test]
