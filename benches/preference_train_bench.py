@@ -53,6 +53,7 @@ def run_axr(root: Path, model_dir: Path, data: Path, options: argparse.Namespace
         {
             "base_model": str(model_dir),
             "output_dir": str(output),
+            "dataset_prepared_path": str(root / "prepared"),
             "rl": "dpo",
             "datasets": [{"path": str(data), "type": "chatml.intel"}],
             "sequence_len": options.row,
