@@ -174,6 +174,62 @@ def test_pretraining_dataset_trains_end_to_end(
     assert meta["longest"] <= 64
 
 
+def test_pretrain_multipack_attn(preprocess_workspace: PreprocessWorkspace, tiny_llama_dir: Path) -> None:
+    """Packed pre-training rows: block-diagonal by default (positions restart per document); with
+    pretrain_multipack_attn = false one sequence per row, whose loss equals a plain forward of the row
+    (every token attends to the documents before it). Elsewhere false is refused, not ignored."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from axr.train.loop import _micro_batches, next_micro_batches, setup
+    from axr.train.loss import forward_summed_loss
+
+    rows = [{"body": f"Document {index}. " + "The river flows. " * (index % 4)} for index in range(40)]
+    data = preprocess_workspace.write_rows("corpus.jsonl", rows)
+    extra = 'max_steps = 1\nsample_packing = true\nattn_implementation = "sdpa"'
+    batches = {}
+    for joined in (False, True):
+        setting = "\npretrain_multipack_attn = false" if joined else ""
+        cfg = load_config(_pretraining_config(preprocess_workspace, data, tiny_llama_dir, extra + setting))
+        run = setup(cfg)
+        assert run.joined is joined
+        (batch,), _ = next_micro_batches(run, _micro_batches(run.plan, 0, 0))
+        batches[joined] = batch
+        real = batch["real_tokens"]
+        restarts = int(((batch["position_ids"] == 0) & real).sum())
+        rows_in_batch = batch["input_ids"].shape[0]
+        if joined:
+            # Positions run 0..n-1 along each row: one sequence per row.
+            assert restarts == rows_in_batch
+            model = AutoModelForCausalLM.from_pretrained(tiny_llama_dir, attn_implementation="sdpa").eval()
+            with torch.no_grad():
+                summed = forward_summed_loss(model, batch, "sdpa", "cpu", select=False)
+                expected = 0.0
+                for row in range(rows_in_batch):
+                    ids = batch["input_ids"][row][real[row]]
+                    labels = batch["labels"][row][real[row]]
+                    logits = model(ids[None]).logits[0, :-1].float()
+                    expected += float(
+                        torch.nn.functional.cross_entropy(
+                            logits, labels[1:], ignore_index=-100, reduction="sum"
+                        )
+                    )
+            assert abs(float(summed) - expected) < 1e-3 * max(1.0, abs(expected))
+        else:
+            assert restarts > rows_in_batch  # several documents per row, each from position 0
+    # The same tokens and trained labels either way (each document starts with its untrained BOS).
+    assert torch.equal(batches[False]["input_ids"], batches[True]["input_ids"])
+    assert torch.equal(batches[False]["labels"], batches[True]["labels"])
+
+    plain = _pretraining_config(
+        preprocess_workspace, data, tiny_llama_dir, "max_steps = 1\npretrain_multipack_attn = false"
+    )
+    with pytest.raises(
+        ConfigError, match="pretrain_multipack_attn = false applies to packed pre-training rows"
+    ):
+        load_config(plain)
+
+
 _RSS_CHILD = """
 import json, os, sys
 from axr._native import preprocess

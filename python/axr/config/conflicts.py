@@ -116,6 +116,13 @@ SPLITTABLE_TYPES = ("completion", "pretrain")
 
 
 def _pretraining_conflicts(values: Mapping[str, Any]) -> list[str]:
+    joined = values.get("pretrain_multipack_attn") is False
+    if joined and not (_is_set(values, "pretraining_dataset") and _is_true(values, "sample_packing")):
+        # Axolotl reads it only where pre-training rows are packed; elsewhere it would change nothing.
+        return [
+            "pretrain_multipack_attn = false applies to packed pre-training rows: it needs "
+            "pretraining_dataset and sample_packing = true"
+        ]
     if not _is_set(values, "pretraining_dataset"):
         return []
     problems = []

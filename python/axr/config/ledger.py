@@ -236,7 +236,9 @@ TOP_LEVEL: dict[str, Entry] = {
         "the prepared store; training reads that store from disk, so nothing is held whole in memory"
     ),
     "streaming_multipack_buffer_size": not_yet("samples buffered to pack streamed data", 11),
-    "pretrain_multipack_attn": not_yet("keep attention within each packed pre-training sample", 11),
+    "pretrain_multipack_attn": used(
+        "train.batches.collate_micro_batch", "tests/data/test_chunking.py::test_pretrain_multipack_attn"
+    ),
     "pretraining_sample_concatenation": not_yet("concatenate pre-training samples", 11),
     "curriculum_sampling": not_yet("sample the training rows in dataset order"),
     # ---- sequence and packing ---------------------------------------------------------------

@@ -578,6 +578,10 @@ class AxrConfig(BaseModel):
     ``path``, ``type`` (``pretrain``, the default, or ``completion``), ``text_column``, ``name``,
     ``split``, ``data_files``. Read as a stream in bounded memory into the prepared store, long
     documents split into ``sequence_len`` chunks; needs ``max_steps``; not with ``datasets``."""
+    pretrain_multipack_attn: bool = True
+    """With ``pretraining_dataset`` and ``sample_packing``: the documents packed in a row attend only
+    to themselves (block-diagonal attention, positions restart; the default), or, when false, the
+    row is one sequence whose tokens attend across documents (continuous positions)."""
 
     # ---- sequence and packing -----------------------------------------------
     sequence_len: Annotated[PositiveInt, AfterValidator(_sequence_len_bound)] = 512

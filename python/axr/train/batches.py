@@ -63,12 +63,25 @@ def collate_micro_batch(
     packing: bool,
     pad_token_id: int,
     pad_to: int | None,
+    joined: bool = False,
 ) -> dict[str, Any]:
-    """Read the rows of ``bins`` from ``dataset`` and collate them (packed or padded)."""
+    """Read the rows of ``bins`` from ``dataset`` and collate them (packed or padded).
+
+    ``joined`` (packed only; ``pretrain_multipack_attn = false``): each bin's samples become one
+    sequence, so a row's tokens attend to every earlier token of the row, across documents.
+    """
     if packing:
-        return collate_packed(
-            [[dataset[index] for index in members] for members in bins],
-            pad_token_id=pad_token_id,
-            pad_to=pad_to,
-        )
+        samples = [[dataset[index] for index in members] for members in bins]
+        if joined:
+            samples = [[_joined(members)] for members in samples]
+        return collate_packed(samples, pad_token_id=pad_token_id, pad_to=pad_to)
     return collate_padded([dataset[members[0]] for members in bins], pad_token_id=pad_token_id, pad_to=pad_to)
+
+
+def _joined(samples: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+    """One sample of ``samples`` end to end, each document's labels as stored (a packed row masks
+    every document's first label; joined, only the row's first is masked)."""
+    return (
+        np.concatenate([ids for ids, _ in samples]),
+        np.concatenate([labels for _, labels in samples]),
+    )

@@ -34,6 +34,7 @@ def evaluation_sums(
     attention: str,
     pad: int,
     select: bool,
+    joined: bool = False,
 ) -> Any:
     """This rank's ``[summed eval loss, trained tokens]`` (float64 tensor), every sample counted once."""
     import torch
@@ -46,7 +47,10 @@ def evaluation_sums(
             bins = plan.micro_batch(index)
             masked = [row for row, repeated in enumerate(plan.repeats(index)) if repeated]
             batch = _zero_weight(
-                collate_micro_batch(dataset, bins, packing=packing, pad_token_id=pad, pad_to=None), masked
+                collate_micro_batch(
+                    dataset, bins, packing=packing, pad_token_id=pad, pad_to=None, joined=joined
+                ),
+                masked,
             )
             with accelerator.autocast():
                 summed = forward_summed_loss(model, batch, attention, accelerator.device, select=select)

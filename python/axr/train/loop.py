@@ -121,6 +121,8 @@ class Run:
     select_positions: bool
     packing: bool
     eval_packing: bool
+    joined: bool
+    """Packed rows are one sequence each (``pretrain_multipack_attn = false`` with pretraining data)."""
     pad_to: int | None
     pad_id: int
     trackers: list[str]
@@ -353,6 +355,7 @@ def setup(cfg: AxrConfig, *, data: TrainingData | None = None) -> Run:
         select_positions=select_positions,
         packing=packing,
         eval_packing=eval_packing,
+        joined=bool(cfg.pretraining_dataset) and cfg.pretrain_multipack_attn is False,
         pad_to=cfg.sequence_len if cfg.pad_to_sequence_len else None,
         pad_id=tokenizer.pad_token_id,
         trackers=trackers,
@@ -381,7 +384,12 @@ def next_micro_batches(
             break
         batches.append(
             collate_micro_batch(
-                run.data.train, bins, packing=run.packing, pad_token_id=run.pad_id, pad_to=run.pad_to
+                run.data.train,
+                bins,
+                packing=run.packing,
+                pad_token_id=run.pad_id,
+                pad_to=run.pad_to,
+                joined=run.joined,
             )
         )
         run.state.epoch, run.state.micro_batch_in_epoch = epoch, index + 1
@@ -501,6 +509,7 @@ def evaluate_now(run: Run, result: TrainResult) -> bool:
         run.data.eval,
         run.eval_plan,
         packing=run.eval_packing,
+        joined=run.joined,
         attention=run.attention,
         pad=run.pad_id,
         select=run.select_positions,
