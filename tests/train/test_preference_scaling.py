@@ -217,9 +217,11 @@ def test_dpo_under_a_sharding_engine_equals_one_process(
     # The adapter learnt: the policy left the reference, so margins and losses moved off log 2.
     assert one_process["losses"][-1] != pytest.approx(0.693147, abs=1e-4)
     assert one_process["metrics"][-1]["rewards/margins"] != 0.0
+    # A reward is beta times a difference of float32 log-prob sums of size ~100 (error ~1e-5 each),
+    # so near-zero rewards agree to an absolute, not a relative, tolerance.
     for metric in ("rewards/chosen", "rewards/margins", "rewards/accuracies", "logps/rejected"):
         assert [m[metric] for m in ranks[0]["metrics"]] == pytest.approx(
-            [m[metric] for m in one_process["metrics"]], rel=1e-5, abs=1e-9
+            [m[metric] for m in one_process["metrics"]], rel=1e-5, abs=1e-5
         )
     # The engine really ran (accelerate would silently train whole replicas on CPU otherwise).
     facts = ranks[0]
@@ -247,7 +249,7 @@ def test_dpo_under_a_sharding_engine_equals_one_process(
         assert rank["losses"] == pytest.approx(ranks[0]["losses"][2:], rel=1e-6)
         assert rank["grad_norms"] == pytest.approx(ranks[0]["grad_norms"][2:], rel=1e-5)
     assert resumed[0]["metrics"][-1]["rewards/margins"] == pytest.approx(
-        ranks[0]["metrics"][-1]["rewards/margins"], rel=1e-5
+        ranks[0]["metrics"][-1]["rewards/margins"], rel=1e-5, abs=1e-5
     )
 
 
