@@ -41,21 +41,15 @@ pub(crate) fn unknown_type(kind: &str) -> Error {
 mod tests {
     use super::*;
 
-    fn info() -> TokenizerInfo {
-        TokenizerInfo {
-            bos: Some("<s>".into()),
-            eos: Some("</s>".into()),
-            chat_template: None,
-        }
-    }
-
     #[test]
     fn unknown_type_suggests_the_closest_name() {
         let spec = FormatSpec {
             kind: Some("alpacca".into()),
             ..FormatSpec::default()
         };
-        let error = build(&spec, &info()).err().expect("unknown type must fail");
+        let error = build(&spec, &TokenizerInfo::for_tests())
+            .err()
+            .expect("unknown type must fail");
         let message = error.to_string();
         assert!(message.contains("unknown dataset type 'alpacca'"), "{message}");
         assert!(message.contains("did you mean 'alpaca'"), "{message}");
@@ -68,7 +62,10 @@ mod tests {
             kind: Some("zzzzzzzzzzzzzzzzzz".into()),
             ..FormatSpec::default()
         };
-        let message = build(&spec, &info()).err().expect("must fail").to_string();
+        let message = build(&spec, &TokenizerInfo::for_tests())
+            .err()
+            .expect("must fail")
+            .to_string();
         assert!(!message.contains("did you mean"), "{message}");
     }
 }

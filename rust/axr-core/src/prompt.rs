@@ -275,14 +275,6 @@ mod tests {
 
     use super::*;
 
-    fn info() -> TokenizerInfo {
-        TokenizerInfo {
-            bos: Some("<s>".into()),
-            eos: Some("</s>".into()),
-            chat_template: None,
-        }
-    }
-
     fn spec(kind: &str) -> FormatSpec {
         FormatSpec {
             kind: Some(kind.into()),
@@ -295,7 +287,11 @@ mod tests {
     }
 
     fn training_text(spec: &FormatSpec, value: &Value) -> (String, usize) {
-        let Sample::Text(rendered) = build(spec, &info()).unwrap().format(&row(value)).unwrap() else {
+        let Sample::Text(rendered) = build(spec, &TokenizerInfo::for_tests())
+            .unwrap()
+            .format(&row(value))
+            .unwrap()
+        else {
             panic!("text expected")
         };
         let start = rendered.trainable.first().expect("something trained").start;
@@ -318,7 +314,12 @@ mod tests {
                 "prompt": "Once", "generation": "upon",
             });
             let (text, start) = training_text(&spec(kind), &value);
-            let prompt = render_prompt(&spec(kind), &info(), &PromptRequest::Row(row(&value))).unwrap();
+            let prompt = render_prompt(
+                &spec(kind),
+                &TokenizerInfo::for_tests(),
+                &PromptRequest::Row(row(&value)),
+            )
+            .unwrap();
             assert_eq!(prompt.text, text[..start], "{kind}");
             assert!(prompt.add_special_tokens);
             assert!(prompt.empty_fields.is_empty(), "{kind}: {:?}", prompt.empty_fields);
@@ -327,14 +328,24 @@ mod tests {
 
     #[test]
     fn user_text_fills_the_instruction_and_the_output_reads_empty() {
-        let prompt = render_prompt(&spec("alpaca"), &info(), &PromptRequest::Text("Say hi.".into())).unwrap();
+        let prompt = render_prompt(
+            &spec("alpaca"),
+            &TokenizerInfo::for_tests(),
+            &PromptRequest::Text("Say hi.".into()),
+        )
+        .unwrap();
         assert_eq!(
             prompt.text,
             "Below is an instruction that describes a task. Write a response that appropriately completes \
              the request.\n\n### Instruction:\nSay hi.\n\n### Response:\n"
         );
         assert_eq!(prompt.empty_fields, vec!["output".to_owned()]);
-        let metharme = render_prompt(&spec("metharme"), &info(), &PromptRequest::Text("Hi".into())).unwrap();
+        let metharme = render_prompt(
+            &spec("metharme"),
+            &TokenizerInfo::for_tests(),
+            &PromptRequest::Text("Hi".into()),
+        )
+        .unwrap();
         assert_eq!(metharme.text, "Hi");
     }
 
@@ -345,8 +356,18 @@ mod tests {
             train_on_inputs: true,
             ..spec("alpaca")
         };
-        let plain = render_prompt(&spec("alpaca"), &info(), &PromptRequest::Row(row(&value))).unwrap();
-        let with_inputs = render_prompt(&trained_inputs, &info(), &PromptRequest::Row(row(&value))).unwrap();
+        let plain = render_prompt(
+            &spec("alpaca"),
+            &TokenizerInfo::for_tests(),
+            &PromptRequest::Row(row(&value)),
+        )
+        .unwrap();
+        let with_inputs = render_prompt(
+            &trained_inputs,
+            &TokenizerInfo::for_tests(),
+            &PromptRequest::Row(row(&value)),
+        )
+        .unwrap();
         assert_eq!(plain, with_inputs);
         assert!(plain.text.ends_with("### Response:\n"));
     }
@@ -360,7 +381,12 @@ mod tests {
             no_input_format: Some("Q: {instruction}\nA: ".into()),
             ..FormatSpec::default()
         };
-        let prompt = render_prompt(&custom, &info(), &PromptRequest::Text("2+2?".into())).unwrap();
+        let prompt = render_prompt(
+            &custom,
+            &TokenizerInfo::for_tests(),
+            &PromptRequest::Text("2+2?".into()),
+        )
+        .unwrap();
         assert_eq!(prompt.text, "<<Be brief.>>\nQ: 2+2?\nA: ");
     }
 
@@ -374,11 +400,11 @@ mod tests {
             {"role": "user", "content": "hi"},
             {"role": "assistant", "content": "hello"},
         ]});
-        let from_row = render_prompt(&chat, &info(), &PromptRequest::Row(row(&value))).unwrap();
+        let from_row = render_prompt(&chat, &TokenizerInfo::for_tests(), &PromptRequest::Row(row(&value))).unwrap();
         let expected = "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n";
         assert_eq!(from_row.text, expected);
         assert!(!from_row.add_special_tokens);
-        let from_text = render_prompt(&chat, &info(), &PromptRequest::Text("hi".into())).unwrap();
+        let from_text = render_prompt(&chat, &TokenizerInfo::for_tests(), &PromptRequest::Text("hi".into())).unwrap();
         assert_eq!(from_text.text, expected);
         let history = PromptRequest::Messages(vec![
             TemplateMessage {
@@ -394,7 +420,7 @@ mod tests {
                 content: "again".into(),
             },
         ]);
-        let from_history = render_prompt(&chat, &info(), &history).unwrap();
+        let from_history = render_prompt(&chat, &TokenizerInfo::for_tests(), &history).unwrap();
         assert_eq!(
             from_history.text,
             "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\nhello<|im_end|>\n<|im_start|>user\nagain<|im_end|>\n<|im_start|>assistant\n"
@@ -407,13 +433,25 @@ mod tests {
             chat_template: Some("chatml".into()),
             ..spec("chat_template")
         };
-        assert!(stop_texts(&chat, &info()).unwrap().contains(&"<|im_end|>".to_owned()));
-        assert_eq!(stop_texts(&spec("alpaca"), &info()).unwrap(), vec!["</s>".to_owned()]);
+        assert!(
+            stop_texts(&chat, &TokenizerInfo::for_tests())
+                .unwrap()
+                .contains(&"<|im_end|>".to_owned())
+        );
+        assert_eq!(
+            stop_texts(&spec("alpaca"), &TokenizerInfo::for_tests()).unwrap(),
+            vec!["</s>".to_owned()]
+        );
     }
 
     #[test]
     fn completion_and_input_output_prompts() {
-        let completion = render_prompt(&spec("completion"), &info(), &PromptRequest::Text("Once".into())).unwrap();
+        let completion = render_prompt(
+            &spec("completion"),
+            &TokenizerInfo::for_tests(),
+            &PromptRequest::Text("Once".into()),
+        )
+        .unwrap();
         assert_eq!(
             (completion.text.as_str(), completion.add_special_tokens),
             ("Once", true)
@@ -422,24 +460,46 @@ mod tests {
             {"label": false, "text": "Q: x\n"},
             {"label": true, "text": "A: y"},
         ]});
-        let prompt = render_prompt(&spec("input_output"), &info(), &PromptRequest::Row(row(&segments))).unwrap();
+        let prompt = render_prompt(
+            &spec("input_output"),
+            &TokenizerInfo::for_tests(),
+            &PromptRequest::Row(row(&segments)),
+        )
+        .unwrap();
         assert_eq!(prompt.text, "Q: x\n");
     }
 
     #[test]
     fn requests_a_type_cannot_take_are_config_errors() {
-        let pretokenized = render_prompt(&FormatSpec::default(), &info(), &PromptRequest::Text("x".into()));
+        let pretokenized = render_prompt(
+            &FormatSpec::default(),
+            &TokenizerInfo::for_tests(),
+            &PromptRequest::Text("x".into()),
+        );
         assert!(matches!(pretokenized, Err(Error::Config { ref key, .. }) if key == "type"));
-        let history = render_prompt(&spec("alpaca"), &info(), &PromptRequest::Messages(Vec::new()));
+        let history = render_prompt(
+            &spec("alpaca"),
+            &TokenizerInfo::for_tests(),
+            &PromptRequest::Messages(Vec::new()),
+        );
         assert!(matches!(history, Err(Error::Config { ref key, .. }) if key == "type"));
-        let unknown = render_prompt(&spec("alpacca"), &info(), &PromptRequest::Text("x".into()));
+        let unknown = render_prompt(
+            &spec("alpacca"),
+            &TokenizerInfo::for_tests(),
+            &PromptRequest::Text("x".into()),
+        );
         assert!(matches!(unknown, Err(Error::Config { ref message, .. }) if message.contains("alpaca")));
     }
 
     #[test]
     fn malformed_rows_name_the_field() {
         let bad = json!({"instruction": 3});
-        let error = render_prompt(&spec("alpaca"), &info(), &PromptRequest::Row(row(&bad))).unwrap_err();
+        let error = render_prompt(
+            &spec("alpaca"),
+            &TokenizerInfo::for_tests(),
+            &PromptRequest::Row(row(&bad)),
+        )
+        .unwrap_err();
         assert!(
             matches!(error, Error::Data { ref field, .. } if field == "instruction"),
             "{error}"

@@ -79,6 +79,18 @@ pub struct TokenizerInfo {
     pub chat_template: Option<String>,
 }
 
+#[cfg(test)]
+impl TokenizerInfo {
+    /// The tests' tokenizer: Llama's `<s>`/`</s>`, no chat template of its own.
+    pub(crate) fn for_tests() -> Self {
+        Self {
+            bos: Some("<s>".into()),
+            eos: Some("</s>".into()),
+            chat_template: None,
+        }
+    }
+}
+
 /// Turns one JSON row into a [`Sample`]. Implemented once per family of
 /// formats (instruction table, chat templates, pretokenized), selected by the
 /// dataset's `type`. Shared across rayon workers, hence `Send + Sync`.

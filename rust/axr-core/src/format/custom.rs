@@ -61,12 +61,11 @@ mod tests {
     use crate::{RowFormatter, Sample};
 
     fn render(spec: &FormatSpec, row: &serde_json::Value) -> (String, Vec<String>) {
-        let info = TokenizerInfo {
-            bos: Some("<s>".into()),
-            eos: Some("</s>".into()),
-            chat_template: None,
-        };
-        let Sample::Text(rendered) = build(spec, &info).unwrap().format(row.as_object().unwrap()).unwrap() else {
+        let Sample::Text(rendered) = build(spec, &TokenizerInfo::for_tests())
+            .unwrap()
+            .format(row.as_object().unwrap())
+            .unwrap()
+        else {
             panic!("text expected")
         };
         let trained = rendered

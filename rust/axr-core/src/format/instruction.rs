@@ -902,20 +902,14 @@ mod tests {
     use super::*;
     use crate::RenderedText;
 
-    fn info() -> TokenizerInfo {
-        TokenizerInfo {
-            bos: Some("<s>".into()),
-            eos: Some("</s>".into()),
-            chat_template: None,
-        }
-    }
-
     fn render(kind: &str, row: &Value) -> RenderedText {
         let spec = FormatSpec {
             kind: Some(kind.into()),
             ..FormatSpec::default()
         };
-        let formatter = lookup(kind, &spec, &info()).unwrap().expect("type in table");
+        let formatter = lookup(kind, &spec, &TokenizerInfo::for_tests())
+            .unwrap()
+            .expect("type in table");
         match formatter.format(row.as_object().unwrap()).unwrap() {
             Sample::Text(text) => text,
             Sample::Tokens { .. } => panic!("text expected"),
@@ -937,10 +931,12 @@ mod tests {
                 kind: Some(format.name.into()),
                 ..FormatSpec::default()
             };
-            lookup(format.name, &spec, &info()).unwrap().expect("row found");
+            lookup(format.name, &spec, &TokenizerInfo::for_tests())
+                .unwrap()
+                .expect("row found");
             for (style, _) in STYLES {
                 let kind = format!("{}:{style}", format.name);
-                let result = lookup(&kind, &spec, &info());
+                let result = lookup(&kind, &spec, &TokenizerInfo::for_tests());
                 match format.style_suffix {
                     StyleSuffix::Selects | StyleSuffix::Ignored => assert!(result.unwrap().is_some(), "{kind}"),
                     StyleSuffix::Rejected | StyleSuffix::FromConversation if !format.name.contains(':') => {
@@ -987,7 +983,9 @@ mod tests {
                 kind: Some(format.name.into()),
                 ..FormatSpec::default()
             };
-            let formatter = lookup(format.name, &spec, &info()).unwrap().unwrap();
+            let formatter = lookup(format.name, &spec, &TokenizerInfo::for_tests())
+                .unwrap()
+                .unwrap();
             let Sample::Text(rendered) = formatter.format(&full_row(format)).unwrap() else {
                 panic!()
             };
@@ -1077,7 +1075,7 @@ mod tests {
             kind: Some("jeopardy".into()),
             ..FormatSpec::default()
         };
-        let formatter = lookup("jeopardy", &spec, &info()).unwrap().unwrap();
+        let formatter = lookup("jeopardy", &spec, &TokenizerInfo::for_tests()).unwrap().unwrap();
         let error = formatter
             .format(json!({"question": "Q", "answer": "A"}).as_object().unwrap())
             .unwrap_err();
@@ -1099,7 +1097,9 @@ mod tests {
             kind: Some("explainchoice".into()),
             ..FormatSpec::default()
         };
-        let formatter = lookup("explainchoice", &spec, &info()).unwrap().unwrap();
+        let formatter = lookup("explainchoice", &spec, &TokenizerInfo::for_tests())
+            .unwrap()
+            .unwrap();
         let error = formatter
             .format(
                 json!({"question": "Q", "choices": ["a", 1], "solution": "a"})
@@ -1113,16 +1113,26 @@ mod tests {
     #[test]
     fn style_suffix_rules() {
         let spec = FormatSpec::default();
-        let error = lookup("alpaca_chat:chatml", &spec, &info()).unwrap_err().to_string();
+        let error = lookup("alpaca_chat:chatml", &spec, &TokenizerInfo::for_tests())
+            .unwrap_err()
+            .to_string();
         assert!(error.contains("conversation: chatml"), "{error}");
-        let error = lookup("alpaca:nope", &spec, &info()).unwrap_err().to_string();
+        let error = lookup("alpaca:nope", &spec, &TokenizerInfo::for_tests())
+            .unwrap_err()
+            .to_string();
         assert!(error.contains("unknown prompt style 'nope'"), "{error}");
-        assert!(lookup("nothing:chat", &spec, &info()).unwrap().is_none());
+        assert!(
+            lookup("nothing:chat", &spec, &TokenizerInfo::for_tests())
+                .unwrap()
+                .is_none()
+        );
         let spec = FormatSpec {
             conversation: Some("chatml".into()),
             ..FormatSpec::default()
         };
-        let formatter = lookup("alpaca_chat", &spec, &info()).unwrap().unwrap();
+        let formatter = lookup("alpaca_chat", &spec, &TokenizerInfo::for_tests())
+            .unwrap()
+            .unwrap();
         let Sample::Text(rendered) = formatter
             .format(json!({"instruction": "I", "output": "O"}).as_object().unwrap())
             .unwrap()

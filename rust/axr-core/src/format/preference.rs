@@ -868,14 +868,6 @@ pub fn encode_preference_files(
 mod tests {
     use super::*;
 
-    fn info() -> TokenizerInfo {
-        TokenizerInfo {
-            bos: Some("<s>".into()),
-            eos: Some("</s>".into()),
-            chat_template: None,
-        }
-    }
-
     fn row(json: &str) -> Map<String, Value> {
         serde_json::from_str(json).expect("test row")
     }
@@ -893,7 +885,12 @@ mod tests {
 
     #[test]
     fn chatml_intel_renders_axolotls_prompt_and_trains_the_answers() {
-        let formatter = PreferenceFormatter::new(&spec("chatml.intel"), PreferenceKind::Pairs, &info()).unwrap();
+        let formatter = PreferenceFormatter::new(
+            &spec("chatml.intel"),
+            PreferenceKind::Pairs,
+            &TokenizerInfo::for_tests(),
+        )
+        .unwrap();
         let PreferenceRow::Pair { chosen, rejected } = formatter
             .format(&row(
                 r#"{"system": "Be brief.", "question": "2+2?", "chosen": "4", "rejected": "5"}"#,
@@ -914,7 +911,7 @@ mod tests {
         let mut spec = spec("chat_template.default");
         spec.chat_template = Some("chatml".into());
         spec.message_property_mappings = Some([("role".to_owned(), "from".to_owned())].into());
-        let formatter = PreferenceFormatter::new(&spec, PreferenceKind::Pairs, &info()).unwrap();
+        let formatter = PreferenceFormatter::new(&spec, PreferenceKind::Pairs, &TokenizerInfo::for_tests()).unwrap();
         let PreferenceRow::Pair { chosen, .. } = formatter
             .format(&row(r#"{"messages": [{"from": "user", "content": "hi"}],
                     "chosen": {"from": "assistant", "content": "hello"}, "rejected": "go away"}"#))
@@ -932,7 +929,12 @@ mod tests {
 
     #[test]
     fn argilla_chat_takes_the_first_turn_as_prompt_and_the_second_as_answers() {
-        let formatter = PreferenceFormatter::new(&spec("llama3.argilla_chat"), PreferenceKind::Pairs, &info()).unwrap();
+        let formatter = PreferenceFormatter::new(
+            &spec("llama3.argilla_chat"),
+            PreferenceKind::Pairs,
+            &TokenizerInfo::for_tests(),
+        )
+        .unwrap();
         let pair = row(r#"{"system": "ignored, as in Axolotl",
             "chosen": [{"role": "user", "content": "2+2?"}, {"role": "assistant", "content": "4"}],
             "rejected": [{"role": "user", "content": "2+2?"}, {"role": "assistant", "content": "5"}]}"#);
@@ -954,7 +956,7 @@ mod tests {
     fn orpo_argilla() -> PreferenceFormatter {
         let mut spec = spec("chat_template.argilla");
         spec.chat_template = Some("chatml".into());
-        PreferenceFormatter::new(&spec, PreferenceKind::Orpo, &info()).unwrap()
+        PreferenceFormatter::new(&spec, PreferenceKind::Orpo, &TokenizerInfo::for_tests()).unwrap()
     }
 
     #[test]
@@ -1001,11 +1003,11 @@ mod tests {
     fn orpo_argilla_is_refused_outside_orpo_and_names_bad_turns() {
         let mut dpo = spec("chat_template.argilla");
         dpo.chat_template = Some("chatml".into());
-        let error = PreferenceFormatter::new(&dpo, PreferenceKind::Pairs, &info())
+        let error = PreferenceFormatter::new(&dpo, PreferenceKind::Pairs, &TokenizerInfo::for_tests())
             .err()
             .expect("chat_template.argilla is ORPO's");
         assert!(error.to_string().contains("needs rl: orpo"), "{error}");
-        let kto = PreferenceFormatter::new(&dpo, PreferenceKind::Kto, &info())
+        let kto = PreferenceFormatter::new(&dpo, PreferenceKind::Kto, &TokenizerInfo::for_tests())
             .err()
             .expect("no KTO type");
         assert!(kto.to_string().contains("not a KTO dataset type"), "{kto}");
@@ -1052,7 +1054,8 @@ mod tests {
     }
 
     fn labelled(kind: &str, json: &str) -> (RenderedText, bool) {
-        let formatter = PreferenceFormatter::new(&spec(kind), PreferenceKind::Kto, &info()).unwrap();
+        let formatter =
+            PreferenceFormatter::new(&spec(kind), PreferenceKind::Kto, &TokenizerInfo::for_tests()).unwrap();
         match formatter.format(&row(json)).unwrap() {
             PreferenceRow::Labelled { completion, desirable } => (completion, desirable),
             PreferenceRow::Pair { .. } => panic!("KTO rows are labelled"),
@@ -1080,7 +1083,12 @@ mod tests {
         assert_eq!(llama3.text, format!("{prompt}5<|eot_id|>"));
         assert_eq!(trained(&llama3), "5<|eot_id|>");
 
-        let kto = PreferenceFormatter::new(&spec("llama3.argilla_chat"), PreferenceKind::Kto, &info()).unwrap();
+        let kto = PreferenceFormatter::new(
+            &spec("llama3.argilla_chat"),
+            PreferenceKind::Kto,
+            &TokenizerInfo::for_tests(),
+        )
+        .unwrap();
         let field = |json: &str| kto.format(&row(json)).unwrap_err().field;
         assert_eq!(field(r#"{"completion": [], "label": true}"#), "completion");
         assert_eq!(
@@ -1095,7 +1103,12 @@ mod tests {
             field(r#"{"completion": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}"#),
             "label"
         );
-        let chatml = PreferenceFormatter::new(&spec("chatml.argilla_chat"), PreferenceKind::Kto, &info()).unwrap();
+        let chatml = PreferenceFormatter::new(
+            &spec("chatml.argilla_chat"),
+            PreferenceKind::Kto,
+            &TokenizerInfo::for_tests(),
+        )
+        .unwrap();
         let short = chatml
             .format(&row(
                 r#"{"completion": [{"role": "user", "content": "q"}], "label": true}"#,
@@ -1106,7 +1119,12 @@ mod tests {
 
     #[test]
     fn bad_rows_name_the_field() {
-        let formatter = PreferenceFormatter::new(&spec("chatml.intel"), PreferenceKind::Pairs, &info()).unwrap();
+        let formatter = PreferenceFormatter::new(
+            &spec("chatml.intel"),
+            PreferenceKind::Pairs,
+            &TokenizerInfo::for_tests(),
+        )
+        .unwrap();
         let missing = formatter
             .format(&row(r#"{"question": "q", "rejected": "r"}"#))
             .unwrap_err();
@@ -1118,7 +1136,12 @@ mod tests {
             (empty.field.as_str(), empty.message.as_str()),
             ("rejected", "empty answer")
         );
-        let kto = PreferenceFormatter::new(&spec("user_defined.default"), PreferenceKind::Kto, &info()).unwrap();
+        let kto = PreferenceFormatter::new(
+            &spec("user_defined.default"),
+            PreferenceKind::Kto,
+            &TokenizerInfo::for_tests(),
+        )
+        .unwrap();
         let label = kto
             .format(&row(r#"{"prompt": "q", "completion": "c", "label": "yes"}"#))
             .unwrap_err();
@@ -1132,7 +1155,7 @@ mod tests {
         spec.field_prompt = Some("q".into());
         spec.prompt_format = Some("[{system}] Q: {prompt}\nA: ".into());
         spec.chosen_format = Some("{chosen}</s>".into());
-        let formatter = PreferenceFormatter::new(&spec, PreferenceKind::Pairs, &info()).unwrap();
+        let formatter = PreferenceFormatter::new(&spec, PreferenceKind::Pairs, &TokenizerInfo::for_tests()).unwrap();
         let PreferenceRow::Pair { chosen, rejected } = formatter
             .format(&row(
                 r#"{"q": "why?", "system": "S", "chosen": "because", "rejected": "no"}"#,
@@ -1148,7 +1171,7 @@ mod tests {
 
     #[test]
     fn unknown_types_list_the_known_ones() {
-        let error = PreferenceFormatter::new(&spec("alpaca"), PreferenceKind::Kto, &info())
+        let error = PreferenceFormatter::new(&spec("alpaca"), PreferenceKind::Kto, &TokenizerInfo::for_tests())
             .err()
             .expect("alpaca is no KTO type");
         assert!(error.to_string().contains("not a KTO dataset type"), "{error}");
