@@ -16,6 +16,22 @@ from axr.cli import main
 WORDS = ["sky", "fruit", "cat", "dog", "tree", "car", "sun", "moon"]
 
 
+def _config(tmp_path: Path, model: Path, rows: list[dict[str, Any]], top: str, kind: str) -> Path:
+    """A two-step LoRA preference run on ``rows`` (packed, no checkpoints), with ``top`` keys added."""
+    data = tmp_path / "pairs.jsonl"
+    data.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    config = tmp_path / "config.toml"
+    config.write_text(
+        f'base_model = "{model}"\noutput_dir = "{tmp_path / "out"}"\n'
+        f'dataset_prepared_path = "{tmp_path / "prepared"}"\n{top}\nsequence_len = 128\n'
+        'micro_batch_size = 2\nmax_steps = 2\nlearning_rate = 1e-3\nadapter = "lora"\nlora_r = 4\n'
+        'lora_alpha = 8\nlora_target_modules = ["q_proj", "v_proj"]\nsample_packing = true\n'
+        'save_strategy = "no"\n'
+        f'[[datasets]]\npath = "{data}"\ntype = "{kind}"\n'
+    )
+    return config
+
+
 def test_preprocess_then_train_reads_the_store_without_rendering(
     tmp_path: Path, tiny_llama_dir: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -23,17 +39,7 @@ def test_preprocess_then_train_reads_the_store_without_rendering(
         {"question": f"Is the {w} good?", "chosen": f"Yes, the {w} is good.", "rejected": f"No no {w} bad."}
         for w in WORDS
     ]
-    data = tmp_path / "pairs.jsonl"
-    data.write_text("".join(json.dumps(row) + "\n" for row in rows))
-    config = tmp_path / "config.toml"
-    config.write_text(
-        f'base_model = "{tiny_llama_dir}"\noutput_dir = "{tmp_path / "out"}"\n'
-        f'dataset_prepared_path = "{tmp_path / "prepared"}"\nrl = "dpo"\nsequence_len = 128\n'
-        'micro_batch_size = 2\nmax_steps = 2\nlearning_rate = 1e-3\nadapter = "lora"\nlora_r = 4\n'
-        'lora_alpha = 8\nlora_target_modules = ["q_proj", "v_proj"]\nsample_packing = true\n'
-        'save_strategy = "no"\nval_set_size = 0.25\n'
-        f'[[datasets]]\npath = "{data}"\ntype = "chatml.intel"\n'
-    )
+    config = _config(tmp_path, tiny_llama_dir, rows, 'rl = "dpo"\nval_set_size = 0.25', "chatml.intel")
     assert main(["preprocess", str(config), "--no-progress"]) == 0
     out = capsys.readouterr().out
     assert out.startswith("prepared ")
@@ -77,16 +83,12 @@ def test_orpo_argilla_config_preprocesses_and_trains(
         }
         for w in WORDS
     ]
-    data = tmp_path / "orpo.jsonl"
-    data.write_text("".join(json.dumps(row) + "\n" for row in rows))
-    config = tmp_path / "config.toml"
-    config.write_text(
-        f'base_model = "{tiny_llama_dir}"\noutput_dir = "{tmp_path / "out"}"\n'
-        f'dataset_prepared_path = "{tmp_path / "prepared"}"\nrl = "orpo"\norpo_alpha = 0.1\n'
-        'chat_template = "chatml"\nsequence_len = 128\nmicro_batch_size = 2\nmax_steps = 2\n'
-        'learning_rate = 1e-3\nadapter = "lora"\nlora_r = 4\nlora_alpha = 8\n'
-        'lora_target_modules = ["q_proj", "v_proj"]\nsample_packing = true\nsave_strategy = "no"\n'
-        f'[[datasets]]\npath = "{data}"\ntype = "chat_template.argilla"\n'
+    config = _config(
+        tmp_path,
+        tiny_llama_dir,
+        rows,
+        'rl = "orpo"\norpo_alpha = 0.1\nchat_template = "chatml"',
+        "chat_template.argilla",
     )
     assert main(["preprocess", str(config), "--no-progress"]) == 0
     assert "train  8 pairs (16 sequences)" in capsys.readouterr().out
